@@ -1,0 +1,1 @@
+"""The runtime: one task group, ticks on absolute deadlines, the bus, reload, shutdown."""

@@ -1,0 +1,60 @@
+"""The :class:`KernelFS` protocol: what reactor needs from kernel files, no more."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "is_damon_path")
+
+#: The DAMON sysfs tree. On this project's machines it belongs to the machine itself.
+DAMON_SYSFS = "/sys/kernel/mm/damon"
+
+
+def is_damon_path(path: str) -> bool:
+    """True if ``path`` (an absolute kernel path) lies inside the DAMON sysfs tree."""
+    norm = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    return norm == DAMON_SYSFS or norm.startswith(DAMON_SYSFS + "/")
+
+
+class KeptFile(Protocol):
+    """A kernel file kept open for cheap re-reads on hot paths (pread at offset 0)."""
+
+    @property
+    def path(self) -> str: ...
+
+    def read_text(self) -> str:
+        """Re-read the whole file from offset 0."""
+        ...
+
+    def pread(self, size: int, offset: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class KernelFS(Protocol):
+    """Read and write kernel files under a root.
+
+    Every method raises :class:`reactor.errors.KernelInterfaceError` (with ``path`` and
+    ``errno``) on failure; ``FileNotFoundError`` is not leaked to callers.
+    """
+
+    @property
+    def root(self) -> str: ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def write_text(self, path: str, data: str) -> None:
+        """Write ``data`` in one ``write`` call so the kernel's errno surfaces here."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def is_dir(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory, sorted."""
+        ...
+
+    def read_bytes(self, path: str, offset: int, size: int) -> bytes: ...
+
+    def keep(self, path: str) -> KeptFile: ...

@@ -1,0 +1,1 @@
+"""Signal sources: PSI, vmstat, meminfo, tiers, fragmentation, cgroups."""
