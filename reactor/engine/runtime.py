@@ -1,0 +1,299 @@
+"""The runtime: one task group holding every source, the report tick, reload and shutdown.
+
+Used two ways:
+
+* as a library inside an async application::
+
+      async with Reactor(config) as reactor:
+          sample = reactor.bus.latest("psi.memory")
+
+  (no signal handlers are installed in library mode);
+* by ``reactor serve``, through :func:`serve`, which adds SIGTERM/SIGINT shutdown and
+  SIGHUP reload.
+
+Time is read only through ``anyio.current_time()``, so tests run it on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from reactor.config import Config, load_config
+from reactor.damon.probe import BackendChoice, choose_backend, read_damon_status
+from reactor.engine.bus import Bus
+from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
+from reactor.engine.ticker import Ticker
+from reactor.errors import ConfigError, ReactorError
+from reactor.kernelfs import KernelFS, RealKernelFS
+
+__all__ = ("Reactor", "ReloadResult", "serve")
+
+_log = structlog.get_logger("reactor")
+
+#: Config keys a running daemon cannot change; a reload that changes them says so.
+_RESTART_KEYS = ("backend", "run_dir", "log_format")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did: topics whose task was kept, started and stopped."""
+
+    applied: bool
+    kept: tuple[str, ...] = ()
+    started: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
+    needs_restart: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+class Reactor:
+    """The daemon's core: sources on the bus, the per-tick report, reload and shutdown."""
+
+    def __init__(self, config: Config, *, fs: KernelFS | None = None) -> None:
+        self.config = config
+        self.fs: KernelFS = fs if fs is not None else RealKernelFS("/")
+        self.bus = Bus()
+        self.runners: dict[str, SourceRunner] = {}
+        self.backend: BackendChoice | None = None
+        self.ticks = 0
+        self._tg: TaskGroup | None = None
+        self._outer: TaskGroup | None = None
+        self._restores: list[Callable[[], Awaitable[None]]] = []
+
+    # -- library mode -------------------------------------------------------------
+    async def __aenter__(self) -> Reactor:
+        self._outer = anyio.create_task_group()
+        await self._outer.__aenter__()
+        try:
+            await self._outer.start(self.run)
+        except BaseException as exc:
+            self._outer.cancel_scope.cancel()
+            await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._outer is not None
+        self._outer.cancel_scope.cancel()
+        return await self._outer.__aexit__(exc_type, exc, tb)
+
+    # -- the daemon ---------------------------------------------------------------
+    def on_shutdown(self, restore: Callable[[], Awaitable[None]]) -> None:
+        """Register an actuator's restore step; they run in reverse order at shutdown."""
+        self._restores.append(restore)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start every source (concurrently), then the report tick; run until cancelled."""
+        self._announce()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._start_runners(build_source_specs(self.config, self.fs))
+                await tg.start(self._report_loop)
+                _log.info(
+                    "started",
+                    sources={t: r.state for t, r in sorted(self.runners.items())},
+                    tick_s=self.config.reactor.tick,
+                )
+                task_status.started()
+        finally:
+            self._tg = None
+            await self._restore_all()
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Cancel every task; :meth:`run` returns after actuators have restored."""
+        _log.info("stopping", reason=reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _restore_all(self) -> None:
+        with anyio.move_on_after(self.config.reactor.shutdown_timeout, shield=True) as scope:
+            while self._restores:
+                restore = self._restores.pop()
+                try:
+                    await restore()
+                except (ReactorError, OSError) as exc:
+                    _log.error("restore_failed", error=str(exc))
+        if scope.cancelled_caught:
+            _log.error(
+                "restore_timeout",
+                timeout_s=self.config.reactor.shutdown_timeout,
+                left=len(self._restores),
+            )
+
+    def _announce(self) -> None:
+        """Say at start what the backend is and what this version does not do yet."""
+        cfg = self.config
+        self.backend = choose_backend(cfg.reactor.backend, read_damon_status(self.fs))
+        _log.info(
+            "backend",
+            requested=self.backend.requested,
+            backend=self.backend.backend,
+            usable=self.backend.usable,
+            reason=self.backend.reason,
+        )
+        inactive = []
+        if cfg.monitors:
+            inactive.append(f"{len(cfg.monitors)} monitor(s)")
+        if cfg.policies:
+            inactive.append(f"{len(cfg.policies)} policy(ies)")
+        if cfg.damon.kdamonds:
+            inactive.append(f"{len(cfg.damon.kdamonds)} damon kdamond(s)")
+        _log.info(
+            "capabilities",
+            active="signals (PSI, vmstat, meminfo) sampled and logged each tick",
+            not_yet=(
+                "access monitoring (DAMON driver, native sampler), policies and actuators, "
+                "status socket and metrics are not in this version: nothing on this "
+                "machine is changed"
+            ),
+            configured_but_inactive=inactive or None,
+            dry_run=cfg.reactor.dry_run,
+        )
+
+    async def _start_runners(self, specs: list[SourceSpec]) -> None:
+        """Start sources concurrently: each waits for its own first sample."""
+        assert self._tg is not None
+        tg = self._tg
+        new = []
+        for spec in specs:
+            runner = SourceRunner(
+                spec, self.bus, startup_timeout=lambda: self.config.reactor.startup_timeout
+            )
+            self.runners[spec.topic] = runner
+            new.append(runner)
+        async with anyio.create_task_group() as starters:
+            for runner in new:
+                starters.start_soon(self._start_one, tg, runner)
+
+    @staticmethod
+    async def _start_one(tg: TaskGroup, runner: SourceRunner) -> None:
+        await tg.start(runner.run)
+
+    async def _report_loop(self, *, task_status: TaskStatus[None]) -> None:
+        """One ``node_sample`` event per tick with the freshest value of every topic."""
+        ticker = Ticker(lambda: self.config.reactor.tick)
+        task_status.started()
+        while True:
+            tick = await ticker.next()
+            self.ticks += 1
+            if tick.skipped:
+                _log.warning("tick_overrun", task="report", skipped=tick.skipped)
+            self._report(tick.now, tick.dt)
+
+    def _report(self, now: float, dt: float) -> None:
+        values: dict[str, Any] = {}
+        stale: list[str] = []
+        for topic, runner in sorted(self.runners.items()):
+            sample = self.bus.fresh(topic, now, runner.spec.cfg.max_age)
+            if sample is None:
+                stale.append(topic)
+                continue
+            summary = getattr(sample.value, "summary", None)
+            values[topic] = summary() if callable(summary) else sample.value
+        _log.info("node_sample", dt_s=round(dt, 6), stale=stale or None, **values)
+
+    # -- reload -------------------------------------------------------------------
+    async def reload(self, config: Config) -> ReloadResult:
+        """Apply a validated config: keep, update, start and stop source tasks.
+
+        A task whose source reads the same files keeps running and takes the new period
+        at its next deadline; only added or removed sources start or stop.
+        """
+        old = self.config
+        needs_restart = tuple(
+            k for k in _RESTART_KEYS if getattr(old.reactor, k) != getattr(config.reactor, k)
+        )
+        self.config = config
+        specs = {s.topic: s for s in build_source_specs(config, self.fs)}
+        kept, stopped = [], []
+        for topic, runner in list(self.runners.items()):
+            spec = specs.get(topic)
+            if spec is not None and spec.identity == runner.spec.identity:
+                runner.update(spec)
+                kept.append(topic)
+                del specs[topic]
+            else:
+                runner.stop()
+                del self.runners[topic]
+                stopped.append(topic)
+        if specs and self._tg is not None:
+            await self._start_runners(list(specs.values()))
+        result = ReloadResult(
+            applied=True,
+            kept=tuple(kept),
+            started=tuple(specs),
+            stopped=tuple(stopped),
+            needs_restart=needs_restart,
+        )
+        _log.info(
+            "reloaded",
+            kept=result.kept,
+            started=result.started or None,
+            stopped=result.stopped or None,
+        )
+        if needs_restart:
+            _log.warning(
+                "reload_needs_restart",
+                keys=[f"reactor.{k}" for k in needs_restart],
+                effect="these keys take effect at the next start; the rest is applied",
+            )
+        return result
+
+    async def reload_from(self, path: str) -> ReloadResult:
+        """Load, validate and apply ``path``; a broken file keeps the running config."""
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            errors = tuple(str(i) for i in exc.issues)
+            _log.error("reload_rejected", file=path, errors=list(errors), kept="old config")
+            return ReloadResult(applied=False, errors=errors)
+        return await self.reload(config)
+
+
+async def serve(
+    config: Config,
+    *,
+    config_path: str | None,
+    fs: KernelFS | None = None,
+    duration: float | None = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or ``duration`` seconds); SIGHUP reloads."""
+    reactor = Reactor(config, fs=fs)
+    async with anyio.create_task_group() as tg:
+        await tg.start(reactor.run)
+        tg.start_soon(_handle_signals, reactor, config_path, tg.cancel_scope.cancel)
+        if duration is not None:
+            await anyio.sleep(duration)
+            reactor.stop(f"--duration {duration:g} s elapsed")
+            tg.cancel_scope.cancel()
+
+
+async def _handle_signals(
+    reactor: Reactor, config_path: str | None, cancel: Callable[[], None]
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if config_path is None:
+                    _log.warning("reload_ignored", reason="no config file to reload")
+                    continue
+                _log.info("reload_requested", signal="SIGHUP", file=config_path)
+                await reactor.reload_from(config_path)
+            else:
+                reactor.stop(signal.Signals(signum).name)
+                cancel()
+                return

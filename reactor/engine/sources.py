@@ -1,0 +1,198 @@
+"""Signal sources as periodic tasks: build them from the config, run them on deadlines.
+
+A source task polls its poller once per period, publishes each value to the bus, counts
+and logs failed reads, and reports readiness after its first good read. A source that
+cannot read within ``startup_timeout`` is marked failed with its reason and the daemon
+runs on without it (it keeps trying, and says so when it recovers); a source marked
+``required`` fails start-up instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from reactor.engine.bus import Bus
+from reactor.engine.ticker import Ticker
+from reactor.errors import KernelInterfaceError, SourceFailed
+from reactor.kernelfs import KernelFS
+from reactor.signals.base import Poller
+
+if TYPE_CHECKING:
+    from reactor.config import Config, SourceConfig
+
+__all__ = ("SourceRunner", "SourceSpec", "build_source_specs")
+
+_log = structlog.get_logger("reactor.source")
+
+#: After this many consecutive failures a source logs only every this-many-th failure
+#: (every failure is still counted on the bus), so a broken file cannot flood the log.
+_LOG_EVERY = 60
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One topic to poll: which config section it comes from, and how to make its poller.
+
+    ``identity`` says what the poller reads; two specs with the same identity can hand
+    over a running task (a reload that only changes the period keeps the task).
+    """
+
+    topic: str
+    source: str
+    identity: tuple[Any, ...]
+    cfg: SourceConfig
+    make_poller: Callable[[], Poller]
+
+
+def build_source_specs(config: Config, fs: KernelFS) -> list[SourceSpec]:
+    """The enabled sources of ``config.signals`` as one spec per bus topic."""
+    from reactor.signals.meminfo import MeminfoPoller
+    from reactor.signals.psi import PsiPoller
+    from reactor.signals.vmstat import VmstatPoller
+
+    specs: list[SourceSpec] = []
+    for name, cfg in config.signals.sources().items():
+        if name == "psi":
+            psi = config.signals.psi
+            for resource in psi.resources:
+                topic = f"psi.{resource}"
+                specs.append(
+                    SourceSpec(
+                        topic,
+                        name,
+                        ("psi", resource, None),
+                        cfg,
+                        _bind(PsiPoller, fs, resource, topic=topic),
+                    )
+                )
+                if psi.cgroup is not None:
+                    path = f"{psi.cgroup.rstrip('/')}/{resource}.pressure"
+                    topic = f"psi.cgroup.{resource}"
+                    specs.append(
+                        SourceSpec(
+                            topic,
+                            name,
+                            ("psi", resource, path),
+                            cfg,
+                            _bind(PsiPoller, fs, resource, path=path, topic=topic),
+                        )
+                    )
+        elif name == "vmstat":
+            specs.append(SourceSpec("vmstat", name, ("vmstat",), cfg, _bind(VmstatPoller, fs)))
+        elif name == "meminfo":
+            specs.append(SourceSpec("meminfo", name, ("meminfo",), cfg, _bind(MeminfoPoller, fs)))
+        else:  # the config model and this table must grow together
+            raise ValueError(f"signals.{name}: no source implementation for this section")
+    return specs
+
+
+def _bind(factory: Callable[..., Poller], *args: Any, **kwargs: Any) -> Callable[[], Poller]:
+    def make() -> Poller:
+        return factory(*args, **kwargs)
+
+    return make
+
+
+class SourceRunner:
+    """Runs one :class:`SourceSpec` as a task; its period can change while it runs."""
+
+    def __init__(self, spec: SourceSpec, bus: Bus, *, startup_timeout: Callable[[], float]) -> None:
+        self.spec = spec
+        self.bus = bus
+        self._startup_timeout = startup_timeout
+        self.state = "starting"
+        self.reason: str | None = None
+        self.starts = 0
+        self.reads = 0
+        self.consecutive_failures = 0
+        self.ticker: Ticker | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    def update(self, spec: SourceSpec) -> None:
+        """Take a new config for the same identity; the next deadline uses the new period."""
+        if spec.identity != self.spec.identity:
+            raise ValueError(f"cannot hand {self.spec.topic} over to a different source")
+        self.spec = spec
+
+    def stop(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll until cancelled; ``task_status.started()`` after the first good read, or
+        after ``startup_timeout`` with the source marked failed."""
+        self.starts += 1
+        log = _log.bind(topic=self.spec.topic)
+        with anyio.CancelScope() as self.scope:
+            try:
+                poller = self.spec.make_poller()
+            except KernelInterfaceError as exc:
+                poller = None
+                self._fail(log, str(exc))
+            self.ticker = Ticker(lambda: self.spec.cfg.period)
+            give_up_at = anyio.current_time() + self._startup_timeout()
+            started = False
+            while True:
+                tick = await self.ticker.next()
+                if tick.skipped:
+                    log.warning("tick_overrun", skipped=tick.skipped, total=self.ticker.overruns)
+                if poller is None:
+                    try:
+                        poller = self.spec.make_poller()
+                    except KernelInterfaceError as exc:
+                        self._fail(log, str(exc))
+                ok = poller is not None and self._poll_once(poller, tick.now, log)
+                if not started and ok:
+                    started = True
+                    task_status.started()
+                elif not started and anyio.current_time() >= give_up_at:
+                    started = True
+                    self._give_up(log)
+                    task_status.started()
+
+    def _poll_once(self, poller: Poller, now: float, log: Any) -> bool:
+        try:
+            value = poller.poll(now)
+        except KernelInterfaceError as exc:
+            self._fail(log, str(exc))
+            return False
+        self.reads += 1
+        if self.consecutive_failures and self.state == "failed":
+            log.info("source_recovered", after_failures=self.consecutive_failures)
+        self.consecutive_failures = 0
+        self.state, self.reason = "ready", None
+        if value is not None:
+            self.bus.publish(self.spec.topic, value, now)
+        return True
+
+    def _fail(self, log: Any, reason: str) -> None:
+        self.consecutive_failures += 1
+        self.reason = reason
+        self.bus.record_failure(self.spec.topic, reason, failed=self.state == "failed")
+        n = self.consecutive_failures
+        if n == 1 or n % _LOG_EVERY == 0:
+            log.warning("sample_failed", reason=reason, consecutive=n)
+
+    def _give_up(self, log: Any) -> None:
+        reason = self.reason or "no sample"
+        timeout = self._startup_timeout()
+        if self.spec.cfg.required:
+            raise SourceFailed(
+                self.spec.topic,
+                f"no good sample within {timeout:g} s ({reason}); the config marks "
+                f"signals.{self.spec.source} required",
+            )
+        self.state = "failed"
+        self.bus.record_failure(self.spec.topic, reason, failed=True)
+        log.warning(
+            "source_failed",
+            reason=reason,
+            startup_timeout_s=timeout,
+            effect="running without it; policies that need it hold",
+        )

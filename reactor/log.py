@@ -1,0 +1,71 @@
+"""Structured logging set-up for the daemon (the CLI calls it; library mode does not).
+
+JSON lines when stderr is not a terminal (journald, Kubernetes, files), a readable console
+rendering on a terminal. Wall-clock timestamps exist only here, in logs: control maths
+uses the runtime's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+
+__all__ = ("LogFormat", "configure_logging", "resolve_format")
+
+LogFormat = Literal["auto", "json", "console"]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def resolve_format(fmt: str, stream: TextIO) -> Literal["json", "console"]:
+    """``auto`` means console on a TTY and JSON lines otherwise."""
+    if fmt == "auto":
+        return "console" if stream.isatty() else "json"
+    if fmt in ("json", "console"):
+        return fmt  # type: ignore[return-value]
+    raise ValueError(f"log format: expected one of auto, json, console, got {fmt!r}")
+
+
+def configure_logging(
+    fmt: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> Literal["json", "console"]:
+    """Configure structlog globally for the daemon; returns the format chosen."""
+    out = stream if stream is not None else sys.stderr
+    chosen = resolve_format(fmt, out)
+    if level not in _LEVELS:
+        raise ValueError(f"log level: expected one of {', '.join(_LEVELS)}, got {level!r}")
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if chosen == "json":
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=False, default=_json_default),
+        ]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    return chosen
+
+
+def _json_default(obj: object) -> object:
+    """Render values JSON does not know (dataclasses, tuples of them) readably."""
+    summary = getattr(obj, "summary", None)
+    if callable(summary):
+        return summary()
+    return repr(obj)

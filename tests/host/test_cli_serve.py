@@ -1,0 +1,210 @@
+"""`reactor serve` as a user runs it: a real process on this machine's real /proc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REACTOR = [sys.executable, "-m", "reactor.cli"]
+
+
+def run_lines(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    out, _ = proc.communicate(timeout=60)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    """Start reactor with JSON logs on a pipe; the test ends it by its own pid."""
+    return subprocess.Popen(
+        [*REACTOR, *args, "--log-format", "json"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen[str], path: Path, event: str, timeout: float = 20) -> None:
+    """Wait until the log file holds ``event`` (the daemon logs to a file in these tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and f'"event": "{event}"' in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"reactor exited {proc.returncode}: {path.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} within {timeout} s: {path.read_text()}")
+
+
+def test_serve_node_yaml_for_five_seconds_logs_real_samples_and_exits_0() -> None:
+    """The default config runs on this machine, logs real PSI/vmstat each tick, exits 0."""
+    proc = start("serve", "configs/node.yaml", "--duration", "5")
+    lines = run_lines(proc)
+    assert proc.returncode == 0, lines[-5:]
+    names = [e["event"] for e in lines]
+    assert names.count("node_sample") >= 4
+    backend = next(e for e in lines if e["event"] == "backend")
+    assert backend["reason"]
+    assert any(e["event"] == "capabilities" and e["not_yet"] for e in lines)
+    last = [e for e in lines if e["event"] == "node_sample"][-1]
+    assert 0.0 <= last["psi.memory"]["some_share"] <= 1.0
+    assert last["meminfo"]["mem_available_bytes"] > 0
+    assert last["vmstat"]
+    assert names[-1] == "stopped"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_cleanly_with_status_0(tmp_path: Path, signum: int) -> None:
+    """SIGTERM (systemd) and SIGINT (Ctrl-C) stop the daemon within seconds, exit 0."""
+    log = tmp_path / "log.jsonl"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*REACTOR, "serve", "configs/node.yaml", "--log-format", "json"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(proc, log, "started")
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            status = proc.wait(timeout=15)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert status == 0, log.read_text()[-2000:]
+    # shutdown_timeout defaults to 5 s: the bound the daemon promises, plus start-up slack.
+    assert took < 10
+    assert '"event": "stopped"' in log.read_text()
+
+
+def test_sighup_reload_changes_a_period_and_a_broken_file_keeps_the_old(tmp_path: Path) -> None:
+    """SIGHUP applies an edited period with no task restarted; a broken edit is refused."""
+    cfg = tmp_path / "node.yaml"
+    shutil.copy(ROOT / "configs" / "node.yaml", cfg)
+    log = tmp_path / "log.jsonl"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*REACTOR, "serve", str(cfg), "--log-format", "json"],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(proc, log, "started")
+            cfg.write_text(cfg.read_text() + "\n# edited\n")
+            text = cfg.read_text()
+            cfg.write_text(text.replace("period: 1s", "period: 500ms", 1))
+            assert cfg.read_text() != text, "node.yaml must set a period: 1s to edit"
+            proc.send_signal(signal.SIGHUP)
+            wait_for(proc, log, "reloaded")
+            cfg.write_text("reactor:\n  tick: 1\n")
+            proc.send_signal(signal.SIGHUP)
+            wait_for(proc, log, "reload_rejected")
+            time.sleep(1.5)
+            assert proc.poll() is None, "a broken reload must not stop the daemon"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    reloaded = next(e for e in events if e["event"] == "reloaded")
+    assert reloaded["started"] is None and reloaded["stopped"] is None
+    assert set(reloaded["kept"]) >= {"psi.memory", "vmstat", "meminfo"}
+    rejected = next(e for e in events if e["event"] == "reload_rejected")
+    assert "add a unit" in rejected["errors"][0]
+    # the daemon went on sampling after the rejected reload
+    after = events.index(rejected)
+    assert any(e["event"] == "node_sample" for e in events[after:])
+
+
+def test_validate_exits_0_on_every_shipped_config() -> None:
+    """Every file under configs/ validates."""
+    files = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml"))
+    assert files
+    proc = subprocess.run(
+        [*REACTOR, "validate", *files], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_validate_prints_every_error_with_location_and_exits_2(tmp_path: Path) -> None:
+    """A file with two mistakes gets both reported as file:line:column, and status 2."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reactor:\n  tick: 1\n  backend: dmaon\n")
+    proc = subprocess.run(
+        [*REACTOR, "validate", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:2:9: reactor.tick" in proc.stderr
+    assert f"{bad}:3:12: reactor.backend" in proc.stderr
+    assert "auto" in proc.stderr and "native" in proc.stderr
+
+
+def test_serve_with_a_bad_config_exits_2_before_starting(tmp_path: Path) -> None:
+    """An invalid config stops `serve` before any task starts, with status 2."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("signals:\n  psi:\n    period: -1s\n")
+    proc = subprocess.run(
+        [*REACTOR, "serve", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert "bad.yaml:3:" in proc.stderr
+    assert "started" not in proc.stdout
+
+
+def test_schema_prints_a_json_schema_with_every_section() -> None:
+    """`reactor schema` prints JSON Schema naming each top-level section."""
+    proc = subprocess.run([*REACTOR, "schema"], capture_output=True, text=True, check=True)
+    schema = json.loads(proc.stdout)
+    assert set(schema["properties"]) >= {
+        "reactor",
+        "api",
+        "signals",
+        "monitors",
+        "policies",
+        "damon",
+    }
+
+
+def test_version_prints_the_package_version() -> None:
+    """`reactor version` prints the installed version."""
+    from reactor import __version__
+
+    proc = subprocess.run([*REACTOR, "version"], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == f"reactor {__version__}"
+
+
+def test_damon_sysfs_is_never_written() -> None:
+    """The machine's kdamond is still the one that was running (same pid, still on)."""
+    base = Path("/sys/kernel/mm/damon/admin/kdamonds")
+    if not base.exists():
+        pytest.skip("this machine has no DAMON sysfs; nothing to protect")
+
+    def snapshot() -> list[tuple[str, str, str]]:
+        return [
+            (d.name, (d / "state").read_text(), (d / "pid").read_text())
+            for d in sorted(base.iterdir())
+            if d.is_dir()
+        ]
+
+    before = (base / "nr_kdamonds").read_text(), snapshot()
+    proc = start("serve", "configs/node.yaml", "--duration", "2")
+    run_lines(proc)
+    assert proc.returncode == 0
+    assert ((base / "nr_kdamonds").read_text(), snapshot()) == before

@@ -1,0 +1,231 @@
+"""The runtime on a virtual clock and the fake kernel: start, ticks, failures, reload, stop."""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from reactor.config import Config, load_config_text
+from reactor.engine.runtime import Reactor
+from reactor.errors import SourceFailed
+from reactor.testing.fakefs import FakeKernelFS
+
+CAPTURED = Path(__file__).resolve().parents[2] / "fixtures" / "captured" / "host-6.18"
+
+
+def psi_text(some_total_us: int, full_total_us: int = 0) -> str:
+    """A /proc/pressure file in the kernel's format with the given cumulative totals."""
+    return (
+        f"some avg10=0.00 avg60=0.00 avg300=0.00 total={some_total_us}\n"
+        f"full avg10=0.00 avg60=0.00 avg300=0.00 total={full_total_us}\n"
+    )
+
+
+def fake_node() -> FakeKernelFS:
+    """A node whose /proc files start as verbatim captures from this machine."""
+    return FakeKernelFS(
+        {
+            "proc": {
+                "pressure": {
+                    "memory": (CAPTURED / "proc_pressure_memory").read_text(),
+                    "io": (CAPTURED / "proc_pressure_io").read_text(),
+                    "cpu": (CAPTURED / "proc_pressure_cpu").read_text(),
+                },
+                "vmstat": (CAPTURED / "proc_vmstat").read_text(),
+                "meminfo": (CAPTURED / "proc_meminfo").read_text(),
+            },
+        }
+    )
+
+
+def config(text: str = "") -> Config:
+    base = "reactor:\n  tick: 1s\n  startup_timeout: 3s\n"
+    return load_config_text(base + text, "test.yaml")
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+@pytest.mark.anyio
+async def test_sources_start_and_every_tick_logs_fresh_samples(logs: list[dict[str, Any]]) -> None:
+    """After start every topic has a value and each tick logs one node_sample with all of them."""
+    fs = fake_node()
+    async with Reactor(config(), fs=fs) as reactor:
+        assert {r.state for r in reactor.runners.values()} == {"ready"}
+        await anyio.sleep(5)
+        assert reactor.bus.latest("psi.memory") is not None
+        assert reactor.bus.latest("vmstat") is not None
+        assert reactor.bus.latest("meminfo") is not None
+    samples = events(logs, "node_sample")
+    assert len(samples) >= 5
+    last = samples[-1]
+    assert last["stale"] is None
+    for topic in ("psi.memory", "psi.io", "psi.cpu", "vmstat", "meminfo"):
+        assert topic in last, topic
+
+
+@pytest.mark.anyio
+async def test_psi_share_on_the_bus_is_the_stall_rate_of_the_total_counter() -> None:
+    """Stall time growing 0.25 s per 1 s of wall time shows as a 25 % some share."""
+    fs = fake_node()
+    fs.set_file("/proc/pressure/memory", psi_text(1_000_000))
+    cfg = config("signals:\n  psi:\n    resources: [memory]\n    period: 1s\n")
+    async with Reactor(cfg, fs=fs) as reactor:
+        total = 1_000_000
+        for _ in range(3):
+            total += 250_000
+            fs.set_file("/proc/pressure/memory", psi_text(total))
+            sample = await reactor.bus.wait_newer(
+                "psi.memory", reactor.bus.stats("psi.memory").published
+            )
+        assert sample.value.some_share == pytest.approx(0.25, rel=1e-6)
+
+
+@pytest.mark.anyio
+async def test_a_failing_source_is_marked_failed_and_the_daemon_runs_on(
+    logs: list[dict[str, Any]],
+) -> None:
+    """An unreadable vmstat is marked failed with its errno; PSI and meminfo keep flowing."""
+    fs = fake_node()
+    fs.inject_fault("/proc/vmstat", errno.EACCES, times=None)
+    async with Reactor(config(), fs=fs) as reactor:
+        assert reactor.runners["vmstat"].state == "failed"
+        assert reactor.runners["psi.memory"].state == "ready"
+        await anyio.sleep(4)
+        assert reactor.bus.stats("vmstat").failures >= 4
+        assert reactor.bus.latest("meminfo") is not None
+    failed = events(logs, "source_failed")
+    assert [e["topic"] for e in failed] == ["vmstat"]
+    assert "EACCES" in failed[0]["reason"]
+    assert all(e["stale"] == ["vmstat"] for e in events(logs, "node_sample"))
+
+
+@pytest.mark.anyio
+async def test_a_required_source_that_cannot_read_fails_startup() -> None:
+    """A required source with no good sample within startup_timeout stops start-up, with why."""
+    fs = fake_node()
+    fs.inject_fault("/proc/meminfo", errno.ENOENT, times=None)
+    cfg = config("signals:\n  meminfo:\n    required: true\n")
+    with pytest.raises(BaseException) as info:  # an exception group
+        async with Reactor(cfg, fs=fs):
+            pass
+    leaves = [info.value]
+    while isinstance(leaves[0], BaseExceptionGroup):
+        leaves = list(leaves[0].exceptions)
+    assert isinstance(leaves[0], SourceFailed)
+    assert re.search(r"meminfo.*within 3 s.*ENOENT.*required", str(leaves[0]))
+
+
+@pytest.mark.anyio
+async def test_a_source_that_recovers_is_fresh_again(logs: list[dict[str, Any]]) -> None:
+    """Reads that fail for a while make the topic stale; when they work again it is fresh."""
+    fs = fake_node()
+    cfg = config("signals:\n  meminfo:\n    period: 1s\n    stale_after: 2s\n")
+    async with Reactor(cfg, fs=fs) as reactor:
+        fault = fs.inject_fault("/proc/meminfo", errno.EIO, times=None)
+        await anyio.sleep(4)
+        assert reactor.bus.fresh("meminfo", anyio.current_time(), 2.0) is None
+        fs.clear_faults()
+        del fault
+        await anyio.sleep(2)
+        assert reactor.bus.fresh("meminfo", anyio.current_time(), 2.0) is not None
+    stale = [e["stale"] for e in events(logs, "node_sample")]
+    assert ["meminfo"] in stale
+    assert stale[-1] is None
+
+
+@pytest.mark.anyio
+async def test_reload_changes_a_period_without_restarting_other_tasks() -> None:
+    """A reload that changes vmstat's period keeps every task (no restart) and vmstat speeds up."""
+    fs = fake_node()
+    async with Reactor(config(), fs=fs) as reactor:
+        await anyio.sleep(3)
+        before = {t: (r.starts, r.reads) for t, r in reactor.runners.items()}
+        result = await reactor.reload(config("signals:\n  vmstat:\n    period: 250ms\n"))
+        assert result.applied and not result.started and not result.stopped
+        await anyio.sleep(4)
+        after = {t: (r.starts, r.reads) for t, r in reactor.runners.items()}
+    assert all(after[t][0] == 1 for t in after)  # no task was restarted
+    vmstat_reads = after["vmstat"][1] - before["vmstat"][1]
+    meminfo_reads = after["meminfo"][1] - before["meminfo"][1]
+    # 4 s at 250 ms is 16 reads (+1 for the read at the old deadline), against 4 at 1 s.
+    assert 15 <= vmstat_reads <= 18
+    assert 3 <= meminfo_reads <= 5
+
+
+@pytest.mark.anyio
+async def test_reload_adds_and_removes_sources() -> None:
+    """Disabling vmstat stops its task; enabling it again starts a new one."""
+    fs = fake_node()
+    async with Reactor(config(), fs=fs) as reactor:
+        off = await reactor.reload(config("signals:\n  vmstat:\n    enabled: false\n"))
+        assert off.stopped == ("vmstat",)
+        assert "vmstat" not in reactor.runners
+        on = await reactor.reload(config())
+        assert on.started == ("vmstat",)
+        await anyio.sleep(2)
+        assert reactor.runners["vmstat"].reads >= 1
+
+
+@pytest.mark.anyio
+async def test_broken_config_on_reload_keeps_the_old_one(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    """A reload from a broken file is rejected with its errors and the old config stays."""
+    fs = fake_node()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reactor:\n  tick: 1\n")
+    cfg = config()
+    async with Reactor(cfg, fs=fs) as reactor:
+        result = await reactor.reload_from(str(bad))
+        assert not result.applied
+        assert reactor.config is cfg
+        await anyio.sleep(2)
+        assert {r.starts for r in reactor.runners.values()} == {1}
+    rejected = events(logs, "reload_rejected")
+    assert len(rejected) == 1
+    assert re.search(r"bad\.yaml:2:9: reactor\.tick", rejected[0]["errors"][0])
+
+
+@pytest.mark.anyio
+async def test_shutdown_runs_restores_even_when_cancelled() -> None:
+    """Registered restore steps run, newest first, when the daemon is cancelled."""
+    fs = fake_node()
+    order: list[str] = []
+
+    async def restore(name: str) -> None:
+        await anyio.sleep(0.1)  # a restore that waits must still complete under cancel
+        order.append(name)
+
+    async with Reactor(config(), fs=fs) as reactor:
+        reactor.on_shutdown(lambda: restore("first"))
+        reactor.on_shutdown(lambda: restore("second"))
+        await anyio.sleep(1)
+    assert order == ["second", "first"]
+
+
+@pytest.mark.anyio
+async def test_backend_choice_is_explained_for_a_foreign_kdamond(
+    logs: list[dict[str, Any]],
+) -> None:
+    """With someone else's kdamond running, auto picks native and names that kdamond's pid."""
+    fs = fake_node()
+    fs.add_tree(
+        "/sys/kernel/mm/damon/admin/kdamonds",
+        {
+            "nr_kdamonds": "1\n",
+            "0": {"state": "on\n", "pid": "77\n", "contexts": {"0": {"operations": "paddr\n"}}},
+        },
+    )
+    async with Reactor(config(), fs=fs):
+        pass
+    (backend,) = events(logs, "backend")
+    assert backend["backend"] == "native"
+    assert "kdamond 0 (state on, pid 77, ops paddr)" in backend["reason"]
+    assert fs.writes == ()
