@@ -12,7 +12,18 @@ machine's own kdamond, and a write to any ``nr_*`` file there resets it.
 
 from __future__ import annotations
 
-from reactor.kernelfs.base import DAMON_SYSFS, KeptFile, KernelFS
+from reactor.kernelfs.base import DAMON_SYSFS, KeptFile, KernelFS, is_damon_path, normalize_path
+from reactor.kernelfs.frozen import FrozenMap
+from reactor.kernelfs.kept import KeptReader
 from reactor.kernelfs.real import RealKernelFS
 
-__all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "RealKernelFS")
+__all__ = (
+    "DAMON_SYSFS",
+    "FrozenMap",
+    "KeptFile",
+    "KeptReader",
+    "KernelFS",
+    "RealKernelFS",
+    "is_damon_path",
+    "normalize_path",
+)

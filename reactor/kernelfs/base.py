@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Protocol
 
-__all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "is_damon_path")
+__all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "is_damon_path", "normalize_path")
 
 #: The DAMON sysfs tree. On this project's machines it belongs to the machine itself.
 DAMON_SYSFS = "/sys/kernel/mm/damon"
 
 
+def normalize_path(path: str) -> str:
+    """``path`` as one canonical absolute kernel path: no ``//``, ``.`` or ``..`` parts.
+
+    ``..`` is resolved lexically (``/sys/kernel/mm/x/../damon`` is the DAMON tree), which is
+    what the kernel does for every directory that exists. Raises ValueError for a relative
+    path: kernel paths are absolute, so a relative one is a bug in the caller.
+    """
+    if not path.startswith("/"):
+        raise ValueError(f"kernel paths are absolute, got {path!r}")
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
 def is_damon_path(path: str) -> bool:
     """True if ``path`` (an absolute kernel path) lies inside the DAMON sysfs tree."""
-    norm = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    norm = normalize_path(path)
     return norm == DAMON_SYSFS or norm.startswith(DAMON_SYSFS + "/")
 
 

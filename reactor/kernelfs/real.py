@@ -1,11 +1,15 @@
 """A :class:`~reactor.kernelfs.base.KernelFS` over real files under a root directory."""
 
+# The seam works on descriptors and raw paths on purpose (one os.write per kernel write so
+# the errno surfaces, pread on kept fds); pathlib would add objects on the hot path.
+# ruff: noqa: PTH100, PTH110, PTH112, PTH208
+
 from __future__ import annotations
 
 import os
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
-from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path
+from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
 
 __all__ = ("RealFile", "RealKernelFS")
 
@@ -66,12 +70,34 @@ class RealKernelFS:
         return self._root
 
     def host_path(self, path: str) -> str:
-        """The path on this machine's filesystem for kernel path ``path``."""
-        if not path.startswith("/"):
-            raise ValueError(f"kernel paths are absolute, got {path!r}")
+        """The path on this machine's filesystem for kernel path ``path``.
+
+        ``path`` is normalized first, so ``..`` cannot climb out of the root.
+        """
+        norm = normalize_path(path)
         if self._root == "/":
-            return path
-        return self._root + path
+            return norm
+        return self._root + norm
+
+    def _check_write_allowed(self, path: str, host: str) -> None:
+        """Raise UnsafeWrite, before anything is opened, for a write into a DAMON tree.
+
+        Checked twice: lexically on the kernel path, and on the resolved host path, so a
+        symlink (in a materialized fake tree, say) cannot lead a write into the machine's
+        own ``/sys/kernel/mm/damon``.
+        """
+        if self._allow_damon_writes:
+            return
+        reason = (
+            f"writes under {DAMON_SYSFS} need a DAMON backend that owns the kdamond "
+            "(this filesystem was built without allow_damon_writes)"
+        )
+        if is_damon_path(path):
+            raise UnsafeWrite(path, reason)
+        resolved = os.path.realpath(host)
+        for tree in {DAMON_SYSFS, os.path.realpath(self.host_path(DAMON_SYSFS))}:
+            if resolved == tree or resolved.startswith(tree + "/"):
+                raise UnsafeWrite(path, f"{reason}; it resolves to {resolved}")
 
     def read_text(self, path: str) -> str:
         try:
@@ -81,23 +107,19 @@ class RealKernelFS:
             raise KernelInterfaceError(path, "cannot read", errno=exc.errno) from exc
 
     def write_text(self, path: str, data: str) -> None:
-        if is_damon_path(path) and not self._allow_damon_writes:
-            raise UnsafeWrite(
-                path,
-                f"writes under {DAMON_SYSFS} need a DAMON backend that owns the kdamond "
-                "(this filesystem was built without allow_damon_writes)",
-            )
+        host = self.host_path(path)
+        self._check_write_allowed(path, host)
         raw = data.encode()
         try:
-            fd = os.open(self.host_path(path), os.O_WRONLY | os.O_CLOEXEC)
+            # O_TRUNC: a kernel attribute ignores it (shell `echo 1 > f` sends it too), and
+            # a materialized fake tree then holds exactly the value written, as sysfs would.
+            fd = os.open(host, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as exc:
             raise KernelInterfaceError(path, "cannot open for writing", errno=exc.errno) from exc
         try:
             written = os.write(fd, raw)
         except OSError as exc:
-            raise KernelInterfaceError(
-                path, "write refused", errno=exc.errno, value=data
-            ) from exc
+            raise KernelInterfaceError(path, "write refused", errno=exc.errno, value=data) from exc
         finally:
             os.close(fd)
         if written != len(raw):

@@ -1,0 +1,408 @@
+"""An in-memory :class:`~reactor.kernelfs.KernelFS` for tests (reactor's and yours).
+
+Build it from a nested dict literal, the way the kernel tree looks::
+
+    fs = FakeKernelFS({
+        "proc": {
+            "pressure": {"memory": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\\n"},
+            "vmstat": "pgfault 10\\n",
+        },
+        "sys/fs/cgroup/app": {"memory.pressure": "..."},   # keys may hold several parts
+    })
+
+A ``str`` or ``bytes`` value is a file, a mapping is a directory (``{}`` is an empty one).
+
+What it offers beyond the protocol, for tests:
+
+- :attr:`FakeKernelFS.writes`: the ordered log of accepted writes, ``(path, data)``;
+  :attr:`FakeKernelFS.write_attempts` also holds refused ones with their errno.
+- :meth:`FakeKernelFS.inject_fault`: the next N (or all) reads, writes or listings of a path
+  fail with an errno, as :class:`~reactor.errors.KernelInterfaceError` chained from
+  ``OSError(errno, os.strerror(errno))``, exactly as :class:`RealKernelFS` reports them.
+- :meth:`FakeKernelFS.set_file`, :meth:`FakeKernelFS.remove`, :meth:`FakeKernelFS.mkdir`:
+  change the tree while a test runs (a counter grows, a cgroup vanishes).
+- :meth:`FakeKernelFS.add_write_hook`: kernel write semantics per path prefix (the DAMON
+  fake plugs in here: ``nr_*`` files that recreate children, ``state`` commands with
+  their errno). Without a hook a write replaces the file's content, as a plain sysfs
+  attribute that echoes what was stored.
+- :meth:`FakeKernelFS.materialize`: write the tree into a real directory, for code that
+  needs real paths (then ``RealKernelFS(root=that_dir)`` reads the same content).
+- :meth:`FakeKernelFS.open_count`: how many times a path was opened, to check that a hot
+  path keeps its descriptor instead of reopening.
+
+Errors follow the kernel: a missing file is ENOENT, reading a directory EISDIR, listing a
+file ENOTDIR, writing a file that does not exist ENOENT (sysfs files are never created by
+a write). A kept file reads the current content of its path on every pread (as procfs
+does) and fails with ENODEV once the path is removed (as kernfs does for a removed
+cgroup's open files), even if the path is created again.
+
+Writes under ``/sys/kernel/mm/damon`` raise :class:`~reactor.errors.UnsafeWrite` unless
+the fake was built with ``allow_damon_writes=True``, exactly like the real filesystem, so
+code that passes its tests on the fake does not write the machine's DAMON tree either.
+
+The fake is guarded by a lock, so code under test may use it from worker threads.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+from reactor.errors import KernelInterfaceError, UnsafeWrite
+from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
+
+__all__ = (
+    "FakeFile",
+    "FakeKernelFS",
+    "FakeTree",
+    "Fault",
+    "Op",
+    "WriteAttempt",
+    "WriteHook",
+)
+
+#: A nested dict literal: a ``str``/``bytes`` value is a file, a mapping a directory.
+FakeTree: TypeAlias = Mapping[str, "FakeTree | str | bytes"]
+
+#: The operations a fault can hit. ``read`` covers read_text, read_bytes, keep and kept
+#: reads; ``write`` covers write_text; ``list`` covers listdir.
+Op: TypeAlias = Literal["read", "write", "list"]
+
+#: Kernel write semantics for a path prefix: ``hook(fs, path, data)`` performs the write
+#: (usually through ``fs.set_file`` and friends) or raises ``OSError(errno, ...)`` to
+#: refuse it with the kernel's errno. The most specific prefix wins.
+WriteHook: TypeAlias = Callable[["FakeKernelFS", str, str], None]
+
+
+@dataclass(frozen=True)
+class WriteAttempt:
+    """One write as the code under test issued it; ``errno`` is None if it was accepted."""
+
+    path: str
+    data: str
+    errno: int | None = None
+
+
+@dataclass
+class Fault:
+    """An injected failure: ``remaining`` calls left (None: every call), then it is gone."""
+
+    path: str
+    errno: int
+    ops: frozenset[str]
+    remaining: int | None
+    subtree: bool
+
+    def matches(self, path: str, op: str) -> bool:
+        if op not in self.ops:
+            return False
+        return path == self.path or (self.subtree and path.startswith(self.path + "/"))
+
+
+def _os_error(err: int, path: str) -> OSError:
+    return OSError(err, os.strerror(err), path)
+
+
+class FakeFile:
+    """A kept file of the fake: each read sees the path's current content, like procfs."""
+
+    def __init__(self, fs: FakeKernelFS, path: str, generation: int) -> None:
+        self._fs = fs
+        self._path = path
+        self._generation = generation
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self._content()[offset : offset + size]
+
+    def read_text(self) -> str:
+        return self._content().decode("utf-8", errors="replace")
+
+    def _content(self) -> bytes:
+        if self._closed:
+            raise KernelInterfaceError(self._path, "read after close")
+        return self._fs._kept_read(self._path, self._generation)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class FakeKernelFS:
+    """An in-memory kernel tree implementing the KernelFS protocol (see module docs)."""
+
+    def __init__(
+        self,
+        tree: FakeTree | None = None,
+        *,
+        allow_damon_writes: bool = False,
+    ) -> None:
+        self._allow_damon_writes = allow_damon_writes
+        self._lock = threading.RLock()
+        self._files: dict[str, bytes] = {}
+        # A file's generation changes when it is removed, so kept files of a removed path
+        # fail with ENODEV even after a new file appears at the same path.
+        self._generations: dict[str, int] = {}
+        self._next_generation = 1
+        self._dirs: dict[str, set[str]] = {"/": set()}
+        self._faults: list[Fault] = []
+        self._hooks: dict[str, WriteHook] = {}
+        self._attempts: list[WriteAttempt] = []
+        self._opens: Counter[str] = Counter()
+        if tree is not None:
+            self.add_tree("/", tree)
+
+    # -- the KernelFS protocol -------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        """Not a host path: the fake lives in memory (use :meth:`materialize` for one)."""
+        return "<fake>"
+
+    def read_text(self, path: str) -> str:
+        return self._read(path, "cannot read").decode("utf-8", errors="replace")
+
+    def read_bytes(self, path: str, offset: int, size: int) -> bytes:
+        return self._read(path, "cannot open")[offset : offset + size]
+
+    def write_text(self, path: str, data: str) -> None:
+        norm = normalize_path(path)
+        if is_damon_path(norm) and not self._allow_damon_writes:
+            raise UnsafeWrite(
+                path,
+                f"writes under {DAMON_SYSFS} need a DAMON backend that owns the kdamond "
+                "(this filesystem was built without allow_damon_writes)",
+            )
+        with self._lock:
+            try:
+                self._take_fault(norm, "write")
+                hook = self._hook_for(norm)
+                if hook is not None:
+                    hook(self, norm, data)
+                else:
+                    self._default_write(norm, data)
+            except OSError as exc:
+                self._attempts.append(WriteAttempt(norm, data, exc.errno))
+                raise KernelInterfaceError(
+                    path, "write refused", errno=exc.errno, value=data
+                ) from exc
+            self._attempts.append(WriteAttempt(norm, data))
+
+    def exists(self, path: str) -> bool:
+        norm = normalize_path(path)
+        with self._lock:
+            return norm in self._files or norm in self._dirs
+
+    def is_dir(self, path: str) -> bool:
+        with self._lock:
+            return normalize_path(path) in self._dirs
+
+    def listdir(self, path: str) -> list[str]:
+        norm = normalize_path(path)
+        with self._lock:
+            try:
+                self._take_fault(norm, "list")
+                if norm in self._files:
+                    raise _os_error(errno_mod.ENOTDIR, norm)
+                if norm not in self._dirs:
+                    raise _os_error(errno_mod.ENOENT, norm)
+            except OSError as exc:
+                raise KernelInterfaceError(path, "cannot list", errno=exc.errno) from exc
+            return sorted(self._dirs[norm])
+
+    def keep(self, path: str) -> FakeFile:
+        norm = normalize_path(path)
+        with self._lock:
+            self._read(norm, "cannot open")
+            return FakeFile(self, norm, self._generations[norm])
+
+    # -- changing the tree while a test runs -----------------------------------------------
+
+    def add_tree(self, at: str, tree: FakeTree) -> None:
+        """Add a nested dict literal under directory ``at`` (created if missing)."""
+        base = normalize_path(at)
+        with self._lock:
+            self.mkdir(base)
+            for name, value in tree.items():
+                path = normalize_path(base.rstrip("/") + "/" + name.strip("/"))
+                if isinstance(value, str | bytes):
+                    self.set_file(path, value)
+                else:
+                    self.add_tree(path, value)
+
+    def set_file(self, path: str, content: str | bytes) -> None:
+        """Create or replace a file (parents are created); kept files see the new content."""
+        norm = normalize_path(path)
+        raw = content.encode() if isinstance(content, str) else bytes(content)
+        with self._lock:
+            if norm in self._dirs:
+                raise IsADirectoryError(errno_mod.EISDIR, os.strerror(errno_mod.EISDIR), norm)
+            parent, name = norm.rsplit("/", 1)
+            self.mkdir(parent or "/")
+            self._dirs[parent or "/"].add(name)
+            if norm not in self._files:
+                self._generations[norm] = self._next_generation
+                self._next_generation += 1
+            self._files[norm] = raw
+
+    def mkdir(self, path: str) -> None:
+        """Create a directory and its parents (no error if it exists)."""
+        norm = normalize_path(path)
+        with self._lock:
+            if norm in self._dirs:
+                return
+            if norm in self._files:
+                raise NotADirectoryError(errno_mod.ENOTDIR, os.strerror(errno_mod.ENOTDIR), norm)
+            parent, name = norm.rsplit("/", 1)
+            self.mkdir(parent or "/")
+            self._dirs[parent or "/"].add(name)
+            self._dirs[norm] = set()
+
+    def remove(self, path: str) -> None:
+        """Remove a file or a whole directory (a vanished cgroup); missing is an error."""
+        norm = normalize_path(path)
+        with self._lock:
+            if norm == "/":
+                raise ValueError("cannot remove the root of the fake tree")
+            if norm not in self._files and norm not in self._dirs:
+                raise FileNotFoundError(errno_mod.ENOENT, os.strerror(errno_mod.ENOENT), norm)
+            parent, name = norm.rsplit("/", 1)
+            self._dirs[parent or "/"].discard(name)
+            prefix = norm + "/"
+            for file in [f for f in self._files if f == norm or f.startswith(prefix)]:
+                del self._files[file]
+                del self._generations[file]
+            for d in [d for d in self._dirs if d == norm or d.startswith(prefix)]:
+                del self._dirs[d]
+
+    def file_text(self, path: str) -> str:
+        """A file's current content, for assertions: no fault, no open counted."""
+        with self._lock:
+            return self._files[normalize_path(path)].decode("utf-8", errors="replace")
+
+    # -- faults, hooks, logs ---------------------------------------------------------------
+
+    def inject_fault(
+        self,
+        path: str,
+        err: int,
+        *,
+        times: int | None = 1,
+        ops: Iterable[Op] = ("read", "write", "list"),
+        subtree: bool = False,
+    ) -> Fault:
+        """Make the next ``times`` matching calls (None: all of them) fail with ``err``.
+
+        ``subtree`` extends the fault to every path below ``path``. Returns the fault, whose
+        ``remaining`` shows how many calls it still has; :meth:`clear_faults` removes it.
+        """
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 or None, got {times}")
+        fault = Fault(normalize_path(path), err, frozenset(ops), times, subtree)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def add_write_hook(self, prefix: str, hook: WriteHook) -> None:
+        """Give writes at or below ``prefix`` the semantics ``hook`` implements."""
+        with self._lock:
+            self._hooks[normalize_path(prefix)] = hook
+
+    def default_write(self, path: str, data: str) -> None:
+        """The plain-attribute semantics (replace the content), for hooks to fall back on."""
+        self._default_write(normalize_path(path), data)
+
+    @property
+    def writes(self) -> tuple[tuple[str, str], ...]:
+        """Accepted writes in order, as ``(path, data)`` with normalized paths."""
+        with self._lock:
+            return tuple((a.path, a.data) for a in self._attempts if a.errno is None)
+
+    @property
+    def write_attempts(self) -> tuple[WriteAttempt, ...]:
+        """Every write that reached the fake (accepted or refused with an errno), in order.
+
+        Writes refused by the DAMON guard raise UnsafeWrite before this point and are not
+        listed: they never reach a kernel.
+        """
+        with self._lock:
+            return tuple(self._attempts)
+
+    def open_count(self, path: str) -> int:
+        """How many times ``path`` was opened (read_text, read_bytes and keep each count)."""
+        with self._lock:
+            return self._opens[normalize_path(path)]
+
+    def materialize(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the tree under ``directory`` (which may exist) and return it as a Path."""
+        root = Path(directory)
+        with self._lock:
+            for d in self._dirs:
+                (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            for f, raw in self._files.items():
+                (root / f.lstrip("/")).write_bytes(raw)
+        return root
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _read(self, path: str, message: str) -> bytes:
+        norm = normalize_path(path)
+        with self._lock:
+            try:
+                self._take_fault(norm, "read")
+                if norm in self._dirs:
+                    raise _os_error(errno_mod.EISDIR, norm)
+                if norm not in self._files:
+                    raise _os_error(errno_mod.ENOENT, norm)
+            except OSError as exc:
+                raise KernelInterfaceError(path, message, errno=exc.errno) from exc
+            self._opens[norm] += 1
+            return self._files[norm]
+
+    def _kept_read(self, path: str, generation: int) -> bytes:
+        with self._lock:
+            try:
+                self._take_fault(path, "read")
+                if self._generations.get(path) != generation:
+                    raise _os_error(errno_mod.ENODEV, path)
+            except OSError as exc:
+                raise KernelInterfaceError(path, "cannot read", errno=exc.errno) from exc
+            return self._files[path]
+
+    def _take_fault(self, path: str, op: str) -> None:
+        for fault in self._faults:
+            if fault.matches(path, op):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                raise _os_error(fault.errno, path)
+
+    def _hook_for(self, path: str) -> WriteHook | None:
+        best: str | None = None
+        for prefix in self._hooks:
+            inside = prefix in ("/", path) or path.startswith(prefix + "/")
+            if inside and (best is None or len(prefix) > len(best)):
+                best = prefix
+        return None if best is None else self._hooks[best]
+
+    def _default_write(self, path: str, data: str) -> None:
+        if path in self._dirs:
+            raise _os_error(errno_mod.EISDIR, path)
+        if path not in self._files:
+            raise _os_error(errno_mod.ENOENT, path)
+        self._files[path] = data.encode()
