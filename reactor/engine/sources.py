@@ -119,6 +119,8 @@ class SourceRunner:
         if spec.identity != self.spec.identity:
             raise ValueError(f"cannot hand {self.spec.topic} over to a different source")
         self.spec = spec
+        if self.ticker is not None:
+            self.ticker.reschedule()
 
     def stop(self) -> None:
         if self.scope is not None:

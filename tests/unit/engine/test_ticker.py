@@ -55,3 +55,23 @@ async def test_non_positive_period_is_refused() -> None:
     ticker = Ticker(lambda: 0.0)
     with pytest.raises(ValueError, match=r"expected a finite number > 0 s, got 0\.0"):
         await ticker.next()
+
+
+@pytest.mark.anyio
+async def test_reschedule_applies_a_shorter_period_to_the_pending_tick() -> None:
+    """Shortening the period while a tick is awaited moves that tick to last + new period."""
+    period = [10.0]
+    ticker = Ticker(lambda: period[0])
+    t0 = (await ticker.next()).now
+    async with anyio.create_task_group() as tg:
+        got: list[float] = []
+
+        async def wait_one() -> None:
+            got.append((await ticker.next()).now)
+
+        tg.start_soon(wait_one)
+        await anyio.sleep(1.0)
+        period[0] = 2.0
+        ticker.reschedule()
+    assert round(got[0] - t0, 6) == 2.0
+    assert ticker.overruns == 0

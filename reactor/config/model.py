@@ -1,0 +1,574 @@
+"""reactor's config sections: frozen, typed, unit-carrying.
+
+Types carry the unit: :data:`~reactor.config._types.Duration` fields are float seconds,
+``Size`` fields int bytes, ``Ratio`` fields a float fraction, ``Rate`` fields float bytes
+per second. Every model is frozen (and its lists are tuples) so a config cannot change
+under a running task; a reload builds a new one.
+
+Cross-field checks live next to their fields (``min <= max``, ``sample <= aggregation``);
+cross-section references (a policy's ``monitor`` and ``scheme``, unique names) are checked
+by :func:`reference_issues`, which works on plain data too, so that a file with other
+errors still gets them reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+
+from reactor.config._types import (
+    AsTuple,
+    FiniteFloat,
+    PositiveDuration,
+    Rate,
+    Ratio,
+    Section,
+    Size,
+    fail,
+    fail_many,
+    show,
+)
+from reactor.config.damon import DamonSection
+from reactor.units import UnitError, format_duration, format_size, parse_rate, parse_ratio
+
+__all__ = (
+    "ApiConfig",
+    "Config",
+    "ControllerConfig",
+    "ExcludeConfig",
+    "GoalConfig",
+    "IntervalsGoalConfig",
+    "MetricsConfig",
+    "MonitorConfig",
+    "PolicyConfig",
+    "PsiSourceConfig",
+    "QuotaConfig",
+    "ReactorSection",
+    "RegionsConfig",
+    "SelectorConfig",
+    "Signals",
+    "SourceConfig",
+    "TargetsConfig",
+    "reference_issues",
+)
+
+_NAME = re.compile(r"[a-z0-9_-]+")
+_SCHEME_REF = re.compile(r"(\d+)/(\d+)/(\d+)")
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        fail(
+            f"expected a name of lowercase letters, digits, '_' and '-' ([a-z0-9_-]+), "
+            f"got {show(value)}"
+        )
+    return value
+
+
+# --- reactor ---------------------------------------------------------------------------
+
+
+class ReactorSection(Section):
+    """``reactor:`` — the daemon itself."""
+
+    backend: Literal["auto", "damon", "native"] = "auto"
+    tick: PositiveDuration = 1.0
+    dry_run: bool = False
+    run_dir: str = "/run/reactor"
+    startup_timeout: PositiveDuration = 5.0
+    shutdown_timeout: PositiveDuration = 5.0
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+# --- api -------------------------------------------------------------------------------
+
+
+class MetricsConfig(Section):
+    """``api.metrics:`` — the Prometheus exporter (served by a later issue)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        match = _LISTEN.fullmatch(value)
+        if match is None or int(match.group("port")) > 65535:
+            fail(
+                "expected host:port such as 127.0.0.1:9464 or [::1]:9464 "
+                f"(port 0-65535), got {show(value)}"
+            )
+        return value
+
+
+class ApiConfig(Section):
+    """``api:`` — status socket and metrics (served by a later issue)."""
+
+    status_socket: str | None = None
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    def status_socket_path(self, run_dir: str) -> str:
+        """The status socket path: ``status_socket``, or ``<run_dir>/status.sock``."""
+        return self.status_socket or f"{run_dir.rstrip('/')}/status.sock"
+
+
+# --- signals ---------------------------------------------------------------------------
+
+
+class SourceConfig(Section):
+    """A signal source (vmstat, meminfo): how often it samples and when data is stale."""
+
+    enabled: bool = True
+    period: PositiveDuration = 1.0
+    required: bool = False
+    stale_after: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _stale_after_period(self) -> SourceConfig:
+        if self.stale_after is not None and self.stale_after < self.period:
+            fail_many(
+                [
+                    (
+                        "stale_after",
+                        f"expected stale_after >= period, got stale_after "
+                        f"{format_duration(self.stale_after)} < period "
+                        f"{format_duration(self.period)}",
+                    )
+                ]
+            )
+        return self
+
+    @property
+    def max_age(self) -> float:
+        """Seconds after which a sample is too old to act on: ``stale_after`` or 3 × period."""
+        return self.stale_after if self.stale_after is not None else 3 * self.period
+
+
+class PsiSourceConfig(SourceConfig):
+    """``signals.psi:`` — pressure stall information, system-wide and optionally a cgroup."""
+
+    resources: Annotated[tuple[Literal["memory", "io", "cpu"], ...], AsTuple] = (
+        "memory",
+        "io",
+        "cpu",
+    )
+    cgroup: str | None = None
+
+    @field_validator("resources")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            fail("expected at least one of memory, io, cpu, got an empty list")
+        repeated = sorted({r for r in value if value.count(r) > 1})
+        if repeated:
+            fail(f"expected each resource once, got {', '.join(repeated)} more than once")
+        return value
+
+
+class Signals(Section):
+    """``signals:`` — the node's own signals."""
+
+    psi: PsiSourceConfig = Field(default_factory=PsiSourceConfig)
+    vmstat: SourceConfig = Field(default_factory=SourceConfig)
+    meminfo: SourceConfig = Field(default_factory=SourceConfig)
+
+    def sources(self) -> dict[str, SourceConfig]:
+        """The enabled sources by name (``psi``, ``vmstat``, ``meminfo``)."""
+        every: dict[str, SourceConfig] = {
+            "psi": self.psi,
+            "vmstat": self.vmstat,
+            "meminfo": self.meminfo,
+        }
+        return {name: source for name, source in every.items() if source.enabled}
+
+
+# --- monitors --------------------------------------------------------------------------
+
+
+class SelectorConfig(Section):
+    """Pick processes by name and/or resident size."""
+
+    name: str | None = None
+    min_rss: Size | None = None
+
+
+class TargetsConfig(Section):
+    """What a vaddr/fvaddr monitor watches: pids, a command reactor starts, a cgroup."""
+
+    pids: Annotated[tuple[int, ...], AsTuple] = ()
+    command: Annotated[tuple[str, ...], AsTuple] | None = None
+    cgroup: str | None = None
+    selector: SelectorConfig | None = None
+
+    @field_validator("pids")
+    @classmethod
+    def _real_pids(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [
+            (f"[{i}]", f"expected a process id > 1 (never init), got {p}")
+            for i, p in enumerate(value)
+            if p <= 1
+        ]
+        if bad:
+            fail_many(bad)
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            fail("expected a command line such as [python3, app.py], got an empty list")
+        return value
+
+    def is_empty(self) -> bool:
+        """True when no target is named."""
+        return not (self.pids or self.command or self.cgroup or self.selector)
+
+
+class RegionsConfig(Section):
+    """Bounds on the number of monitoring regions (DAMON's adaptive regions)."""
+
+    min: int = Field(default=10, ge=3)
+    max: int = 1000
+
+    @model_validator(mode="after")
+    def _order(self) -> RegionsConfig:
+        if self.min > self.max:
+            fail_many([("min", f"expected min <= max, got min {self.min} > max {self.max}")])
+        return self
+
+
+class IntervalsGoalConfig(Section):
+    """Sampling-interval auto-tuning toward an observed access ratio."""
+
+    access: Ratio
+    aggrs: int = Field(ge=1)
+    min_sample: PositiveDuration
+    max_sample: PositiveDuration
+
+    @model_validator(mode="after")
+    def _order(self) -> IntervalsGoalConfig:
+        if self.min_sample > self.max_sample:
+            fail_many(
+                [
+                    (
+                        "min_sample",
+                        f"expected min_sample <= max_sample, got "
+                        f"{format_duration(self.min_sample)} > "
+                        f"{format_duration(self.max_sample)}",
+                    )
+                ]
+            )
+        return self
+
+
+class MonitorConfig(Section):
+    """``monitors[]`` — one access monitor (a DAMON context, or the native sampler)."""
+
+    name: str
+    ops: Literal["vaddr", "fvaddr", "paddr"] = "vaddr"
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    sample: PositiveDuration = 0.005
+    aggregation: PositiveDuration = 0.1
+    update: PositiveDuration = 1.0
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    intervals_goal: IntervalsGoalConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _name(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorConfig:
+        issues: list[tuple[str, str]] = []
+        if self.sample > self.aggregation:
+            issues.append(
+                (
+                    "sample",
+                    f"expected sample <= aggregation, got sample {format_duration(self.sample)}"
+                    f" > aggregation {format_duration(self.aggregation)}",
+                )
+            )
+        goal = self.intervals_goal
+        if goal is not None and not goal.min_sample <= self.sample <= goal.max_sample:
+            issues.append(
+                (
+                    "sample",
+                    "expected intervals_goal.min_sample <= sample <= intervals_goal.max_sample,"
+                    f" got {format_duration(goal.min_sample)} <= {format_duration(self.sample)}"
+                    f" <= {format_duration(goal.max_sample)}",
+                )
+            )
+        if self.ops == "paddr" and not self.targets.is_empty():
+            issues.append(("targets", "ops paddr monitors physical memory and takes no targets"))
+        elif self.ops != "paddr" and self.targets.is_empty():
+            issues.append(
+                (
+                    "targets",
+                    f"ops {self.ops} needs at least one target: pids, command, cgroup or selector",
+                )
+            )
+        if issues:
+            fail_many(issues)
+        return self
+
+
+# --- policies --------------------------------------------------------------------------
+
+GoalMetric = Literal[
+    "memory_psi_some",
+    "memory_psi_full",
+    "refault_rate",
+    "free_ratio",
+    "fast_tier_used_ratio",
+    "node_used_ratio",
+    "user",
+]
+_RATIO_METRICS = frozenset(
+    {"memory_psi_some", "memory_psi_full", "free_ratio", "fast_tier_used_ratio", "node_used_ratio"}
+)
+
+
+class GoalConfig(Section):
+    """A goal: keep ``metric`` at ``target``.
+
+    The unit of ``target`` follows the metric: a ratio (``0.5%``) for the ratio metrics
+    (PSI shares, free/used ratios), a byte rate (``64 MiB/s``) for ``refault_rate``, and a
+    plain number in the application's own unit for ``user`` (which names its ``signal``).
+    Stored as a fraction, bytes per second, or the number.
+    """
+
+    metric: GoalMetric
+    target: Annotated[
+        float,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "description": "a ratio (0.5%) or a rate (64 MiB/s)"},
+                    {"type": "number", "description": "for metric user only"},
+                ],
+                "examples": ["0.5%", "64 MiB/s"],
+            }
+        ),
+    ]
+    signal: str | None = None
+    node: int | None = Field(default=None, ge=0)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_unit(cls, value: Any, info: ValidationInfo) -> float:
+        metric = info.data.get("metric")
+        if metric is None:  # the metric itself is wrong; that error is enough
+            return 0.0
+        try:
+            if metric in _RATIO_METRICS:
+                if not isinstance(value, str):
+                    fail(
+                        f"metric {metric} takes a ratio with a unit, got {show(value)}: add "
+                        f"a unit, e.g. {show(value)}%"
+                    )
+                return parse_ratio(value)
+            if metric == "refault_rate":
+                if not isinstance(value, str):
+                    fail(
+                        f"metric refault_rate takes a byte rate such as 64 MiB/s, got {show(value)}"
+                    )
+                return parse_rate(value)
+        except UnitError as exc:
+            fail(str(exc))
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            fail(f"metric user takes a number (in the signal's own unit), got {show(value)}")
+        return float(value)
+
+    @model_validator(mode="after")
+    def _inputs(self) -> GoalConfig:
+        if self.metric == "user" and not self.signal:
+            fail_many([("signal", "metric user needs the name of the signal: add signal")])
+        if self.metric == "node_used_ratio" and self.node is None:
+            fail_many([("metric", "metric node_used_ratio needs a NUMA node id: add node")])
+        return self
+
+
+class QuotaConfig(Section):
+    """How much a policy may act per ``per``: between ``min`` and ``max`` bytes."""
+
+    min: Size = 0
+    max: Size
+    per: PositiveDuration = 1.0
+
+    @model_validator(mode="after")
+    def _order(self) -> QuotaConfig:
+        if self.min > self.max:
+            fail_many(
+                [
+                    (
+                        "min",
+                        f"expected min <= max, got min {format_size(self.min)} > max "
+                        f"{format_size(self.max)}",
+                    )
+                ]
+            )
+        return self
+
+
+class ControllerConfig(Section):
+    """The feedback controller that turns goal error into quota (gains must be finite)."""
+
+    kind: Literal["pid", "log_pid"]
+    kp: FiniteFloat = 0.0
+    ki: FiniteFloat = 0.0
+    kd: FiniteFloat = 0.0
+
+
+class ExcludeConfig(Section):
+    """Processes a policy must never act on, by pid or by command name."""
+
+    pids: Annotated[tuple[int, ...], AsTuple] = ()
+    commands: Annotated[tuple[str, ...], AsTuple] = ()
+
+
+class PolicyConfig(Section):
+    """``policies[]`` — a goal-driven action on a monitor's regions (not active yet)."""
+
+    name: str
+    kind: Literal["reclaim", "tiering", "monitoring"]
+    monitor: str
+    enabled: bool = True
+    tuner: Literal["reactor", "kernel"] = "reactor"
+    scheme: str | None = None
+    goals: Annotated[tuple[GoalConfig, ...], AsTuple] = ()
+    quota: QuotaConfig | None = None
+    controller: ControllerConfig | None = None
+    rate_limit: Rate | None = None
+    exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _name(value)
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme_ref(cls, value: str | None) -> str | None:
+        if value is not None and not _SCHEME_REF.fullmatch(value):
+            fail(
+                "expected a scheme reference kdamond/context/scheme such as '0/0/1', "
+                f"got {show(value)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tuner(self) -> PolicyConfig:
+        if self.tuner == "kernel" and self.scheme is None:
+            fail_many(
+                [("tuner", "tuner kernel tunes a DAMON scheme's quota: add scheme (e.g. '0/0/0')")]
+            )
+        return self
+
+
+# --- the whole file --------------------------------------------------------------------
+
+
+def _items(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
+    value = data.get(key)
+    if not isinstance(value, list | tuple):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)]
+
+
+def _duplicates(
+    data: Mapping[str, Any], section: str
+) -> tuple[set[str], list[tuple[tuple[str | int, ...], str]]]:
+    names: dict[str, int] = {}
+    issues: list[tuple[tuple[str | int, ...], str]] = []
+    for i, item in _items(data, section):
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in names:
+            issues.append(
+                (
+                    (section, i, "name"),
+                    f"duplicate {section[:-1]} name {name!r} (also {section}[{names[name]}])",
+                )
+            )
+        else:
+            names[name] = i
+    return set(names), issues
+
+
+def _scheme_exists(data: Mapping[str, Any], ref: str) -> bool:
+    match = _SCHEME_REF.fullmatch(ref)
+    if match is None:
+        return True  # a malformed reference is reported by PolicyConfig
+    k, c, s = (int(x) for x in match.groups())
+    damon = data.get("damon")
+    try:
+        schemes = damon["kdamonds"][k]["contexts"][c].get("schemes", ())  # type: ignore[index]
+        return isinstance(schemes, list | tuple) and s < len(schemes)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
+def reference_issues(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-section checks on plain data: unique names, policies' monitors and schemes.
+
+    Works on the raw YAML data (tolerating any shape) and on ``Config.model_dump()``.
+    """
+    monitors, issues = _duplicates(data, "monitors")
+    _, policy_issues = _duplicates(data, "policies")
+    issues += policy_issues
+    for i, policy in _items(data, "policies"):
+        monitor = policy.get("monitor")
+        if isinstance(monitor, str) and monitor not in monitors:
+            known = ", ".join(sorted(monitors)) or "none defined"
+            issues.append(
+                (
+                    ("policies", i, "monitor"),
+                    f"policy names monitor {monitor!r}, which does not exist (monitors: {known})",
+                )
+            )
+        scheme = policy.get("scheme")
+        if isinstance(scheme, str) and not _scheme_exists(data, scheme):
+            issues.append(
+                (
+                    ("policies", i, "scheme"),
+                    f"policy names scheme {scheme!r} (kdamond/context/scheme), which does "
+                    "not exist in the damon section",
+                )
+            )
+    return issues
+
+
+class Config(Section):
+    """A whole reactor config file. Build it with :func:`reactor.config.load_config`."""
+
+    reactor: ReactorSection = Field(default_factory=ReactorSection)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    signals: Signals = Field(default_factory=Signals)
+    monitors: Annotated[tuple[MonitorConfig, ...], AsTuple] = ()
+    policies: Annotated[tuple[PolicyConfig, ...], AsTuple] = ()
+    damon: DamonSection = Field(default_factory=DamonSection)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        issues = reference_issues(self.model_dump())
+        if issues:
+            fail_many([(_dotted(path), message) for path, message in issues])
+        return self
+
+    def monitor(self, name: str) -> MonitorConfig:
+        """The monitor called ``name`` (KeyError if there is none)."""
+        for monitor in self.monitors:
+            if monitor.name == name:
+                return monitor
+        raise KeyError(name)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
