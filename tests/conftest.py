@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from reactor.testing import FakeKernelFS
 
@@ -41,3 +43,21 @@ def fake_kernel(captured: Callable[[str], str]) -> FakeKernelFS:
     for path, name in HOST_CAPTURES.items():
         fs.set_file(path, captured(name))
     return fs
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Each test starts from structlog's defaults (a CLI test may have configured it)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``root`` need root (CI runs as root); elsewhere they say why they skip."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (marker 'root'); CI runs as root")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)

@@ -185,8 +185,13 @@ class Reactor:
 
     async def _report_loop(self, *, task_status: TaskStatus[None]) -> None:
         """One ``node_sample`` event per tick with the freshest value of every topic."""
-        ticker = Ticker(lambda: self.config.reactor.tick)
+        # Report half a tick after the sources' ticks (which start together with the
+        # daemon), so a report never races the reads due at the same instant, and skip
+        # the tick at start, when rate sources have only their baseline.
         task_status.started()
+        await anyio.sleep(self.config.reactor.tick / 2)
+        ticker = Ticker(lambda: self.config.reactor.tick)
+        await ticker.next()
         while True:
             tick = await ticker.next()
             self.ticks += 1

@@ -190,6 +190,7 @@ def test_version_prints_the_package_version() -> None:
     assert proc.stdout.strip() == f"reactor {__version__}"
 
 
+@pytest.mark.root
 def test_damon_sysfs_is_never_written() -> None:
     """The machine's kdamond is still the one that was running (same pid, still on)."""
     base = Path("/sys/kernel/mm/damon/admin/kdamonds")
