@@ -1,0 +1,1 @@
+"""Unit tests of the pure controllers and the plant models."""
