@@ -16,6 +16,13 @@ Reclaim counters on 6.x kernels, and how the derived groups sum them:
 - ``pgsteal_*`` likewise (pages reclaimed).
 - ``pgdemote_{kswapd,direct,khugepaged,proactive}`` sum to the pages demoted.
 
+Every other counter is a rate in ``VmstatRates.rates_per_s`` too: NUMA balancing
+(``numa_hint_faults``, ``numa_hint_faults_local``, ``numa_pages_migrated``; present with
+CONFIG_NUMA_BALANCING), page migration (``pgmigrate_*``), THP (``thp_*``: faults, fallbacks,
+collapses, splits, swap-outs) and compaction (``compact_*``: stalls, failures, successes,
+kcompactd wake-ups and scanned pages). The ones the tiering, THP and compaction policies
+read are also named fields; :meth:`VmstatRates.family` gives all rates of one prefix.
+
 A counter this kernel does not have is absent from the rates, and a group none of whose
 members exist is None: nothing is invented.
 """
@@ -131,6 +138,24 @@ class VmstatRates:
     pgdemote_per_s: float | None
     pgfault_per_s: float | None
     pgmajfault_per_s: float | None
+    numa_hint_faults_per_s: float | None
+    numa_hint_faults_local_per_s: float | None
+    numa_pages_migrated_per_s: float | None
+    pgmigrate_success_per_s: float | None
+    pgmigrate_fail_per_s: float | None
+    thp_fault_alloc_per_s: float | None
+    thp_fault_fallback_per_s: float | None
+    thp_collapse_alloc_per_s: float | None
+    thp_split_page_per_s: float | None
+    compact_stall_per_s: float | None
+    compact_fail_per_s: float | None
+    compact_success_per_s: float | None
+    compact_daemon_wake_per_s: float | None
+
+    def family(self, prefix: str) -> dict[str, float]:
+        """Every rate whose counter name starts with ``prefix`` (``"thp_"``, ``"compact_"``,
+        ``"numa_hint_faults"``), per second."""
+        return {k: v for k, v in self.rates_per_s.items() if k.startswith(prefix)}
 
     def summary(self) -> dict[str, float | int]:
         """The reclaim-related rates for the one-line-per-tick log (absent ones left out)."""
@@ -236,4 +261,17 @@ def _rates(
         pgdemote_per_s=_group(rates, stat, "pgdemote"),
         pgfault_per_s=get("pgfault"),
         pgmajfault_per_s=get("pgmajfault"),
+        numa_hint_faults_per_s=get("numa_hint_faults"),
+        numa_hint_faults_local_per_s=get("numa_hint_faults_local"),
+        numa_pages_migrated_per_s=get("numa_pages_migrated"),
+        pgmigrate_success_per_s=get("pgmigrate_success"),
+        pgmigrate_fail_per_s=get("pgmigrate_fail"),
+        thp_fault_alloc_per_s=get("thp_fault_alloc"),
+        thp_fault_fallback_per_s=get("thp_fault_fallback"),
+        thp_collapse_alloc_per_s=get("thp_collapse_alloc"),
+        thp_split_page_per_s=get("thp_split_page"),
+        compact_stall_per_s=get("compact_stall"),
+        compact_fail_per_s=get("compact_fail"),
+        compact_success_per_s=get("compact_success"),
+        compact_daemon_wake_per_s=get("compact_daemon_wake"),
     )

@@ -1,0 +1,371 @@
+"""NUMA nodes and memory tiers: the parsers, the tier view and the poller.
+
+Files read (all sysfs, each a few µs on a kept descriptor):
+
+- ``/sys/devices/system/node/{possible,online,has_cpu,has_memory,has_normal_memory}``:
+  node lists in the kernel's list format (``0``, ``0-1,4``; empty when no node
+  qualifies). A CPU-less memory node (``has_memory`` but not ``has_cpu``) is the usual
+  shape of a slow tier (CXL, PMEM via dax kmem, or the guest's second node).
+- ``/sys/devices/system/node/nodeN/meminfo``: like /proc/meminfo with a ``Node N`` prefix
+  and a different set of keys (``MemUsed``, no ``MemAvailable``); ``kB`` means KiB.
+  ``MemTotal`` is the node's *managed* memory, so on a kernel that initialises memory
+  lazily it is smaller than the machine's RAM until all of it is touched (this host:
+  node0 shows 4 GiB of 24 GiB).
+- ``/sys/devices/system/node/nodeN/distance``: the SLIT distance to every *online* node,
+  in the order of ``online``; keyed here by node id (10 = local).
+- ``/sys/devices/system/node/nodeN/cpulist``.
+- ``/sys/devices/virtual/memory_tiering/memory_tierT/nodelist`` (6.1+): the nodes of
+  each tier. ``T`` is the tier's abstract distance divided by the chunk size
+  (``MEMTIER_CHUNK_BITS``), so a smaller ``T`` is a faster tier (DRAM is tier 4 by
+  default); the directory may be absent (no tiering support).
+- ``/sys/kernel/mm/numa/demotion_enabled`` (5.15+): ``true``/``false``, whether reclaim
+  demotes pages to a slower tier instead of discarding them.
+
+The tier view sums each tier's nodes: total and free from the nodes' ``MemTotal`` and
+``MemFree``, used = total − free (bytes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from reactor.errors import KernelFormatError, KernelInterfaceError
+from reactor.kernelfs.base import KernelFS
+from reactor.kernelfs.frozen import FrozenMap
+from reactor.kernelfs.kept import KeptReader
+
+__all__ = (
+    "NODE_SYSFS",
+    "TIERING_SYSFS",
+    "NodeMeminfo",
+    "NumaNode",
+    "Tier",
+    "Tiers",
+    "TiersPoller",
+    "build_tiers",
+    "parse_demotion_enabled",
+    "parse_distance",
+    "parse_node_meminfo",
+    "parse_nodelist",
+)
+
+NODE_SYSFS = "/sys/devices/system/node"
+TIERING_SYSFS = "/sys/devices/virtual/memory_tiering"
+DEMOTION_ENABLED = "/sys/kernel/mm/numa/demotion_enabled"
+KIB = 1024
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_NODE_MEMINFO = re.compile(r"^Node (\d+) ([A-Za-z0-9_()]+):\s+(\d+)(?:\s+(\S+))?$")
+_TIER_DIR = re.compile(r"^memory_tier(\d+)$")
+
+
+def parse_nodelist(text: str, path: str) -> tuple[int, ...]:
+    """Parse a kernel list (``0``, ``0-3,8``, or empty) into sorted ids.
+
+    Raises KernelFormatError for anything else, including a range that runs backwards.
+    """
+    body = text.strip()
+    if not body:
+        return ()
+    ids: set[int] = set()
+    for part in body.split(","):
+        match = _RANGE.match(part)
+        if match is None:
+            raise KernelFormatError(path, f"expected a list like '0-3,8', got {part!r}", line=text)
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise KernelFormatError(path, f"range {part!r} runs backwards", line=text)
+        ids.update(range(first, last + 1))
+    return tuple(sorted(ids))
+
+
+def parse_distance(text: str, path: str, online: tuple[int, ...]) -> FrozenMap[int, int]:
+    """Parse ``nodeN/distance`` into {node id: distance}.
+
+    The kernel prints one distance per online node, in ``online`` order; a count that
+    does not match ``online`` (read in between, or a format change) is an error rather
+    than a guess.
+    """
+    tokens = text.split()
+    if len(tokens) != len(online) or not all(t.isdigit() for t in tokens):
+        raise KernelFormatError(
+            path, f"expected {len(online)} distances (online nodes {list(online)})", line=text
+        )
+    return FrozenMap(dict(zip(online, (int(t) for t in tokens), strict=True)))
+
+
+def parse_demotion_enabled(text: str, path: str = DEMOTION_ENABLED) -> bool:
+    """``true``/``false`` (the kernel also accepts 1/0 when written, but prints words)."""
+    value = text.strip()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise KernelFormatError(path, "expected 'true' or 'false'", line=text)
+
+
+@dataclass(frozen=True)
+class NodeMeminfo:
+    """A node's meminfo in bytes; ``bytes_by_key``/``counts_by_key`` hold every entry."""
+
+    node: int
+    mem_total_bytes: int
+    mem_free_bytes: int
+    mem_used_bytes: int
+    active_file_bytes: int | None
+    inactive_file_bytes: int | None
+    active_anon_bytes: int | None
+    inactive_anon_bytes: int | None
+    bytes_by_key: FrozenMap[str, int]
+    counts_by_key: FrozenMap[str, int]
+
+
+def parse_node_meminfo(text: str, path: str, node: int | None = None) -> NodeMeminfo:
+    """Parse ``nodeN/meminfo`` (``Node N Key: value [kB]``); ``path`` names the file in errors.
+
+    Every line must carry the same node number (``node`` when given); MemTotal, MemFree
+    and MemUsed are required, a duplicate key or a unit other than kB is an error.
+    """
+    in_bytes: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    seen_node = node
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        match = _NODE_MEMINFO.match(raw.strip())
+        if match is None:
+            raise KernelFormatError(path, "expected 'Node N Key: integer [kB]'", line=raw)
+        line_node, key, value, unit = (
+            int(match.group(1)),
+            match.group(2),
+            int(match.group(3)),
+            match.group(4),
+        )
+        if seen_node is None:
+            seen_node = line_node
+        elif line_node != seen_node:
+            raise KernelFormatError(
+                path, f"expected node {seen_node}, got node {line_node}", line=raw
+            )
+        if key in in_bytes or key in counts:
+            raise KernelFormatError(path, f"duplicate key {key!r}", line=raw)
+        if unit is None:
+            counts[key] = value
+        elif unit == "kB":
+            in_bytes[key] = value * KIB
+        else:
+            raise KernelFormatError(path, f"expected unit kB, got {unit!r}", line=raw)
+    missing = [k for k in ("MemTotal", "MemFree", "MemUsed") if k not in in_bytes]
+    if missing or seen_node is None:
+        raise KernelFormatError(path, f"missing {', '.join(missing) or 'every key'} (in kB)")
+    return NodeMeminfo(
+        node=seen_node,
+        mem_total_bytes=in_bytes["MemTotal"],
+        mem_free_bytes=in_bytes["MemFree"],
+        mem_used_bytes=in_bytes["MemUsed"],
+        active_file_bytes=in_bytes.get("Active(file)"),
+        inactive_file_bytes=in_bytes.get("Inactive(file)"),
+        active_anon_bytes=in_bytes.get("Active(anon)"),
+        inactive_anon_bytes=in_bytes.get("Inactive(anon)"),
+        bytes_by_key=FrozenMap(in_bytes),
+        counts_by_key=FrozenMap(counts),
+    )
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    """One online node: its roles, CPUs, distances (to online nodes) and memory."""
+
+    node: int
+    has_cpu: bool
+    has_memory: bool
+    has_normal_memory: bool
+    cpus: tuple[int, ...]
+    distances: FrozenMap[int, int]
+    meminfo: NodeMeminfo
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One memory tier: its id (smaller is faster), nodes and summed memory in bytes."""
+
+    tier_id: int
+    nodes: tuple[int, ...]
+    total_bytes: int
+    free_bytes: int
+    used_bytes: int
+
+    @property
+    def used_ratio(self) -> float:
+        """used / total (0..1); 0 for a tier of memoryless nodes."""
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """The node and tier view of one poll.
+
+    ``tiers`` is empty where the kernel has no memory_tiering directory;
+    ``demotion_enabled`` is None where it has no such file. ``untiered_nodes`` lists
+    online memory nodes no tier claims (normally none).
+    """
+
+    possible: tuple[int, ...]
+    online: tuple[int, ...]
+    nodes: tuple[NumaNode, ...]
+    tiers: tuple[Tier, ...]
+    demotion_enabled: bool | None
+
+    @property
+    def untiered_nodes(self) -> tuple[int, ...]:
+        tiered = {n for t in self.tiers for n in t.nodes}
+        return tuple(n.node for n in self.nodes if n.has_memory and n.node not in tiered)
+
+    def node(self, node: int) -> NumaNode:
+        for n in self.nodes:
+            if n.node == node:
+                return n
+        raise KeyError(f"node {node} is not online")
+
+    def summary(self) -> dict[str, float | int]:
+        """Per tier: used bytes and used ratio; the node count; demotion as 0/1 if known."""
+        out: dict[str, float | int] = {"nodes": len(self.nodes)}
+        for t in self.tiers:
+            out[f"tier{t.tier_id}_used_bytes"] = t.used_bytes
+            out[f"tier{t.tier_id}_used_ratio"] = round(t.used_ratio, 6)
+        if self.demotion_enabled is not None:
+            out["demotion_enabled"] = int(self.demotion_enabled)
+        return out
+
+
+def build_tiers(
+    nodes: tuple[NumaNode, ...], tier_nodes: dict[int, tuple[int, ...]]
+) -> tuple[Tier, ...]:
+    """The tier view: each tier's nodes with their MemTotal/MemFree summed (bytes).
+
+    A node a tier names that is not online (hot-removed in between) counts nothing.
+    """
+    by_id = {n.node: n for n in nodes}
+    tiers = []
+    for tier_id in sorted(tier_nodes):
+        members = [by_id[n].meminfo for n in tier_nodes[tier_id] if n in by_id]
+        total = sum(m.mem_total_bytes for m in members)
+        free = sum(m.mem_free_bytes for m in members)
+        tiers.append(Tier(tier_id, tier_nodes[tier_id], total, free, total - free))
+    return tuple(tiers)
+
+
+class TiersPoller:
+    """Polls the node and tier files and publishes :class:`Tiers`; a level (first poll
+    returns a value).
+
+    Every file is kept open. The tier directory is listed again every ``rescan_every``
+    polls (tiers appear when a memory node comes online), and at once when a tier's file
+    fails to read; a node that went offline is dropped on the next poll.
+    """
+
+    def __init__(self, fs: KernelFS, topic: str = "tiers", *, rescan_every: int = 60) -> None:
+        if rescan_every < 1:
+            raise ValueError(f"expected rescan_every >= 1, got {rescan_every}")
+        self._fs = fs
+        self._topic = topic
+        self._rescan_every = rescan_every
+        self._readers: dict[str, KeptReader] = {}
+        self._tier_dirs: list[tuple[int, str]] | None = None
+        self._polls = 0
+        self._read(f"{NODE_SYSFS}/online")  # fail at construction if there is no node sysfs
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def poll(self, now: float) -> Tiers:
+        """Read every file (``now`` is unused: these are levels)."""
+        del now
+        online = parse_nodelist(*self._text(f"{NODE_SYSFS}/online"))
+        possible = parse_nodelist(*self._text(f"{NODE_SYSFS}/possible"))
+        has_cpu = set(parse_nodelist(*self._text(f"{NODE_SYSFS}/has_cpu")))
+        has_memory = set(parse_nodelist(*self._text(f"{NODE_SYSFS}/has_memory")))
+        has_normal = set(self._optional_list(f"{NODE_SYSFS}/has_normal_memory"))
+        nodes = tuple(
+            self._node(n, online, n in has_cpu, n in has_memory, n in has_normal) for n in online
+        )
+        self._forget_offline(online)
+        return Tiers(
+            possible=possible,
+            online=online,
+            nodes=nodes,
+            tiers=build_tiers(nodes, self._tier_nodes()),
+            demotion_enabled=self._demotion(),
+        )
+
+    def _node(
+        self, node: int, online: tuple[int, ...], cpu: bool, memory: bool, normal: bool
+    ) -> NumaNode:
+        base = f"{NODE_SYSFS}/node{node}"
+        meminfo_text, meminfo_path = self._text(f"{base}/meminfo")
+        return NumaNode(
+            node=node,
+            has_cpu=cpu,
+            has_memory=memory,
+            has_normal_memory=normal,
+            cpus=parse_nodelist(*self._text(f"{base}/cpulist")),
+            distances=parse_distance(*self._text(f"{base}/distance"), online),
+            meminfo=parse_node_meminfo(meminfo_text, meminfo_path, node),
+        )
+
+    def _tier_nodes(self) -> dict[int, tuple[int, ...]]:
+        self._polls += 1
+        if self._tier_dirs is None or self._polls % self._rescan_every == 0:
+            self._tier_dirs = self._scan_tiers()
+        try:
+            return {t: parse_nodelist(*self._text(f"{d}/nodelist")) for t, d in self._tier_dirs}
+        except KernelInterfaceError:
+            self._tier_dirs = self._scan_tiers()  # a tier went away: list again, read once more
+            return {t: parse_nodelist(*self._text(f"{d}/nodelist")) for t, d in self._tier_dirs}
+
+    def _scan_tiers(self) -> list[tuple[int, str]]:
+        if not self._fs.is_dir(TIERING_SYSFS):
+            return []
+        found = []
+        for name in self._fs.listdir(TIERING_SYSFS):
+            match = _TIER_DIR.match(name)
+            if match is not None:
+                found.append((int(match.group(1)), f"{TIERING_SYSFS}/{name}"))
+        return sorted(found)
+
+    def _demotion(self) -> bool | None:
+        if DEMOTION_ENABLED not in self._readers and not self._fs.exists(DEMOTION_ENABLED):
+            return None
+        return parse_demotion_enabled(*self._text(DEMOTION_ENABLED))
+
+    def _optional_list(self, path: str) -> tuple[int, ...]:
+        if path not in self._readers and not self._fs.exists(path):
+            return ()
+        return parse_nodelist(*self._text(path))
+
+    def _forget_offline(self, online: tuple[int, ...]) -> None:
+        keep = {f"{NODE_SYSFS}/node{n}/" for n in online}
+        for path in list(self._readers):
+            if path.startswith(f"{NODE_SYSFS}/node") and not any(path.startswith(k) for k in keep):
+                self._readers.pop(path).close()
+
+    def _read(self, path: str) -> str:
+        reader = self._readers.get(path)
+        if reader is None:
+            reader = self._readers[path] = KeptReader(self._fs, path)
+        try:
+            return reader.read_text()
+        except KernelInterfaceError:
+            self._readers.pop(path, None)  # reopen next time: the file may be back
+            raise
+
+    def _text(self, path: str) -> tuple[str, str]:
+        return self._read(path), path
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
