@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import structlog
 
 from reactor.testing import FakeKernelFS
+from tests.captures import CAPTURED, HOST_CAPTURES, host_node
 
-CAPTURED = Path(__file__).parent / "fixtures" / "captured"
-
-#: This host's captures (tests/fixtures/captured/host-6.18) by the kernel path they came from.
-HOST_CAPTURES = {
-    "/proc/pressure/memory": "proc_pressure_memory",
-    "/proc/pressure/io": "proc_pressure_io",
-    "/proc/pressure/cpu": "proc_pressure_cpu",
-    "/proc/vmstat": "proc_vmstat",
-    "/proc/meminfo": "proc_meminfo",
-    "/sys/fs/cgroup/unified/memory.pressure": "cgroup_unified_memory.pressure",
-    "/sys/fs/cgroup/unified/cpu.pressure": "cgroup_unified_cpu.pressure",
-    "/sys/fs/cgroup/unified/io.pressure": "cgroup_unified_io.pressure",
-}
+__all__ = ("CAPTURED", "HOST_CAPTURES")
 
 
 @pytest.fixture
@@ -37,12 +25,9 @@ def captured() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def fake_kernel(captured: Callable[[str], str]) -> FakeKernelFS:
+def fake_kernel() -> FakeKernelFS:
     """A fresh in-memory kernel tree holding this host's captures at their kernel paths."""
-    fs = FakeKernelFS()
-    for path, name in HOST_CAPTURES.items():
-        fs.set_file(path, captured(name))
-    return fs
+    return host_node()
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,11 @@ from reactor.config.loader import (
 )
 from reactor.config.model import (
     ApiConfig,
+    CgroupSourceConfig,
     Config,
     ControllerConfig,
     ExcludeConfig,
+    FragmentationSourceConfig,
     GoalConfig,
     IntervalsGoalConfig,
     MetricsConfig,
@@ -34,17 +36,20 @@ from reactor.config.model import (
     Signals,
     SourceConfig,
     TargetsConfig,
+    TiersSourceConfig,
 )
 from reactor.errors import ConfigError, ConfigIssue
 
 __all__ = (
     "ApiConfig",
+    "CgroupSourceConfig",
     "Config",
     "ConfigError",
     "ConfigIssue",
     "ControllerConfig",
     "DamonSection",
     "ExcludeConfig",
+    "FragmentationSourceConfig",
     "GoalConfig",
     "IntervalsGoalConfig",
     "Kdamond",
@@ -61,6 +66,7 @@ __all__ = (
     "Signals",
     "SourceConfig",
     "TargetsConfig",
+    "TiersSourceConfig",
     "json_schema",
     "load_config",
     "load_config_text",

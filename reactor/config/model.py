@@ -36,9 +36,11 @@ from reactor.units import UnitError, format_duration, format_size, parse_rate, p
 
 __all__ = (
     "ApiConfig",
+    "CgroupSourceConfig",
     "Config",
     "ControllerConfig",
     "ExcludeConfig",
+    "FragmentationSourceConfig",
     "GoalConfig",
     "IntervalsGoalConfig",
     "MetricsConfig",
@@ -52,6 +54,7 @@ __all__ = (
     "Signals",
     "SourceConfig",
     "TargetsConfig",
+    "TiersSourceConfig",
     "reference_issues",
 )
 
@@ -170,19 +173,72 @@ class PsiSourceConfig(SourceConfig):
         return value
 
 
+class TiersSourceConfig(SourceConfig):
+    """``signals.tiers:`` — NUMA nodes and memory tiers (levels change slowly: 5 s)."""
+
+    period: PositiveDuration = 5.0
+
+
+class FragmentationSourceConfig(SourceConfig):
+    """``signals.fragmentation:`` — buddyinfo/zoneinfo: the kernel's fragmentation indices."""
+
+    period: PositiveDuration = 5.0
+    hpage_order: int = Field(default=9, ge=1, le=10)
+    zoneinfo_every: int = Field(default=60, ge=1)
+    read_debugfs: bool = True
+
+
+class CgroupSourceConfig(SourceConfig):
+    """One entry of ``signals.cgroups:`` — a memory cgroup (v1 or v2) to sample."""
+
+    name: str
+    path: str
+    version: Literal["auto", "v1", "v2"] = "auto"
+    pressure_dir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            fail(f"expected a name of a-z, 0-9, '_' and '-', got {value!r}")
+        return value
+
+    @field_validator("path", "pressure_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            fail(f"expected an absolute cgroup directory path, got {value!r}")
+        return value
+
+
 class Signals(Section):
     """``signals:`` — the node's own signals."""
 
     psi: PsiSourceConfig = Field(default_factory=PsiSourceConfig)
     vmstat: SourceConfig = Field(default_factory=SourceConfig)
     meminfo: SourceConfig = Field(default_factory=SourceConfig)
+    tiers: TiersSourceConfig = Field(default_factory=TiersSourceConfig)
+    fragmentation: FragmentationSourceConfig = Field(default_factory=FragmentationSourceConfig)
+    cgroups: Annotated[tuple[CgroupSourceConfig, ...], AsTuple] = ()
+
+    @field_validator("cgroups")
+    @classmethod
+    def _unique_names(cls, value: tuple[CgroupSourceConfig, ...]) -> tuple[CgroupSourceConfig, ...]:
+        names = [c.name for c in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            fail(f"expected unique cgroup names, got {', '.join(repeated)} more than once")
+        return value
 
     def sources(self) -> dict[str, SourceConfig]:
-        """The enabled sources by name (``psi``, ``vmstat``, ``meminfo``)."""
+        """The enabled node-wide sources by name (``psi``, ``vmstat``, ``meminfo``,
+        ``tiers``, ``fragmentation``); cgroups are in :attr:`cgroups`."""
         every: dict[str, SourceConfig] = {
             "psi": self.psi,
             "vmstat": self.vmstat,
             "meminfo": self.meminfo,
+            "tiers": self.tiers,
+            "fragmentation": self.fragmentation,
         }
         return {name: source for name, source in every.items() if source.enabled}
 

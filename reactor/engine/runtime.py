@@ -154,7 +154,10 @@ class Reactor:
             inactive.append(f"{len(cfg.damon.kdamonds)} damon kdamond(s)")
         _log.info(
             "capabilities",
-            active="signals (PSI, vmstat, meminfo) sampled and logged each tick",
+            active=(
+                "signals (PSI, vmstat, meminfo, memory tiers, fragmentation, cgroups) "
+                "sampled and logged each tick"
+            ),
             not_yet=(
                 "access monitoring (DAMON driver, native sampler), policies and actuators, "
                 "status socket and metrics are not in this version: nothing on this "

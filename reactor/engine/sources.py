@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 
 from reactor.engine.bus import Bus
 from reactor.engine.ticker import Ticker
-from reactor.errors import KernelInterfaceError, SourceFailed
+from reactor.errors import KernelInterfaceError, SourceFailed, TargetVanished
 from reactor.kernelfs import KernelFS
 from reactor.signals.base import Poller
 
@@ -52,8 +52,11 @@ class SourceSpec:
 
 def build_source_specs(config: Config, fs: KernelFS) -> list[SourceSpec]:
     """The enabled sources of ``config.signals`` as one spec per bus topic."""
+    from reactor.signals.cgroup import CgroupPoller
+    from reactor.signals.fragmentation import FragmentationPoller
     from reactor.signals.meminfo import MeminfoPoller
     from reactor.signals.psi import PsiPoller
+    from reactor.signals.tiers import TiersPoller
     from reactor.signals.vmstat import VmstatPoller
 
     specs: list[SourceSpec] = []
@@ -87,8 +90,47 @@ def build_source_specs(config: Config, fs: KernelFS) -> list[SourceSpec]:
             specs.append(SourceSpec("vmstat", name, ("vmstat",), cfg, _bind(VmstatPoller, fs)))
         elif name == "meminfo":
             specs.append(SourceSpec("meminfo", name, ("meminfo",), cfg, _bind(MeminfoPoller, fs)))
+        elif name == "tiers":
+            specs.append(SourceSpec("tiers", name, ("tiers",), cfg, _bind(TiersPoller, fs)))
+        elif name == "fragmentation":
+            frag = config.signals.fragmentation
+            specs.append(
+                SourceSpec(
+                    "fragmentation",
+                    name,
+                    ("fragmentation", frag.hpage_order, frag.zoneinfo_every, frag.read_debugfs),
+                    cfg,
+                    _bind(
+                        FragmentationPoller,
+                        fs,
+                        hpage_order=frag.hpage_order,
+                        zoneinfo_every=frag.zoneinfo_every,
+                        read_debugfs=frag.read_debugfs,
+                    ),
+                )
+            )
         else:  # the config model and this table must grow together
             raise ValueError(f"signals.{name}: no source implementation for this section")
+    for cgroup in config.signals.cgroups:
+        if not cgroup.enabled:
+            continue
+        topic = f"cgroup.{cgroup.name}"
+        specs.append(
+            SourceSpec(
+                topic,
+                f"cgroups[{cgroup.name}]",
+                ("cgroup", cgroup.path, cgroup.version, cgroup.pressure_dir),
+                cgroup,
+                _bind(
+                    CgroupPoller,
+                    fs,
+                    cgroup.path,
+                    cgroup.version,
+                    pressure_dir=cgroup.pressure_dir,
+                    topic=topic,
+                ),
+            )
+        )
     return specs
 
 
@@ -161,11 +203,21 @@ class SourceRunner:
     def _poll_once(self, poller: Poller, now: float, log: Any) -> bool:
         try:
             value = poller.poll(now)
+        except TargetVanished as exc:
+            # A cgroup or process that went away is a normal event: the topic goes
+            # stale (policies that need it hold), and the poller follows it if it returns.
+            if self.state != "vanished":
+                log.info("target_vanished", target=exc.target)
+            self.state, self.reason = "vanished", str(exc)
+            self.bus.record_failure(self.spec.topic, str(exc))
+            return False
         except KernelInterfaceError as exc:
             self._fail(log, str(exc))
             return False
         self.reads += 1
-        if self.consecutive_failures and self.state == "failed":
+        if self.state == "vanished":
+            log.info("target_returned")
+        elif self.consecutive_failures and self.state == "failed":
             log.info("source_recovered", after_failures=self.consecutive_failures)
         self.consecutive_failures = 0
         self.state, self.reason = "ready", None

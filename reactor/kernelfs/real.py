@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
 from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
@@ -145,6 +146,12 @@ class RealKernelFS:
             return kept.pread(size, offset)
         finally:
             kept.close()
+
+    def inode(self, path: str) -> int:
+        try:
+            return Path(self.host_path(path)).stat().st_ino
+        except OSError as exc:
+            raise KernelInterfaceError(path, "cannot stat", errno=exc.errno) from exc
 
     def keep(self, path: str) -> RealFile:
         return RealFile(path, self.host_path(path))

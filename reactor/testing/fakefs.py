@@ -158,6 +158,10 @@ class FakeKernelFS:
         self._hooks: dict[str, WriteHook] = {}
         self._attempts: list[WriteAttempt] = []
         self._opens: Counter[str] = Counter()
+        # Inode numbers, given out on first ask and forgotten on remove, so a directory
+        # created again at the same path has a new one (as a re-created cgroup does).
+        self._inodes: dict[str, int] = {}
+        self._next_inode = 1000
         if tree is not None:
             self.add_tree("/", tree)
 
@@ -267,6 +271,18 @@ class FakeKernelFS:
             self._dirs[parent or "/"].add(name)
             self._dirs[norm] = set()
 
+    def inode(self, path: str) -> int:
+        """The path's inode number: stable while it exists, new once it is re-created."""
+        norm = normalize_path(path)
+        with self._lock:
+            if norm not in self._files and norm not in self._dirs:
+                err = _os_error(errno_mod.ENOENT, norm)
+                raise KernelInterfaceError(norm, "cannot stat", errno=err.errno) from err
+            if norm not in self._inodes:
+                self._inodes[norm] = self._next_inode
+                self._next_inode += 1
+            return self._inodes[norm]
+
     def remove(self, path: str) -> None:
         """Remove a file or a whole directory (a vanished cgroup); missing is an error."""
         norm = normalize_path(path)
@@ -283,6 +299,8 @@ class FakeKernelFS:
                 del self._generations[file]
             for d in [d for d in self._dirs if d == norm or d.startswith(prefix)]:
                 del self._dirs[d]
+            for known in [i for i in self._inodes if i == norm or i.startswith(prefix)]:
+                del self._inodes[known]
 
     def file_text(self, path: str) -> str:
         """A file's current content, for assertions: no fault, no open counted."""

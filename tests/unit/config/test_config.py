@@ -50,8 +50,9 @@ def test_sources_and_max_age() -> None:
         "  meminfo: {period: 1s, stale_after: 10s}\n"
     )
     sources = config.signals.sources()
-    assert set(sources) == {"psi", "meminfo"}
+    assert set(sources) == {"psi", "meminfo", "tiers", "fragmentation"}
     assert sources["psi"].max_age == 6.0
+    assert sources["tiers"].max_age == 15.0  # tiers default to a 5 s period
     assert sources["meminfo"].max_age == 10.0
 
 
@@ -204,3 +205,28 @@ def test_kernel_tuner_needs_a_scheme() -> None:
     )
     with pytest.raises(ConfigError, match=r"policies\[0\]\.tuner: tuner kernel"):
         load_config_text(text)
+
+
+def test_cgroup_sources_need_unique_names_and_absolute_paths() -> None:
+    """Two cgroups with one name, or a relative path, are errors that say what is accepted."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(
+            "signals:\n  cgroups:\n"
+            "    - {name: app, path: /sys/fs/cgroup/memory/app}\n"
+            "    - {name: app, path: sys/fs/cgroup/memory/b}\n",
+            "c.yaml",
+        )
+    text = str(info.value)
+    assert "signals.cgroups[1].path: expected an absolute cgroup directory path" in text
+
+
+def test_cgroup_source_names_are_unique() -> None:
+    """Two cgroup sources may not share a name: their topics would collide."""
+    expected = r"signals\.cgroups: expected unique cgroup names, got app"
+    with pytest.raises(ConfigError, match=expected):
+        load_config_text(
+            "signals:\n  cgroups:\n"
+            "    - {name: app, path: /sys/fs/cgroup/memory/a}\n"
+            "    - {name: app, path: /sys/fs/cgroup/memory/b}\n",
+            "c.yaml",
+        )

@@ -14,6 +14,7 @@ from reactor.config import Config, load_config_text
 from reactor.engine.runtime import Reactor
 from reactor.errors import SourceFailed
 from reactor.testing.fakefs import FakeKernelFS
+from tests.captures import host_node
 
 CAPTURED = Path(__file__).resolve().parents[2] / "fixtures" / "captured" / "host-6.18"
 
@@ -27,20 +28,8 @@ def psi_text(some_total_us: int, full_total_us: int = 0) -> str:
 
 
 def fake_node() -> FakeKernelFS:
-    """A node whose /proc files start as verbatim captures from this machine."""
-    return FakeKernelFS(
-        {
-            "proc": {
-                "pressure": {
-                    "memory": (CAPTURED / "proc_pressure_memory").read_text(),
-                    "io": (CAPTURED / "proc_pressure_io").read_text(),
-                    "cpu": (CAPTURED / "proc_pressure_cpu").read_text(),
-                },
-                "vmstat": (CAPTURED / "proc_vmstat").read_text(),
-                "meminfo": (CAPTURED / "proc_meminfo").read_text(),
-            },
-        }
-    )
+    """A node whose kernel files start as verbatim captures from this machine."""
+    return host_node()
 
 
 def config(text: str = "") -> Config:
@@ -234,3 +223,53 @@ async def test_backend_choice_is_explained_for_a_foreign_kdamond(
     assert backend["backend"] == "native"
     assert "kdamond 0 (state on, pid 77, ops paddr)" in backend["reason"]
     assert fs.writes == ()
+
+
+def v1_cgroup_tree() -> dict[str, str]:
+    """A v1 memory cgroup directory from verbatim captures of one this machine ran."""
+    return {
+        name: (CAPTURED / f"cgroup_memory_limited_{name}").read_text()
+        for name in (
+            "memory.usage_in_bytes",
+            "memory.limit_in_bytes",
+            "memory.stat",
+            "memory.failcnt",
+        )
+    }
+
+
+@pytest.mark.anyio
+async def test_a_vanished_cgroup_is_logged_goes_stale_and_is_followed_back(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A cgroup removed while sampled is an info event and a stale topic, not a crash."""
+    fs = fake_node()
+    app = "/sys/fs/cgroup/memory/app"
+    fs.add_tree(app, v1_cgroup_tree())
+    cfg = config(f"signals:\n  cgroups:\n    - {{name: app, path: {app}}}\n")
+    async with Reactor(cfg, fs=fs) as reactor:
+        await anyio.sleep(2.2)
+        assert reactor.bus.latest("cgroup.app") is not None
+        fs.remove(app)
+        await anyio.sleep(4)
+        assert reactor.runners["cgroup.app"].state == "vanished"
+        assert reactor.runners["psi.memory"].state == "ready"
+        fs.add_tree(app, v1_cgroup_tree())
+        await anyio.sleep(3)
+        assert reactor.runners["cgroup.app"].state == "ready"
+    assert [e["target"] for e in events(logs, "target_vanished")] == [app]
+    assert len(events(logs, "target_returned")) == 1
+    assert not events(logs, "sample_failed")
+    assert any(e["stale"] == ["cgroup.app"] for e in events(logs, "node_sample"))
+
+
+@pytest.mark.anyio
+async def test_tiers_and_fragmentation_sources_publish_on_their_own_period() -> None:
+    """Tiers and fragmentation (5 s by default) publish beside the 1 s sources."""
+    fs = fake_node()
+    async with Reactor(config(), fs=fs) as reactor:
+        await anyio.sleep(11.5)  # off the 1 s grid: no read races the end of the window
+        frag = reactor.bus.stats("fragmentation")
+        meminfo = reactor.bus.stats("meminfo")
+    assert frag.published == 3  # t = 0, 5, 10
+    assert meminfo.published == 12  # t = 0, 1, ..., 11

@@ -25,7 +25,7 @@ from reactor.signals.cgroup import (
     parse_memory_stat,
 )
 from reactor.testing import FakeKernelFS
-from tests.conftest import CAPTURED
+from tests.captures import CAPTURED
 
 Captured = Callable[[str], str]
 V1 = "/sys/fs/cgroup/memory/app"

@@ -31,7 +31,7 @@ from reactor.signals.fragmentation import (
 )
 from reactor.signals.vmstat import VmstatPoller
 from reactor.testing import FakeKernelFS
-from tests.conftest import CAPTURED
+from tests.captures import CAPTURED
 
 Captured = Callable[[str], str]
 

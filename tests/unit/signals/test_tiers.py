@@ -24,7 +24,7 @@ from reactor.signals.tiers import (
     parse_nodelist,
 )
 from reactor.testing import FakeKernelFS
-from tests.conftest import CAPTURED
+from tests.captures import CAPTURED
 
 Captured = Callable[[str], str]
 MEMINFO = f"{NODE_SYSFS}/node0/meminfo"
