@@ -1,10 +1,14 @@
 """reactor.testing: shipped helpers for testing code that embeds reactor.
 
-:class:`FakeKernelFS` is an in-memory kernel tree (see :mod:`reactor.testing.fakefs`).
+- :class:`FakeKernelFS`: an in-memory kernel tree (:mod:`reactor.testing.fakefs`).
+- :class:`FakeDamon`: the kernel's DAMON sysfs semantics at a stated kernel version, on a
+  FakeKernelFS, with a simulated workload (:mod:`reactor.testing.damon_fake`).
+- :mod:`reactor.testing.plants`: plant models for tuning controllers in simulated time.
 """
 
 from __future__ import annotations
 
+from reactor.testing.damon_fake import FakeDamon
 from reactor.testing.fakefs import FakeKernelFS
 
-__all__ = ("FakeKernelFS",)
+__all__ = ("FakeDamon", "FakeKernelFS")

@@ -1,0 +1,1286 @@
+"""DAMON sysfs conformance tests: every row of damon-sysfs.md §3.2 and every §6 item.
+
+Each test takes the ``damon`` fixture (tests/conformance.DamonBackend) and runs unchanged
+against the fake on the host and against the real kernel in the lane's guest. Behaviour
+that changed between kernel versions is asserted for the backend's ``kernel`` version
+(see ``since``); items the reference marks "7.2?" follow what the guest's 7.2.12 shows.
+Times are chosen for the guest (TCG): 10 ms sampling, 200 ms aggregation.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from reactor.errors import KernelInterfaceError
+from tests.conformance import DamonBackend, Workload
+
+ADMIN = "/sys/kernel/mm/damon/admin"
+MiB = 1 << 20
+ULONG_MAX = 2**64 - 1
+UINT_MAX = 2**32 - 1
+SAMPLE_US = 10_000
+AGGR_US = 200_000
+#: Files the kernel makes read-only (0400); every other DAMON file is 0600.
+READ_ONLY = re.compile(
+    r"/(pid|avail_operations|effective_bytes|total_bytes)$"
+    r"|/stats/(nr_tried|sz_tried|nr_applied|sz_applied|sz_ops_filter_passed|qt_exceeds|nr_snapshots)$"
+    r"|/tried_regions/\d+/"
+)
+ACTIONS = {
+    "willneed": (5, 18),
+    "cold": (5, 18),
+    "pageout": (5, 18),
+    "hugepage": (5, 18),
+    "nohugepage": (5, 18),
+    "lru_prio": (6, 0),
+    "lru_deprio": (6, 0),
+    "migrate_hot": (6, 11),
+    "migrate_cold": (6, 11),
+    "stat": (5, 18),
+    "collapse": (7, 2),
+}
+GOAL_METRICS = {
+    "user_input": (6, 9),
+    "some_mem_psi_us": (6, 9),
+    "node_mem_used_bp": (6, 16),
+    "node_mem_free_bp": (6, 16),
+    "node_memcg_used_bp": (6, 19),
+    "node_memcg_free_bp": (6, 19),
+    "active_mem_bp": (7, 0),
+    "inactive_mem_bp": (7, 0),
+    "node_eligible_mem_bp": (7, 2),
+}
+CORE_FILTER_TYPES = ("addr", "target")
+OPS_FILTER_TYPES = ("anon", "memcg", "young", "hugepage_size", "unmapped", "active")
+STATE_NEEDS_RUNNING = (
+    "commit",
+    "commit_schemes_quota_goals",
+    "update_schemes_stats",
+    "update_schemes_tried_bytes",
+    "update_schemes_tried_regions",
+    "update_schemes_effective_quotas",
+    "update_tuned_intervals",
+)
+NR_FILE = re.compile(r"/nr_(kdamonds|contexts|targets|regions|schemes|goals|filters|dests|probes)$")
+NO_SUCH_MEMCG = "/reactor-conformance-no-such-memcg"
+
+
+def version(kernel: str) -> tuple[int, int]:
+    """``"7.2.12+deb14-amd64"`` → ``(7, 2)``."""
+    m = re.match(r"(\d+)\.(\d+)", kernel)
+    assert m is not None, kernel
+    return int(m.group(1)), int(m.group(2))
+
+
+def since(damon: DamonBackend, release: tuple[int, int]) -> bool:
+    """Whether the backend's kernel is at least ``release``."""
+    return version(damon.kernel) >= release
+
+
+def needs(damon: DamonBackend, release: tuple[int, int], what: str) -> None:
+    if not since(damon, release):
+        pytest.skip(f"{what} needs Linux {release[0]}.{release[1]}")
+
+
+class Sysfs:
+    """Small helpers over ``damon.fs`` with paths relative to admin/."""
+
+    def __init__(self, damon: DamonBackend) -> None:
+        self.damon = damon
+        self.fs = damon.fs
+
+    @staticmethod
+    def p(rel: str) -> str:
+        return rel if rel.startswith("/") else f"{ADMIN}/{rel}"
+
+    def w(self, rel: str, value: object) -> None:
+        self.fs.write_text(self.p(rel), str(value))
+
+    def r(self, rel: str) -> str:
+        return self.fs.read_text(self.p(rel)).removesuffix("\n")
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.p(rel))
+
+    def err(self, rel: str, value: object) -> int | None:
+        """The errno of writing ``value`` (None if the write was accepted)."""
+        try:
+            self.w(rel, value)
+        except KernelInterfaceError as exc:
+            return exc.errno
+        return None
+
+    def expect(self, want: int | None, rel: str, value: object) -> None:
+        got = self.err(rel, value)
+        names = errno.errorcode
+        assert got == want, (
+            f"writing {value!r} to {rel}: expected {names.get(want or 0, 'success')}, "
+            f"got {names.get(got or 0, 'success')}"
+        )
+
+    # -- staging -------------------------------------------------------------------------
+
+    def kdamonds(self, n: int) -> None:
+        self.w("kdamonds/nr_kdamonds", n)
+
+    @staticmethod
+    def ctx(k: int = 0) -> str:
+        return f"kdamonds/{k}/contexts/0"
+
+    def scheme(self, k: int = 0, i: int = 0) -> str:
+        return f"{self.ctx(k)}/schemes/{i}"
+
+    def state(self, k: int, cmd: str) -> None:
+        self.w(f"kdamonds/{k}/state", cmd)
+
+    def running(self, k: int = 0) -> bool:
+        return self.r(f"kdamonds/{k}/state") == "on"
+
+    def stage(
+        self,
+        k: int = 0,
+        *,
+        ops: str = "vaddr",
+        pids: tuple[int, ...] = (),
+        regions: tuple[tuple[int, int], ...] = (),
+        schemes: int = 1,
+        apply_interval_us: int = 0,
+    ) -> None:
+        """One context: ops, TCG-friendly intervals, targets, ``schemes`` stat schemes."""
+        self.w(f"kdamonds/{k}/contexts/nr_contexts", 1)
+        c = self.ctx(k)
+        self.w(f"{c}/operations", ops)
+        self.w(f"{c}/monitoring_attrs/intervals/sample_us", SAMPLE_US)
+        self.w(f"{c}/monitoring_attrs/intervals/aggr_us", AGGR_US)
+        self.w(f"{c}/monitoring_attrs/intervals/update_us", 1_000_000)
+        if ops == "paddr":
+            self.w(f"{c}/targets/nr_targets", 1)
+            self.w(f"{c}/targets/0/pid_target", -1)
+            self.w(f"{c}/targets/0/regions/nr_regions", len(regions))
+            for i, (start, end) in enumerate(regions):
+                self.w(f"{c}/targets/0/regions/{i}/start", start)
+                self.w(f"{c}/targets/0/regions/{i}/end", end)
+        else:
+            self.w(f"{c}/targets/nr_targets", len(pids))
+            for i, pid in enumerate(pids):
+                self.w(f"{c}/targets/{i}/pid_target", pid)
+        self.w(f"{c}/schemes/nr_schemes", schemes)
+        for i in range(schemes):
+            self.match_all(k, i)
+            if apply_interval_us and since(self.damon, (6, 7)):
+                self.w(f"{self.scheme(k, i)}/apply_interval_us", apply_interval_us)
+
+    def match_all(self, k: int = 0, i: int = 0) -> None:
+        """A pattern matching every region (every max defaults to 0, matching nothing)."""
+        s = self.scheme(k, i)
+        for name, hi in (("sz", ULONG_MAX), ("nr_accesses", UINT_MAX), ("age", UINT_MAX)):
+            self.w(f"{s}/access_pattern/{name}/min", 0)
+            self.w(f"{s}/access_pattern/{name}/max", hi)
+
+    def start_vaddr(self, k: int = 0, *, schemes: int = 1, apply_interval_us: int = 0) -> Workload:
+        """A running vaddr kdamond ``k`` (nr_kdamonds must already cover it)."""
+        work = self.damon.spawn_process()
+        self.stage(k, pids=(work.pid,), schemes=schemes, apply_interval_us=apply_interval_us)
+        self.state(k, "on")
+        return work
+
+    # -- reading results -----------------------------------------------------------------
+
+    def tried(self, k: int = 0, i: int = 0) -> list[tuple[int, int, int, int]]:
+        """(start, end, nr_accesses, age) of each tried_regions/<R> dir, by index."""
+        base = f"{self.scheme(k, i)}/tried_regions"
+        names = sorted((n for n in self.fs.listdir(self.p(base)) if n.isdigit()), key=int)
+        out = []
+        for n in names:
+            d = f"{base}/{n}"
+            out.append(
+                (
+                    int(self.r(d + "/start")),
+                    int(self.r(d + "/end")),
+                    int(self.r(d + "/nr_accesses")),
+                    int(self.r(d + "/age")),
+                )
+            )
+        return out
+
+    def stat(self, name: str, k: int = 0, i: int = 0) -> int:
+        return int(self.r(f"{self.scheme(k, i)}/stats/{name}"))
+
+    def all_paths(self, rel: str = "") -> list[str]:
+        """Every file and dir under admin/``rel``, depth first."""
+        root = self.p(rel) if rel else ADMIN
+        out = [root]
+        for name in self.fs.listdir(root):
+            path = f"{root}/{name}"
+            out += self.all_paths(path) if self.fs.is_dir(path) else [path]
+        return out
+
+    def populate(self) -> None:
+        """One of every object of the version's tree (as the lane's capture did)."""
+        self.kdamonds(1)
+        c = self.ctx()
+        self.w("kdamonds/0/contexts/nr_contexts", 1)
+        nr_files = [
+            f"{c}/targets/nr_targets",
+            f"{c}/targets/0/regions/nr_regions",
+            f"{c}/schemes/nr_schemes",
+            f"{c}/monitoring_attrs/probes/nr_probes",
+            f"{c}/monitoring_attrs/probes/0/filters/nr_filters",
+            f"{c}/schemes/0/quotas/goals/nr_goals",
+            f"{c}/schemes/0/filters/nr_filters",
+            f"{c}/schemes/0/core_filters/nr_filters",
+            f"{c}/schemes/0/ops_filters/nr_filters",
+            f"{c}/schemes/0/dests/nr_dests",
+        ]
+        for nr in nr_files:
+            if self.exists(nr):
+                self.w(nr, 1)
+
+
+def errno_name(err: int | None) -> str:
+    return "success" if err is None else errno.errorcode[err]
+
+
+# =============================================================================== §1, §6: files
+
+
+def test_initial_tree_has_zero_kdamonds(damon: DamonBackend) -> None:
+    """At boot admin/ holds only kdamonds/nr_kdamonds, reading 0."""
+    s = Sysfs(damon)
+    assert s.r("kdamonds/nr_kdamonds") == "0"
+    assert s.fs.listdir(f"{ADMIN}/kdamonds") == ["nr_kdamonds"]
+    assert s.fs.listdir(ADMIN) == ["kdamonds"]
+
+
+def test_file_modes_are_0600_or_0400(damon: DamonBackend) -> None:
+    """Read-write files are 0600, read-only ones 0400, directories 0755."""
+    s = Sysfs(damon)
+    s.populate()
+    bad = []
+    for path in s.all_paths():
+        want = 0o755 if s.fs.is_dir(path) else 0o400 if READ_ONLY.search(path) else 0o600
+        got = damon.mode(path)
+        if got != want:
+            bad.append(f"{path}: {got and oct(got)} != {oct(want)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_tree_has_the_files_of_the_kernel_version(damon: DamonBackend) -> None:
+    """Files added by later releases exist exactly from their release on (§8)."""
+    s = Sysfs(damon)
+    s.populate()
+    c, sch = s.ctx(), s.scheme()
+    files = {
+        "kdamonds/0/refresh_ms": (6, 17),
+        f"{c}/avail_operations": (5, 19),
+        f"{c}/addr_unit": (6, 18),
+        f"{c}/pause": (7, 2),
+        f"{c}/monitoring_attrs/intervals/intervals_goal/access_bp": (6, 15),
+        f"{c}/monitoring_attrs/probes/nr_probes": (7, 2),
+        f"{c}/targets/0/obsolete_target": (6, 19),
+        f"{sch}/target_nid": (6, 11),
+        f"{sch}/apply_interval_us": (6, 7),
+        f"{sch}/quotas/effective_bytes": (6, 9),
+        f"{sch}/quotas/goal_tuner": (7, 1),
+        f"{sch}/quotas/fail_charge_num": (7, 2),
+        f"{sch}/quotas/fail_charge_denom": (7, 2),
+        f"{sch}/quotas/goals/nr_goals": (6, 8),
+        f"{sch}/core_filters/nr_filters": (6, 15),
+        f"{sch}/dests/nr_dests": (6, 17),
+        f"{sch}/stats/nr_snapshots": (7, 0),
+        f"{sch}/stats/max_nr_snapshots": (7, 0),
+        f"{sch}/stats/sz_ops_filter_passed": (6, 14),
+        f"{sch}/tried_regions/total_bytes": (6, 6),
+    }
+    wrong = [f for f, rel in files.items() if s.exists(f) != since(damon, rel)]
+    assert not wrong, f"present/absent against the version table: {wrong}"
+
+
+def test_defaults_of_new_objects(damon: DamonBackend) -> None:
+    """New dirs hold the kernel's defaults (every access-pattern max is 0)."""
+    s = Sysfs(damon)
+    s.populate()
+    c, sch = s.ctx(), s.scheme()
+    want = {
+        "kdamonds/0/state": "off",
+        "kdamonds/0/pid": "-1",
+        f"{c}/operations": "vaddr",
+        f"{c}/monitoring_attrs/intervals/sample_us": "5000",
+        f"{c}/monitoring_attrs/intervals/aggr_us": "100000",
+        f"{c}/monitoring_attrs/intervals/update_us": "60000000",
+        f"{c}/monitoring_attrs/nr_regions/min": "10",
+        f"{c}/monitoring_attrs/nr_regions/max": "1000",
+        f"{c}/targets/0/pid_target": "0",
+        f"{c}/targets/0/regions/0/start": "0",
+        f"{sch}/action": "stat",
+        f"{sch}/access_pattern/sz/max": "0",
+        f"{sch}/access_pattern/nr_accesses/max": "0",
+        f"{sch}/access_pattern/age/max": "0",
+        f"{sch}/quotas/ms": "0",
+        f"{sch}/quotas/bytes": "0",
+        f"{sch}/watermarks/metric": "none",
+        f"{sch}/stats/nr_tried": "0",
+        f"{sch}/filters/0/type": "anon",
+        f"{sch}/filters/0/matching": "N",
+        f"{sch}/filters/0/memcg_path": "",
+    }
+    optional = {
+        f"{sch}/target_nid": "-1",
+        f"{sch}/quotas/goal_tuner": "consist",
+        f"{sch}/quotas/goals/0/target_metric": "user_input",
+        f"{sch}/core_filters/0/type": "anon",
+        f"{c}/addr_unit": "1",
+        f"{c}/pause": "N",
+    }
+    want.update({k: v for k, v in optional.items() if s.exists(k)})
+    got = {k: s.r(k) for k in want}
+    assert got == want
+
+
+def test_avail_operations_lists_one_per_line(damon: DamonBackend) -> None:
+    """avail_operations has one operations-set keyword per line, vaddr first."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    lines = s.r(f"{s.ctx()}/avail_operations").split("\n")
+    assert lines == ["vaddr", "fvaddr", "paddr"]
+
+
+def test_nr_write_recreates_children_even_at_same_value(damon: DamonBackend) -> None:
+    """Writing an nr_* file, even with its current value, resets every child to defaults."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    s.w(f"{s.ctx()}/schemes/nr_schemes", 2)
+    s.w(f"{s.scheme(0, 1)}/action", "pageout")
+    s.w(f"{s.ctx()}/targets/nr_targets", 1)
+    s.w(f"{s.ctx()}/targets/0/pid_target", 1234)
+    s.w(f"{s.ctx()}/schemes/nr_schemes", 2)
+    s.w(f"{s.ctx()}/targets/nr_targets", 1)
+    assert s.r(f"{s.scheme(0, 1)}/action") == "stat"
+    assert s.r(f"{s.ctx()}/targets/0/pid_target") == "0"
+    s.w(f"{s.ctx()}/operations", "paddr")
+    s.w("kdamonds/nr_kdamonds", 1)
+    assert s.r("kdamonds/0/contexts/nr_contexts") == "0"
+
+
+def test_nr_write_shrinks_and_grows_the_children(damon: DamonBackend) -> None:
+    """Children are named 0..N-1 by decimal index and follow every nr_* write."""
+    s = Sysfs(damon)
+    s.kdamonds(3)
+    assert sorted(s.fs.listdir(f"{ADMIN}/kdamonds")) == ["0", "1", "2", "nr_kdamonds"]
+    s.kdamonds(1)
+    assert sorted(s.fs.listdir(f"{ADMIN}/kdamonds")) == ["0", "nr_kdamonds"]
+    assert s.r("kdamonds/nr_kdamonds") == "1"
+
+
+def test_integers_are_parsed_in_base_zero(damon: DamonBackend) -> None:
+    """kstrto*(…, 0): a leading 0 is octal, 0x is hex, a + and one newline are allowed."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    f = f"{s.ctx()}/monitoring_attrs/intervals/sample_us"
+    for text, value in (("010", 8), ("0x10", 16), ("0X1f", 31), ("+5", 5), ("7\n", 7), ("0", 0)):
+        s.w(f, text)
+        assert s.r(f) == str(value), text
+    s.w(f"{s.ctx()}/targets/nr_targets", 1)
+    s.w(f"{s.ctx()}/targets/0/pid_target", "-010")
+    assert s.r(f"{s.ctx()}/targets/0/pid_target") == "-8"
+
+
+def test_malformed_integers_are_einval(damon: DamonBackend) -> None:
+    """Spaces, signs on unsigned files, decimals, 8/9 in octal and garbage are EINVAL."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    f = f"{s.ctx()}/monitoring_attrs/intervals/sample_us"
+    for text in (" 5", "5 ", "abc", "", "1.5", "-1", "09", "0x", "5\n\n"):
+        s.expect(errno.EINVAL, f, text)
+    assert s.r(f) == "5000"
+
+
+def test_out_of_range_integers_are_erange(damon: DamonBackend) -> None:
+    """Values that do not fit the file's C type are ERANGE."""
+    s = Sysfs(damon)
+    s.populate()
+    s.expect(errno.ERANGE, f"{s.ctx()}/monitoring_attrs/intervals/sample_us", str(2**64))
+    s.expect(errno.ERANGE, f"{s.scheme()}/quotas/weights/age_permil", str(2**32))
+    s.expect(errno.ERANGE, "kdamonds/nr_kdamonds", str(2**31))
+    if since(damon, (6, 11)):
+        s.expect(errno.ERANGE, f"{s.scheme()}/target_nid", str(2**31))
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/sample_us", str(ULONG_MAX))
+    assert s.r(f"{s.ctx()}/monitoring_attrs/intervals/sample_us") == str(ULONG_MAX)
+
+
+def test_some_files_map_every_parse_error_to_einval(damon: DamonBackend) -> None:
+    """quotas ms/bytes/reset_interval_ms and pid_target report overflow as EINVAL too."""
+    s = Sysfs(damon)
+    s.populate()
+    for name in ("ms", "bytes", "reset_interval_ms"):
+        s.expect(errno.EINVAL, f"{s.scheme()}/quotas/{name}", str(2**64))
+    s.expect(errno.EINVAL, f"{s.ctx()}/targets/0/pid_target", str(2**40))
+
+
+def test_booleans_parse_like_kstrtobool(damon: DamonBackend) -> None:
+    """y/Y/1/t/T/on mean Y, n/N/0/f/F/off mean N; other text is EINVAL."""
+    s = Sysfs(damon)
+    s.populate()
+    f = f"{s.scheme()}/filters/0/matching"
+    for text, value in (("Y", "Y"), ("yes", "Y"), ("1", "Y"), ("True", "Y"), ("on", "Y")):
+        s.w(f, "N")
+        s.w(f, text)
+        assert s.r(f) == value, text
+    for text in ("N", "no", "0", "false", "off", "F\n"):
+        s.w(f, "Y")
+        s.w(f, text)
+        assert s.r(f) == "N", text
+    for text in ("x", "", "o", "2"):
+        s.expect(errno.EINVAL, f, text)
+
+
+def test_keywords_allow_one_trailing_newline(damon: DamonBackend) -> None:
+    """Keyword files compare like sysfs_streq: exact, one trailing newline ignored."""
+    s = Sysfs(damon)
+    s.populate()
+    s.w(f"{s.ctx()}/operations", "paddr\n")
+    assert s.r(f"{s.ctx()}/operations") == "paddr"
+    s.expect(errno.EINVAL, f"{s.ctx()}/operations", "vaddr ")
+    s.expect(errno.EINVAL, f"{s.ctx()}/operations", " vaddr")
+
+
+def test_unknown_keywords_are_einval(damon: DamonBackend) -> None:
+    """Every keyword file refuses a word it does not know."""
+    s = Sysfs(damon)
+    s.populate()
+    c, sch = s.ctx(), s.scheme()
+    files = [
+        f"{c}/operations",
+        f"{sch}/action",
+        f"{sch}/watermarks/metric",
+        f"{sch}/filters/0/type",
+    ]
+    files += [
+        f
+        for f in (
+            f"{sch}/quotas/goals/0/target_metric",
+            f"{sch}/quotas/goal_tuner",
+            f"{c}/monitoring_attrs/probes/0/filters/0/type",
+        )
+        if s.exists(f)
+    ]
+    for f in files:
+        s.expect(errno.EINVAL, f, "no_such_word")
+        s.expect(errno.EINVAL, f, "")
+
+
+def test_actions_of_the_version_are_accepted(damon: DamonBackend) -> None:
+    """Every DAMOS action of the kernel's release is accepted, newer ones are EINVAL."""
+    s = Sysfs(damon)
+    s.populate()
+    for action, rel in ACTIONS.items():
+        s.expect(None if since(damon, rel) else errno.EINVAL, f"{s.scheme()}/action", action)
+
+
+def test_goal_metrics_of_the_version_are_accepted(damon: DamonBackend) -> None:
+    """Every quota goal metric of the kernel's release is accepted, newer ones are EINVAL."""
+    needs(damon, (6, 9), "goal target_metric")
+    s = Sysfs(damon)
+    s.populate()
+    f = f"{s.scheme()}/quotas/goals/0/target_metric"
+    for metric, rel in GOAL_METRICS.items():
+        s.expect(None if since(damon, rel) else errno.EINVAL, f, metric)
+    if s.exists(f"{s.scheme()}/quotas/goal_tuner"):
+        for tuner in ("consist", "temporal"):
+            s.expect(None, f"{s.scheme()}/quotas/goal_tuner", tuner)
+
+
+def test_filter_types_follow_their_layer(damon: DamonBackend) -> None:
+    """core_filters takes only core types, ops_filters only ops types, filters/ takes both."""
+    needs(damon, (6, 15), "core_filters/ops_filters")
+    s = Sysfs(damon)
+    s.populate()
+    sch = s.scheme()
+    for t in CORE_FILTER_TYPES:
+        s.expect(None, f"{sch}/core_filters/0/type", t)
+        s.expect(errno.EINVAL, f"{sch}/ops_filters/0/type", t)
+        s.expect(None, f"{sch}/filters/0/type", t)
+    for t in OPS_FILTER_TYPES:
+        s.expect(errno.EINVAL, f"{sch}/core_filters/0/type", t)
+        s.expect(None, f"{sch}/ops_filters/0/type", t)
+        s.expect(None, f"{sch}/filters/0/type", t)
+    assert s.r(f"{sch}/core_filters/0/type") == "target"
+
+
+def test_read_only_files_refuse_writes(damon: DamonBackend) -> None:
+    """Writing a 0400 file fails with EACCES, even as root."""
+    s = Sysfs(damon)
+    s.populate()
+    for f in ("kdamonds/0/pid", f"{s.ctx()}/avail_operations", f"{s.scheme()}/stats/nr_tried"):
+        s.expect(errno.EACCES, f, "1")
+
+
+def test_path_files_read_back_what_was_written(damon: DamonBackend) -> None:
+    """memcg_path and goal path keep the written string and read it back with a newline."""
+    s = Sysfs(damon)
+    s.populate()
+    s.w(f"{s.scheme()}/filters/0/memcg_path", "/system.slice")
+    assert s.r(f"{s.scheme()}/filters/0/memcg_path") == "/system.slice"
+    if s.exists(f"{s.scheme()}/quotas/goals/0/path"):
+        s.w(f"{s.scheme()}/quotas/goals/0/path", "/a/b")
+        assert s.r(f"{s.scheme()}/quotas/goals/0/path") == "/a/b"
+
+
+def test_nr_contexts_is_zero_or_one(damon: DamonBackend) -> None:
+    """contexts/nr_contexts accepts only 0 and 1."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.expect(errno.EINVAL, "kdamonds/0/contexts/nr_contexts", 2)
+    s.expect(errno.EINVAL, "kdamonds/0/contexts/nr_contexts", -1)
+    s.expect(None, "kdamonds/0/contexts/nr_contexts", 1)
+    s.expect(None, "kdamonds/0/contexts/nr_contexts", 0)
+
+
+def test_negative_nr_files_are_einval(damon: DamonBackend) -> None:
+    """Every nr_* file refuses a negative count."""
+    s = Sysfs(damon)
+    s.populate()
+    nr_files = [p for p in s.all_paths() if NR_FILE.search(p) and not s.fs.is_dir(p)]
+    assert len(nr_files) >= 8
+    for f in nr_files:
+        s.expect(errno.EINVAL, f, -1)
+
+
+def test_nr_probes_above_the_maximum_is_einval(damon: DamonBackend) -> None:
+    """monitoring_attrs/probes/nr_probes is bounded by DAMON_MAX_PROBES (4)."""
+    needs(damon, (7, 2), "probes")
+    s = Sysfs(damon)
+    s.populate()
+    f = f"{s.ctx()}/monitoring_attrs/probes/nr_probes"
+    s.expect(None, f, 4)
+    s.expect(errno.EINVAL, f, 5)
+    assert s.r(f) == "4"
+
+
+def test_addr_unit_zero_is_einval(damon: DamonBackend) -> None:
+    """addr_unit must not be 0."""
+    needs(damon, (6, 18), "addr_unit")
+    s = Sysfs(damon)
+    s.populate()
+    s.expect(errno.EINVAL, f"{s.ctx()}/addr_unit", 0)
+    s.expect(None, f"{s.ctx()}/addr_unit", 4096)
+
+
+# ============================================================================ §3.1 state
+
+
+def test_state_reads_on_or_off_and_pid_follows(damon: DamonBackend) -> None:
+    """A running kdamond reads on with a positive pid; after off it reads off and -1."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    assert (s.r("kdamonds/0/state"), s.r("kdamonds/0/pid")) == ("off", "-1")
+    s.start_vaddr()
+    assert s.r("kdamonds/0/state") == "on"
+    assert int(s.r("kdamonds/0/pid")) > 0
+    s.state(0, "off")
+    assert (s.r("kdamonds/0/state"), s.r("kdamonds/0/pid")) == ("off", "-1")
+
+
+def test_unknown_state_keyword_is_einval(damon: DamonBackend) -> None:
+    """A word that is no state command is EINVAL."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    for word in ("start", "ON", "", "on off", "update_schemes_quota_goals_x"):
+        s.expect(errno.EINVAL, "kdamonds/0/state", word)
+
+
+def test_state_commands_need_exactly_one_context(damon: DamonBackend) -> None:
+    """Every command but off is EINVAL while contexts/nr_contexts is not 1."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    for cmd in ("on", "commit", "update_schemes_stats", "clear_schemes_tried_regions"):
+        s.expect(errno.EINVAL, "kdamonds/0/state", cmd)
+    s.expect(errno.EINVAL, "kdamonds/0/state", "off")  # never started
+
+
+def test_off_on_a_never_started_kdamond_is_einval(damon: DamonBackend) -> None:
+    """off needs a context that was started at least once."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=())
+    s.expect(errno.EINVAL, "kdamonds/0/state", "off")
+
+
+def test_on_while_running_is_ebusy(damon: DamonBackend) -> None:
+    """A second on to a running kdamond is EBUSY."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.expect(errno.EBUSY, "kdamonds/0/state", "on")
+    assert s.running()
+
+
+def test_commands_before_the_first_on_are_einval(damon: DamonBackend) -> None:
+    """Commands that need a kdamond fail with EINVAL before it was ever started."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=())
+    for cmd in STATE_NEEDS_RUNNING:
+        if cmd == "update_tuned_intervals" and not since(damon, (6, 15)):
+            continue
+        s.expect(errno.EINVAL, "kdamonds/0/state", cmd)
+    s.expect(None, "kdamonds/0/state", "clear_schemes_tried_regions")
+
+
+def test_commands_after_the_kdamond_stopped(damon: DamonBackend) -> None:
+    """After off, commands fail with EINVAL (≤7.0) or ECANCELED; off again EPERM or succeeds."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.state(0, "off")
+    want = errno.ECANCELED if since(damon, (7, 1)) else errno.EINVAL
+    for cmd in STATE_NEEDS_RUNNING:
+        s.expect(want, "kdamonds/0/state", cmd)
+    s.expect(None if since(damon, (7, 1)) else errno.EPERM, "kdamonds/0/state", "off")
+    s.expect(None, "kdamonds/0/state", "clear_schemes_tried_regions")
+
+
+def test_failed_on_frees_the_previous_context(damon: DamonBackend) -> None:
+    """on frees the last run's context before it validates, so a failed on leaves none."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.state(0, "off")
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/sample_us", AGGR_US + 1)
+    s.expect(errno.EINVAL, "kdamonds/0/state", "on")
+    s.expect(errno.EINVAL, "kdamonds/0/state", "off")
+    s.expect(errno.EINVAL, "kdamonds/0/state", "update_schemes_stats")
+
+
+def test_on_while_an_exclusive_user_runs_is_ebusy(damon: DamonBackend) -> None:
+    """While DAMON_STAT (exclusive) runs, a sysfs on fails with EBUSY."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    with damon.exclusive_user():
+        s.expect(errno.EBUSY, "kdamonds/0/state", "on")
+        assert not s.running()
+    s.expect(None, "kdamonds/0/state", "on")
+
+
+def test_writes_while_the_sysfs_lock_is_held_are_ebusy(damon: DamonBackend) -> None:
+    """state and nr_* writes fail with EBUSY while a long walk holds damon_sysfs_lock."""
+    s = Sysfs(damon)
+    s.kdamonds(2)
+    work = s.start_vaddr(0, apply_interval_us=3_000_000)
+    s.stage(1, pids=(work.pid,))
+    with damon.lock_held(0):
+        s.expect(errno.EBUSY, "kdamonds/1/state", "on")
+        s.expect(errno.EBUSY, f"{s.ctx(1)}/schemes/nr_schemes", 2)
+        s.expect(errno.EBUSY, f"{s.scheme(1)}/filters/nr_filters", 1)
+    assert not s.running(1)
+
+
+def test_tried_regions_update_during_another_walk_is_ebusy(damon: DamonBackend) -> None:
+    """A second update_schemes_tried_regions while one is in progress is EBUSY."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr(0, apply_interval_us=3_000_000)
+    with damon.lock_held(0):
+        s.expect(errno.EBUSY, "kdamonds/0/state", "update_schemes_tried_regions")
+        s.expect(errno.EBUSY, "kdamonds/0/state", "update_schemes_tried_bytes")
+
+
+def test_tried_regions_update_without_schemes_is_ecanceled(damon: DamonBackend) -> None:
+    """A walk on a context without schemes is cancelled."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr(schemes=0)
+    s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_regions")
+    s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_bytes")
+
+
+def test_tried_regions_update_while_paused_is_ecanceled(damon: DamonBackend) -> None:
+    """A walk on a paused context is cancelled; the kdamond stays alive."""
+    needs(damon, (7, 2), "pause")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.w(f"{s.ctx()}/pause", "Y")
+    s.state(0, "commit")
+    damon.wait(0.3)
+    s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_regions")
+    assert s.running()
+    s.w(f"{s.ctx()}/pause", "N")
+    s.state(0, "commit")
+    damon.wait(0.5)
+    s.expect(None, "kdamonds/0/state", "update_schemes_tried_regions")
+
+
+def test_tried_regions_update_with_all_schemes_deactivated_is_ecanceled(
+    damon: DamonBackend,
+) -> None:
+    """A walk while every scheme is off by its watermarks is cancelled."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    wm = f"{s.scheme()}/watermarks"
+    s.w(f"{wm}/metric", "free_mem_rate")
+    s.w(f"{wm}/interval_us", 100_000)  # 0 would make the walk wait forever
+    for name in ("high", "mid", "low"):
+        s.w(f"{wm}/{name}", 0)  # free memory is always above 0 ‰: deactivated
+    s.state(0, "on")
+    damon.wait(0.3)
+    s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_regions")
+    assert s.running()
+
+
+def test_nr_kdamonds_while_running_is_ebusy(damon: DamonBackend) -> None:
+    """nr_kdamonds cannot change, nor be rewritten, while any kdamond runs."""
+    s = Sysfs(damon)
+    s.kdamonds(2)
+    s.start_vaddr(1)
+    s.expect(errno.EBUSY, "kdamonds/nr_kdamonds", 2)
+    s.expect(errno.EBUSY, "kdamonds/nr_kdamonds", 0)
+    s.state(1, "off")
+    s.expect(None, "kdamonds/nr_kdamonds", 0)
+
+
+def test_staged_nr_files_are_writable_while_running(damon: DamonBackend) -> None:
+    """nr_targets, nr_schemes, nr_goals and nr_filters only change staged state."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    for f in ("targets/nr_targets", "schemes/nr_schemes"):
+        s.expect(None, f"{s.ctx()}/{f}", 2)
+    if since(damon, (6, 8)):
+        s.expect(None, f"{s.scheme()}/quotas/goals/nr_goals", 1)
+    s.expect(None, f"{s.scheme()}/filters/nr_filters", 1)
+    s.expect(None, "kdamonds/0/contexts/nr_contexts", 1)
+    assert s.running()
+
+
+# ========================================================================= §3.3 validation
+
+
+def _expect_on_fails(s: Sysfs, err: int) -> None:
+    s.expect(err, "kdamonds/0/state", "on")
+    assert not s.running()
+
+
+def test_on_rejects_sample_interval_above_aggregation(damon: DamonBackend) -> None:
+    """sample_us > aggr_us is EINVAL at on."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/sample_us", AGGR_US + 1)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_min_nr_regions_below_three(damon: DamonBackend) -> None:
+    """nr_regions/min below 3 is EINVAL at on."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.ctx()}/monitoring_attrs/nr_regions/min", 2)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_min_nr_regions_above_max(damon: DamonBackend) -> None:
+    """nr_regions/min > max is EINVAL at on."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.ctx()}/monitoring_attrs/nr_regions/min", 20)
+    s.w(f"{s.ctx()}/monitoring_attrs/nr_regions/max", 10)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_sample_interval_outside_the_intervals_goal(damon: DamonBackend) -> None:
+    """With intervals tuning on, sample_us must lie in [min_sample_us, max_sample_us]."""
+    needs(damon, (6, 15), "intervals_goal")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    g = f"{s.ctx()}/monitoring_attrs/intervals/intervals_goal"
+    s.w(f"{g}/aggrs", 3)
+    s.w(f"{g}/access_bp", 400)
+    s.w(f"{g}/min_sample_us", SAMPLE_US * 2)
+    s.w(f"{g}/max_sample_us", SAMPLE_US * 4)
+    _expect_on_fails(s, errno.EINVAL)
+    s.w(f"{g}/min_sample_us", SAMPLE_US * 5)
+    s.w(f"{g}/max_sample_us", SAMPLE_US)
+    _expect_on_fails(s, errno.EINVAL)
+    s.w(f"{g}/min_sample_us", SAMPLE_US)
+    s.expect(None, "kdamonds/0/state", "on")
+
+
+def test_on_rejects_a_pid_that_does_not_exist(damon: DamonBackend) -> None:
+    """A vaddr target whose process is gone (or pid 0) is EINVAL at on."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    damon.kill_process(work.pid)
+    s.stage(pids=(work.pid,))
+    _expect_on_fails(s, errno.EINVAL)
+    s.w(f"{s.ctx()}/targets/0/pid_target", 0)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_two_paddr_targets(damon: DamonBackend) -> None:
+    """A paddr context takes at most one target."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(ops="paddr", regions=((0x1000_0000, 0x1400_0000),))
+    s.w(f"{s.ctx()}/targets/nr_targets", 2)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_overlapping_regions(damon: DamonBackend) -> None:
+    """Initial regions must be sorted and must not overlap."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(ops="paddr", regions=((0x1000_0000, 0x1400_0000), (0x1300_0000, 0x1800_0000)))
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_reports_a_bad_memcg_filter_as_enomem(damon: DamonBackend) -> None:
+    """A scheme that cannot be built (unknown memcg_path) surfaces as ENOMEM."""
+    needs(damon, (6, 3), "DAMOS filters")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.scheme()}/filters/nr_filters", 1)
+    s.w(f"{s.scheme()}/filters/0/type", "memcg")
+    s.w(f"{s.scheme()}/filters/0/memcg_path", NO_SUCH_MEMCG)
+    _expect_on_fails(s, errno.ENOMEM)
+    s.w(f"{s.scheme()}/filters/0/memcg_path", "/")
+    s.expect(None, "kdamonds/0/state", "on")
+
+
+def test_on_reports_a_bad_goal_memcg_path_as_enomem(damon: DamonBackend) -> None:
+    """A node_memcg_* goal with an unknown path fails the scheme, reported as ENOMEM."""
+    needs(damon, (6, 19), "goal path")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    g = f"{s.scheme()}/quotas/goals"
+    s.w(f"{g}/nr_goals", 1)
+    s.w(f"{g}/0/target_metric", "node_memcg_used_bp")
+    s.w(f"{g}/0/path", NO_SUCH_MEMCG)
+    s.w(f"{g}/0/target_value", 5000)
+    _expect_on_fails(s, errno.ENOMEM)
+
+
+def test_goals_without_target_value_are_skipped(damon: DamonBackend) -> None:
+    """A goal whose target_value is 0 is not built, so its bad path does not matter."""
+    needs(damon, (6, 19), "goal path")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    g = f"{s.scheme()}/quotas/goals"
+    s.w(f"{g}/nr_goals", 1)
+    s.w(f"{g}/0/target_metric", "node_memcg_used_bp")
+    s.w(f"{g}/0/path", NO_SUCH_MEMCG)
+    s.expect(None, "kdamonds/0/state", "on")
+
+
+def test_on_rejects_a_bad_probe_memcg_path(damon: DamonBackend) -> None:
+    """A memcg probe filter whose path does not resolve is EINVAL at on."""
+    needs(damon, (7, 2), "probes")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    p = f"{s.ctx()}/monitoring_attrs/probes"
+    s.w(f"{p}/nr_probes", 1)
+    s.w(f"{p}/0/filters/nr_filters", 1)
+    s.w(f"{p}/0/filters/0/type", "memcg")
+    s.w(f"{p}/0/filters/0/path", NO_SUCH_MEMCG)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_on_rejects_a_non_power_of_two_paddr_region_size(damon: DamonBackend) -> None:
+    """paddr with addr_unit 3 (page/3 is not a power of two) is EINVAL at on."""
+    needs(damon, (6, 18), "addr_unit")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(ops="paddr", regions=((0x1000_0000, 0x1400_0000),))
+    s.w(f"{s.ctx()}/addr_unit", 3)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_validation_stops_at_the_first_failure(damon: DamonBackend) -> None:
+    """Attributes are checked before targets, targets before schemes (EINVAL before ENOMEM)."""
+    needs(damon, (6, 3), "DAMOS filters")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.scheme()}/filters/nr_filters", 1)
+    s.w(f"{s.scheme()}/filters/0/type", "memcg")
+    s.w(f"{s.scheme()}/filters/0/memcg_path", NO_SUCH_MEMCG)
+    s.w(f"{s.ctx()}/targets/0/pid_target", 0)
+    _expect_on_fails(s, errno.EINVAL)
+
+
+def test_unsupported_actions_are_accepted_and_apply_nothing(damon: DamonBackend) -> None:
+    """lru_prio on vaddr starts fine; it never applies a byte."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=(damon.spawn_process().pid,))
+    s.w(f"{s.scheme()}/action", "lru_prio")
+    s.state(0, "on")
+    damon.wait(1.0)
+    s.state(0, "update_schemes_stats")
+    assert s.stat("nr_tried") > 0
+    assert s.stat("nr_applied") == 0
+
+
+# ============================================================================ §3.4 commit
+
+
+def test_commit_with_invalid_input_keeps_the_kdamond(damon: DamonBackend) -> None:
+    """A commit that fails validation returns EINVAL and leaves the kdamond running."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/sample_us", AGGR_US + 1)
+    s.expect(errno.EINVAL, "kdamonds/0/state", "commit")
+    assert s.running()
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/sample_us", SAMPLE_US)
+    s.expect(None, "kdamonds/0/state", "commit")
+
+
+def test_commit_reports_a_bad_memcg_filter_as_enomem(damon: DamonBackend) -> None:
+    """A commit whose scheme cannot be built fails with ENOMEM; the kdamond keeps running."""
+    needs(damon, (6, 3), "DAMOS filters")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    s.w(f"{s.scheme()}/filters/nr_filters", 1)
+    s.w(f"{s.scheme()}/filters/0/type", "memcg")
+    s.w(f"{s.scheme()}/filters/0/memcg_path", NO_SUCH_MEMCG)
+    s.expect(errno.ENOMEM, "kdamonds/0/state", "commit")
+    assert s.running()
+
+
+def test_commit_with_an_exited_pid_is_einval(damon: DamonBackend) -> None:
+    """commit re-resolves every pid: one that exited fails the whole commit."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    gone = damon.spawn_process()
+    damon.kill_process(gone.pid)
+    s.w(f"{s.ctx()}/targets/0/pid_target", gone.pid)
+    s.expect(errno.EINVAL, "kdamonds/0/state", "commit")
+    assert s.running()
+
+
+def test_commit_of_an_obsolete_target_without_counterpart_fails(damon: DamonBackend) -> None:
+    """An obsolete target with no running counterpart is EINVAL and stops the kdamond (≥7.1)."""
+    needs(damon, (6, 19), "obsolete_target")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = s.start_vaddr()
+    s.w(f"{s.ctx()}/targets/nr_targets", 2)
+    s.w(f"{s.ctx()}/targets/0/pid_target", work.pid)
+    s.w(f"{s.ctx()}/targets/1/pid_target", work.pid)
+    s.w(f"{s.ctx()}/targets/1/obsolete_target", "Y")
+    s.expect(errno.EINVAL, "kdamonds/0/state", "commit")
+    damon.wait(0.3)
+    assert s.running() is not since(damon, (7, 1))
+
+
+def test_commit_of_an_obsolete_target_removes_it(damon: DamonBackend) -> None:
+    """A target marked obsolete leaves the running context at commit."""
+    needs(damon, (6, 19), "obsolete_target")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    first, second = damon.spawn_process(), damon.spawn_process()
+    s.stage(pids=(first.pid, second.pid))
+    s.state(0, "on")
+    s.w(f"{s.ctx()}/targets/0/obsolete_target", "Y")
+    s.state(0, "commit")
+    damon.kill_process(second.pid)
+    damon.wait(0.5)
+    assert not s.running(), "the first target should have left the context"
+
+
+def test_commit_keeps_stats_of_schemes_by_index(damon: DamonBackend) -> None:
+    """Schemes matched by index keep their stats across commit; new ones start at 0."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    s.state(0, "update_schemes_stats")
+    before = s.stat("nr_tried")
+    assert before > 0
+    s.w(f"{s.ctx()}/schemes/nr_schemes", 2)  # resets the staged dirs: stage scheme 0 again
+    s.match_all(0, 0)
+    s.state(0, "commit")
+    damon.wait(0.5)
+    s.state(0, "update_schemes_stats")
+    assert s.stat("nr_tried", 0, 0) >= before
+    assert s.stat("nr_tried", 0, 1) == 0  # the default pattern matches nothing
+
+
+def test_commit_applies_new_intervals(damon: DamonBackend) -> None:
+    """After committing a 10-sample aggregation, no region counts more than 10 accesses."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    s.state(0, "update_schemes_tried_regions")
+    assert max(r[2] for r in s.tried()) > 10
+    s.w(f"{s.ctx()}/monitoring_attrs/intervals/aggr_us", SAMPLE_US * 10)
+    s.state(0, "commit")
+    damon.wait(1.0)
+    s.state(0, "update_schemes_tried_regions")
+    counts = [r[2] for r in s.tried()]
+    assert counts and max(counts) <= 10
+
+
+def test_commit_schemes_quota_goals_feeds_user_input(damon: DamonBackend) -> None:
+    """A met user_input goal keeps the effective quota tiny; an unmet one makes it grow."""
+    needs(damon, (6, 9), "effective_bytes")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    q = f"{s.scheme()}/quotas"
+    s.w(f"{q}/bytes", 256 * MiB)
+    s.w(f"{q}/reset_interval_ms", 100)
+    s.w(f"{q}/goals/nr_goals", 1)
+    s.w(f"{q}/goals/0/target_value", 10000)
+    s.w(f"{q}/goals/0/current_value", 10000)
+    s.state(0, "on")
+    damon.wait(1.0)
+    s.state(0, "update_schemes_effective_quotas")
+    met = int(s.r(f"{q}/effective_bytes"))
+    assert met < MiB
+    s.w(f"{q}/goals/0/current_value", 0)
+    s.state(0, "commit_schemes_quota_goals")
+    damon.wait(2.0)
+    s.state(0, "update_schemes_effective_quotas")
+    assert int(s.r(f"{q}/effective_bytes")) > met
+
+
+# =========================================================================== §6: outputs
+
+
+def test_stats_change_only_on_update_command(damon: DamonBackend) -> None:
+    """stats/* stay 0 until update_schemes_stats copies the kernel's counters."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    assert s.stat("nr_tried") == 0
+    s.state(0, "update_schemes_stats")
+    assert s.stat("nr_tried") > 0
+    assert s.stat("sz_tried") > 0
+
+
+def test_effective_bytes_change_only_on_update_command(damon: DamonBackend) -> None:
+    """quotas/effective_bytes stays 0 until update_schemes_effective_quotas."""
+    needs(damon, (6, 9), "effective_bytes")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    s.w(f"{s.scheme()}/quotas/bytes", MiB)
+    s.w(f"{s.scheme()}/quotas/reset_interval_ms", 1000)
+    s.state(0, "on")
+    damon.wait(1.0)
+    assert s.r(f"{s.scheme()}/quotas/effective_bytes") == "0"
+    s.state(0, "update_schemes_effective_quotas")
+    assert s.r(f"{s.scheme()}/quotas/effective_bytes") == str(MiB)
+
+
+def test_refresh_ms_updates_outputs_without_commands(damon: DamonBackend) -> None:
+    """With refresh_ms set, stats move on their own."""
+    needs(damon, (6, 17), "refresh_ms")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    s.w("kdamonds/0/refresh_ms", 100)
+    s.state(0, "on")
+    damon.wait(1.5)
+    assert s.stat("nr_tried") > 0
+
+
+def test_update_tuned_intervals_overwrites_sample_and_aggr(damon: DamonBackend) -> None:
+    """With intervals tuning on, update_tuned_intervals writes the tuned values back."""
+    needs(damon, (6, 15), "intervals_goal")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    g = f"{s.ctx()}/monitoring_attrs/intervals/intervals_goal"
+    s.w(f"{g}/access_bp", 10000)  # unreachable: the tuner keeps growing the intervals
+    s.w(f"{g}/aggrs", 1)
+    s.w(f"{g}/min_sample_us", SAMPLE_US)
+    s.w(f"{g}/max_sample_us", SAMPLE_US * 4)
+    s.state(0, "on")
+    damon.wait(1.5)
+    intervals = f"{s.ctx()}/monitoring_attrs/intervals"
+    assert s.r(f"{intervals}/sample_us") == str(SAMPLE_US)
+    s.state(0, "update_tuned_intervals")
+    sample, aggr = int(s.r(f"{intervals}/sample_us")), int(s.r(f"{intervals}/aggr_us"))
+    assert SAMPLE_US < sample <= SAMPLE_US * 4
+    assert aggr == sample * (AGGR_US // SAMPLE_US)
+
+
+def test_tried_regions_show_the_hot_and_the_cold_buffer(damon: DamonBackend) -> None:
+    """Regions over the hot buffer count accesses; regions inside the cold one count none."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = s.start_vaddr()
+    damon.wait(2.0)
+    s.state(0, "update_schemes_tried_regions")
+    regions = s.tried()
+    assert regions, "no tried regions"
+    assert all(start < end for start, end, _, _ in regions)
+    assert [r[0] for r in regions] == sorted(r[0] for r in regions)
+    (hot_lo, hot_hi), (cold_lo, cold_hi) = work.hot, work.cold
+    hot = [acc for lo, hi, acc, _ in regions if lo < hot_hi and hi > hot_lo]
+    cold = [acc for lo, hi, acc, _ in regions if lo >= cold_lo and hi <= cold_hi]
+    assert hot and max(hot) > 0
+    assert cold and all(acc == 0 for acc in cold)
+    if since(damon, (6, 6)):
+        total = sum(hi - lo for lo, hi, _, _ in regions)
+        assert int(s.r(f"{s.scheme()}/tried_regions/total_bytes")) == total
+
+
+def test_update_tried_bytes_sets_total_without_dirs(damon: DamonBackend) -> None:
+    """update_schemes_tried_bytes fills total_bytes only."""
+    needs(damon, (6, 6), "tried bytes")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    s.state(0, "update_schemes_tried_bytes")
+    assert int(s.r(f"{s.scheme()}/tried_regions/total_bytes")) > 0
+    assert s.tried() == []
+
+
+def test_clear_tried_regions_removes_the_dirs(damon: DamonBackend) -> None:
+    """clear_schemes_tried_regions removes every tried_regions/<R> dir."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    s.state(0, "update_schemes_tried_regions")
+    assert s.tried()
+    s.state(0, "clear_schemes_tried_regions")
+    assert s.tried() == []
+
+
+def test_results_stay_readable_after_off(damon: DamonBackend) -> None:
+    """After off the last stats and tried regions can still be read."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()
+    damon.wait(1.0)
+    s.state(0, "update_schemes_stats")
+    s.state(0, "update_schemes_tried_regions")
+    tried, nr = s.tried(), s.stat("nr_tried")
+    s.state(0, "off")
+    assert s.tried() == tried
+    assert s.stat("nr_tried") == nr > 0
+
+
+def test_kdamond_stops_when_every_target_exits(damon: DamonBackend) -> None:
+    """A vaddr kdamond ends by itself once all its target processes exited."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = s.start_vaddr()
+    damon.wait(0.3)
+    damon.kill_process(work.pid)
+    damon.wait(0.5)
+    assert not s.running()
+    assert s.r("kdamonds/0/pid") == "-1"
+
+
+def test_vaddr_kdamond_without_targets_stops_at_once(damon: DamonBackend) -> None:
+    """on with no vaddr target succeeds, and the kdamond exits right away."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(pids=())
+    s.state(0, "on")
+    damon.wait(0.3)
+    assert not s.running()
+
+
+def test_paddr_kdamond_runs_without_regions(damon: DamonBackend) -> None:
+    """paddr with an empty target starts, monitors nothing and keeps running."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.stage(ops="paddr", regions=())
+    s.state(0, "on")
+    damon.wait(0.5)
+    assert s.running()
+    s.state(0, "update_schemes_stats")
+    assert s.stat("nr_tried") == 0
+
+
+def test_size_quota_bounds_tried_bytes(damon: DamonBackend) -> None:
+    """With a 1 MiB per 100 ms quota, windows end full (qt_exceeds) and tries stay bounded."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    s.w(f"{s.scheme()}/quotas/bytes", MiB)
+    s.w(f"{s.scheme()}/quotas/reset_interval_ms", 100)
+    s.state(0, "on")
+    damon.wait(2.0)
+    s.state(0, "update_schemes_stats")
+    applies = 2.0 / (AGGR_US / 1e6) + 3  # one charge window per apply at most
+    assert 0 < s.stat("sz_tried") <= MiB * applies
+    assert s.stat("qt_exceeds") > 0
+
+
+def test_max_nr_snapshots_stops_the_scheme(damon: DamonBackend) -> None:
+    """A scheme stops being applied once nr_snapshots reaches max_nr_snapshots."""
+    needs(damon, (7, 0), "max_nr_snapshots")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    s.w(f"{s.scheme()}/stats/max_nr_snapshots", 2)
+    s.state(0, "on")
+    damon.wait(1.5)
+    s.state(0, "update_schemes_stats")
+    assert s.stat("nr_snapshots") == 2
+    assert s.r(f"{s.scheme()}/stats/max_nr_snapshots") == "2"
+
+
+def test_apply_interval_sets_how_often_a_scheme_runs(damon: DamonBackend) -> None:
+    """A scheme with a 10x shorter apply interval is tried many times more often."""
+    needs(damon, (6, 7), "apply_interval_us")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,), schemes=2)
+    s.w(f"{s.scheme(0, 1)}/apply_interval_us", AGGR_US // 10)
+    s.state(0, "on")
+    damon.wait(2.0)
+    s.state(0, "update_schemes_stats")
+    slow, fast = s.stat("nr_tried", 0, 0), s.stat("nr_tried", 0, 1)
+    assert slow > 0
+    assert fast >= 4 * slow
+
+
+#: The runners import the tests with ``from tests.conformance.damon_sysfs import *``.
+__all__ = tuple(name for name in tuple(globals()) if name.startswith("test_"))
