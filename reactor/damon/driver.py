@@ -1,0 +1,409 @@
+"""The async DAMON driver: lays out reactor's kdamonds, commits online, reads snapshots.
+
+:class:`DamonDriver` is the only object in reactor that writes DAMON's sysfs. Every
+write it makes
+
+- targets a kdamond reactor owns (:mod:`reactor.damon.ownership`): the owner check is
+  repeated before each write, against the kdamond's current pid, so a kdamond someone
+  else restarted is never touched; ``nr_kdamonds`` is written only when it is 0 or every
+  existing kdamond is reactor's, and otherwise :class:`ForeignKdamond` names the others;
+- runs in a worker thread (``anyio.to_thread.run_sync``) through a per-driver
+  ``CapacityLimiter(1)`` (one DAMON write at a time, as the kernel's sysfs lock would
+  force anyway) under an ``anyio.fail_after`` deadline, because ``on``, ``off`` and
+  ``update_schemes_tried_regions`` wait for the kdamond (the last one for a whole apply
+  interval);
+- fails as :class:`~reactor.damon.commands.DamonSysfsError` (path, value, errno and a
+  sentence), :class:`~reactor.errors.UnsupportedKernel` (feature and release) or
+  :class:`DamonTimeout`.
+
+Cheap reads (state, pid, stats files: microseconds each) stay on the event loop.
+
+Typical use (the runtime owns one driver per process)::
+
+    driver = DamonDriver(RealKernelFS("/", allow_damon_writes=True), run_dir="/run/reactor")
+    await driver.open()                      # boot id, ownership record, feature probe
+    await driver.apply(config.damon)         # layout, stage, start (or commit if running)
+    stats = await driver.update_schemes_stats(0)
+    await driver.commit_quota_goals(0, {(0, 0): 4200})
+    await driver.stop_all()
+"""
+
+from __future__ import annotations
+
+import errno as E
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from reactor.config.damon import DamonSection, Kdamond
+from reactor.damon import paths
+from reactor.damon.commands import DamonSysfsError, StateCommand, send_state, translate
+from reactor.damon.features import KernelFeatures, command_feature, probe_features
+from reactor.damon.memory import read_system_ram
+from reactor.damon.ownership import (
+    ForeignKdamond,
+    OwnershipRecord,
+    OwnershipStore,
+    foreign_kdamonds,
+    owned_indices,
+    read_boot_id,
+)
+from reactor.damon.probe import DamonSysfsStatus, read_damon_status
+from reactor.damon.snapshot import (
+    KdamondSnapshot,
+    SchemeStats,
+    TriedRegions,
+    TunedIntervals,
+    nr_schemes,
+    read_effective_quota,
+    read_int,
+    read_kdamond_snapshot,
+    read_scheme_stats,
+    read_tried_regions,
+    read_tuned_intervals,
+)
+from reactor.damon.sysfs import Stager, check_kdamond, read_kdamond, read_nr_kdamonds
+from reactor.errors import KernelInterfaceError
+from reactor.kernelfs import KernelFS
+
+__all__ = ("DamonDriver", "DamonTimeout")
+
+_log = structlog.get_logger("reactor.damon")
+
+T = TypeVar("T")
+
+Ranges = Sequence[tuple[int, int]]
+
+
+class DamonTimeout(KernelInterfaceError):
+    """A DAMON write did not finish within its deadline (errno ETIMEDOUT)."""
+
+
+def _needs_ram(section: DamonSection) -> bool:
+    return any(
+        ctx.ops == "paddr" and (not ctx.targets or any(not t.regions for t in ctx.targets))
+        for kd in section.kdamonds
+        for ctx in kd.contexts
+    )
+
+
+class DamonDriver:
+    """Async facade over the DAMON sysfs core for the kdamonds reactor owns.
+
+    ``fs`` must be built with ``allow_damon_writes=True`` (only for this driver, and only
+    when the backend chose DAMON); ``run_dir`` holds the ownership record.
+    ``command_timeout_s`` bounds a ``state`` command (EBUSY retries included) and
+    ``stage_timeout_s`` a whole staging pass; ``update_schemes_tried_regions`` gets
+    ``command_timeout_s`` plus three times the kdamond's longest apply interval.
+    """
+
+    def __init__(
+        self,
+        fs: KernelFS,
+        *,
+        run_dir: str,
+        kernel_release: str | None = None,
+        command_timeout_s: float = 5.0,
+        stage_timeout_s: float = 10.0,
+    ) -> None:
+        if not (command_timeout_s > 0 and stage_timeout_s > 0):
+            raise ValueError(
+                f"expected positive timeouts, got command_timeout_s={command_timeout_s}, "
+                f"stage_timeout_s={stage_timeout_s}"
+            )
+        self.fs = fs
+        self.store = OwnershipStore(run_dir)
+        self.kernel_release = kernel_release
+        self.command_timeout_s = command_timeout_s
+        self.stage_timeout_s = stage_timeout_s
+        self._limiter = anyio.CapacityLimiter(1)
+        self._record: OwnershipRecord | None = None
+        self._features: KernelFeatures | None = None
+        self._models: dict[int, Kdamond] = {}
+
+    # -- set-up and introspection ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read the boot id and the ownership record, and probe features (reads only)."""
+        boot = read_boot_id(self.fs)
+        self._record = self.store.load(boot)
+        if self.store.ignored:
+            _log.info("damon_ownership_record_ignored", reason=self.store.ignored)
+        self._features = await self._thread(
+            self._probe, timeout=self.stage_timeout_s, what=paths.ADMIN
+        )
+
+    def _probe(self) -> KernelFeatures:
+        return probe_features(self.fs, self.kernel_release)
+
+    @property
+    def features(self) -> KernelFeatures:
+        """The probed features (after :meth:`open`)."""
+        if self._features is None:
+            raise RuntimeError("DamonDriver.open() has not run")
+        return self._features
+
+    @property
+    def record(self) -> OwnershipRecord:
+        """The ownership record in use (after :meth:`open`)."""
+        if self._record is None:
+            raise RuntimeError("DamonDriver.open() has not run")
+        return self._record
+
+    def status(self) -> DamonSysfsStatus:
+        """Every kdamond's index, state, pid and ops, read now."""
+        return read_damon_status(self.fs)
+
+    def owned(self) -> frozenset[int]:
+        """Indices of existing kdamonds that are reactor's (index and pid match the record)."""
+        return owned_indices(self.record, self.status())
+
+    # -- the worker-thread seam --------------------------------------------------------------
+
+    async def _thread(self, call: Callable[[], T], *, timeout: float, what: str) -> T:
+        """Run blocking ``call`` in a worker thread, one at a time, within ``timeout`` s."""
+        try:
+            with anyio.fail_after(timeout):
+                return await anyio.to_thread.run_sync(
+                    call, limiter=self._limiter, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            raise DamonTimeout(
+                what,
+                f"did not finish within {timeout:g} s (the worker thread was abandoned; the "
+                "kdamond may still be busy)",
+                errno=E.ETIMEDOUT,
+            ) from None
+
+    # -- ownership guard ---------------------------------------------------------------------
+
+    def _require_own(self, k: int, action: str) -> None:
+        status = self.status()
+        if any(info.index == k for info in status.kdamonds) and k in owned_indices(
+            self.record, status
+        ):
+            return
+        foreign = tuple(info for info in status.kdamonds if info.index == k)
+        if not foreign:
+            raise KernelInterfaceError(
+                paths.kdamond_dir(k),
+                f"{action}: kdamond {k} does not exist ({len(status.kdamonds)} kdamond(s))",
+                errno=E.ENOENT,
+            )
+        raise ForeignKdamond(paths.kdamond_dir(k), action, foreign, self.record)
+
+    def _save(self, record: OwnershipRecord) -> None:
+        self._record = record
+        self.store.save(record)
+
+    # -- layout ----------------------------------------------------------------------------
+
+    async def apply(self, section: DamonSection, *, paddr_ram: Ranges | None = None) -> None:
+        """Make reactor's kdamonds run ``section``: lay out, stage, start or commit.
+
+        If the number of kdamonds changes, reactor's running kdamonds are stopped,
+        ``nr_kdamonds`` is written, and all of them are staged and started again (logged as
+        ``damon_kdamonds_resized``); otherwise each running kdamond gets an online
+        ``commit`` and each stopped one is started. Refused with :class:`ForeignKdamond`
+        if any existing kdamond is not reactor's. ``paddr_ram`` gives the regions of paddr
+        targets without any (default: every System RAM range of /proc/iomem).
+        """
+        features = self.features
+        status = self.status()
+        foreign = foreign_kdamonds(self.record, status)
+        if foreign:
+            raise ForeignKdamond(
+                paths.NR_KDAMONDS,
+                f"laying out {len(section.kdamonds)} kdamond(s)",
+                foreign,
+                self.record,
+            )
+        for i, kd in enumerate(section.kdamonds):
+            check_kdamond(kd, features, index=i)
+        ram: Ranges = ()
+        if _needs_ram(section):
+            ram = paddr_ram if paddr_ram is not None else read_system_ram(self.fs)
+        n = len(section.kdamonds)
+        if len(status.kdamonds) != n:
+            await self._resize(status, n)
+        for k, kd in enumerate(section.kdamonds):
+            running = self.fs.read_text(paths.state_file(k)).strip() == "on"
+            await self.stage(k, kd, paddr_ram=ram)
+            if running:
+                await self.command(k, "commit")
+            else:
+                await self.start(k)
+
+    async def _resize(self, status: DamonSysfsStatus, n: int) -> None:
+        running = [info.index for info in status.kdamonds if info.state == "on"]
+        for k in running:
+            await self.stop(k)
+        _log.info(
+            "damon_kdamonds_resized",
+            old=len(status.kdamonds),
+            new=n,
+            stopped=running,
+            reason="nr_kdamonds can change only while no kdamond runs; restarting them",
+        )
+        await self._thread(
+            functools.partial(self._write_nr_kdamonds, n),
+            timeout=self.command_timeout_s,
+            what=paths.NR_KDAMONDS,
+        )
+        self._models.clear()
+        record = OwnershipRecord(self.record.boot_id)
+        for k in range(n):
+            record = record.with_pid(k, -1)
+        self._save(record)
+
+    def _write_nr_kdamonds(self, n: int) -> None:
+        # Re-checked in the thread, right before the write: nothing foreign appeared.
+        status = read_damon_status(self.fs)
+        foreign = foreign_kdamonds(self.record, status)
+        if foreign:
+            raise ForeignKdamond(
+                paths.NR_KDAMONDS, f"writing nr_kdamonds = {n}", foreign, self.record
+            )
+        if read_nr_kdamonds(self.fs) == n:
+            return
+        try:
+            self.fs.write_text(paths.NR_KDAMONDS, str(n))
+        except KernelInterfaceError as exc:
+            raise translate(self.fs, exc, str(n)) from exc
+
+    async def stage(self, k: int, kd: Kdamond, *, paddr_ram: Ranges = ()) -> None:
+        """Write ``kd`` into reactor's kdamond ``k`` (staged only: start or commit applies it)."""
+        self._require_own(k, f"staging kdamond {k}")
+        stager = Stager(self.fs, self.features)
+        await self._thread(
+            functools.partial(stager.stage_kdamond, k, kd, paddr_ram),
+            timeout=self.stage_timeout_s,
+            what=paths.kdamond_dir(k),
+        )
+        self._models[k] = kd
+        _log.debug("damon_staged", kdamond=k, writes=stager.writes)
+        if "table" in self.features.evidence.values():
+            # reactor's own staged directories now show which files this kernel has.
+            self._features = probe_features(self.fs, self.kernel_release)
+
+    def read_back(self, k: int, *, outputs: bool = False) -> Kdamond:
+        """Kdamond ``k`` as its files hold it (see :func:`reactor.damon.sysfs.read_kdamond`)."""
+        return read_kdamond(self.fs, k, outputs=outputs)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _timeout_for(self, k: int, command: StateCommand) -> float:
+        if command != "update_schemes_tried_regions":
+            return self.command_timeout_s
+        kd = self._models.get(k)
+        longest_us = 0
+        if kd is not None:
+            for ctx in kd.contexts:
+                longest_us = max(
+                    [ctx.intervals.aggr_us, *(s.apply_interval_us for s in ctx.schemes)]
+                )
+        return self.command_timeout_s + 3 * longest_us / 1e6
+
+    async def command(self, k: int, command: StateCommand) -> None:
+        """Write a ``state`` command to reactor's kdamond ``k`` (EBUSY retried, deadline)."""
+        self.features.require(command_feature(command), what=f"state command {command}")
+        self._require_own(k, f"writing {command!r} to kdamond {k}")
+        await self._thread(
+            functools.partial(send_state, self.fs, k, command),
+            timeout=self._timeout_for(k, command),
+            what=paths.state_file(k),
+        )
+
+    async def start(self, k: int) -> int:
+        """Turn kdamond ``k`` on; records and returns its pid."""
+        await self.command(k, "on")
+        pid = read_int(self.fs, paths.kdamond_dir(k) + "/pid")
+        self._save(self.record.with_pid(k, pid))
+        _log.info("damon_kdamond_started", kdamond=k, pid=pid)
+        return pid
+
+    async def stop(self, k: int) -> None:
+        """Turn kdamond ``k`` off (a kdamond that already stopped is not an error)."""
+        try:
+            await self.command(k, "off")
+        except DamonSysfsError as exc:
+            if (
+                exc.errno not in (E.EINVAL, E.EPERM)
+                or self.fs.read_text(paths.state_file(k)).strip() != "off"
+            ):
+                raise
+        self._save(self.record.with_pid(k, -1))
+        _log.info("damon_kdamond_stopped", kdamond=k)
+
+    async def stop_all(self) -> None:
+        """Stop every running kdamond reactor owns (never another's)."""
+        for info in self.status().kdamonds:
+            if info.state == "on" and info.index in self.owned():
+                await self.stop(info.index)
+
+    async def commit(self, k: int, kd: Kdamond, *, paddr_ram: Ranges = ()) -> None:
+        """Online update: stage ``kd`` into running kdamond ``k`` and ``commit`` it.
+
+        On a failed commit the kernel may stop the kdamond (newer kernels); the error's
+        sentence says so, and :meth:`state` tells.
+        """
+        await self.stage(k, kd, paddr_ram=paddr_ram)
+        await self.command(k, "commit")
+
+    async def commit_quota_goals(self, k: int, current: Mapping[tuple[int, int], int]) -> None:
+        """Feed ``user_input`` goals: write ``current_value`` of (scheme, goal) pairs, then
+        ``commit_schemes_quota_goals`` (the cheap path: nothing else is re-read)."""
+        self._require_own(k, f"feeding quota goals of kdamond {k}")
+        values = dict(current)
+
+        def write() -> None:
+            for (s, g), value in values.items():
+                path = paths.goal_dir(k, s, g) + "/current_value"
+                try:
+                    self.fs.write_text(path, str(value))
+                except KernelInterfaceError as exc:
+                    raise translate(self.fs, exc, str(value)) from exc
+
+        await self._thread(
+            write, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"
+        )
+        await self.command(k, "commit_schemes_quota_goals")
+
+    def state(self, k: int) -> str:
+        """``on`` or ``off``, read now."""
+        return self.fs.read_text(paths.state_file(k)).strip()
+
+    def _refreshed_by_kernel(self, k: int) -> bool:
+        """refresh_ms ≠ 0: the kernel refreshes stats, quotas and intervals itself."""
+        return read_int(self.fs, paths.kdamond_dir(k) + "/refresh_ms", default=0) != 0
+
+    async def update_schemes_stats(self, k: int) -> tuple[SchemeStats, ...]:
+        """Refresh (unless refresh_ms does it) and read every scheme's stats."""
+        if not self._refreshed_by_kernel(k):
+            await self.command(k, "update_schemes_stats")
+        return tuple(read_scheme_stats(self.fs, k, s) for s in range(nr_schemes(self.fs, k)))
+
+    async def update_schemes_tried_regions(self, k: int) -> tuple[TriedRegions, ...]:
+        """Collect one apply interval's tried regions of every scheme (blocks that long)."""
+        await self.command(k, "update_schemes_tried_regions")
+        return tuple(read_tried_regions(self.fs, k, s) for s in range(nr_schemes(self.fs, k)))
+
+    async def update_schemes_effective_quotas(self, k: int) -> tuple[int, ...]:
+        """Every scheme's effective quota in bytes."""
+        if not self._refreshed_by_kernel(k):
+            await self.command(k, "update_schemes_effective_quotas")
+        return tuple(read_effective_quota(self.fs, k, s) for s in range(nr_schemes(self.fs, k)))
+
+    async def update_tuned_intervals(self, k: int) -> TunedIntervals:
+        """The auto-tuned sampling and aggregation intervals."""
+        if not self._refreshed_by_kernel(k):
+            await self.command(k, "update_tuned_intervals")
+        return read_tuned_intervals(self.fs, k)
+
+    def snapshot(self, k: int) -> KdamondSnapshot:
+        """Read kdamond ``k``'s outputs as they are now (no command written)."""
+        return read_kdamond_snapshot(self.fs, k)

@@ -1,0 +1,248 @@
+"""Typed snapshots of DAMON's output files: stats, tried regions, quotas, intervals, goals.
+
+The kernel refreshes these files only on an explicit ``state`` command
+(``update_schemes_stats`` …) or, from 6.17, every ``refresh_ms``; reading them is cheap
+and always allowed. Each reader here reads files that exist and parses integers with the
+kernel's own rules, so a file a kernel version lacks reads as its default (0), never as
+an error; a file that exists but holds no integer is a
+:class:`~reactor.errors.KernelFormatError` that quotes it.
+
+Units are in the names: ``*_bytes`` bytes, ``*_us`` microseconds, ``age_aggrs``
+aggregation intervals, ``nr_accesses`` samples per aggregation interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reactor.damon import paths
+from reactor.errors import KernelFormatError
+from reactor.kernelfs import KernelFS
+
+__all__ = (
+    "GoalValue",
+    "KdamondSnapshot",
+    "SchemeStats",
+    "TriedRegion",
+    "TriedRegions",
+    "TunedIntervals",
+    "nr_schemes",
+    "parse_kernel_int",
+    "read_effective_quota",
+    "read_goal_values",
+    "read_int",
+    "read_kdamond_snapshot",
+    "read_scheme_stats",
+    "read_tried_regions",
+    "read_tuned_intervals",
+)
+
+
+def parse_kernel_int(text: str, path: str) -> int:
+    """An integer as the kernel prints it (decimal, or ``-1``), or KernelFormatError."""
+    stripped = text.strip()
+    try:
+        return int(stripped, 10)
+    except ValueError:
+        raise KernelFormatError(path, "expected an integer", line=stripped) from None
+
+
+def read_int(fs: KernelFS, path: str, default: int | None = None) -> int:
+    """Read an integer file; ``default`` (if given) when the file does not exist."""
+    if default is not None and not fs.exists(path):
+        return default
+    return parse_kernel_int(fs.read_text(path), path)
+
+
+@dataclass(frozen=True)
+class SchemeStats:
+    """A scheme's cumulative statistics (``schemes/<S>/stats``), as of the last refresh.
+
+    ``nr_snapshots``/``max_nr_snapshots`` are 0 before Linux 7.0,
+    ``sz_ops_filter_passed_bytes`` before 6.14.
+    """
+
+    kdamond: int
+    scheme: int
+    nr_tried: int
+    sz_tried_bytes: int
+    nr_applied: int
+    sz_applied_bytes: int
+    sz_ops_filter_passed_bytes: int
+    qt_exceeds: int
+    nr_snapshots: int
+    max_nr_snapshots: int
+
+
+@dataclass(frozen=True)
+class TriedRegion:
+    """A region a scheme tried during one apply interval (``tried_regions/<R>``).
+
+    ``[start, end)`` in bytes (address units for paddr with ``addr_unit`` ≠ 1),
+    ``nr_accesses`` in samples per aggregation, ``age_aggrs`` in aggregation intervals;
+    ``probe_hits`` holds per-probe hit counts (Linux 7.2 data-attribute probes).
+    """
+
+    start: int
+    end: int
+    nr_accesses: int
+    age_aggrs: int
+    sz_filter_passed_bytes: int = 0
+    probe_hits: tuple[int, ...] = ()
+
+    @property
+    def size_bytes(self) -> int:
+        """``end - start``."""
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class TriedRegions:
+    """A scheme's tried regions after ``update_schemes_tried_regions``.
+
+    ``total_bytes`` is the kernel's own sum (``tried_regions/total_bytes``, Linux 6.6),
+    or the sum of the region sizes on older kernels.
+    """
+
+    kdamond: int
+    scheme: int
+    total_bytes: int
+    regions: tuple[TriedRegion, ...]
+
+
+@dataclass(frozen=True)
+class TunedIntervals:
+    """A context's sampling and aggregation intervals (µs) after ``update_tuned_intervals``."""
+
+    kdamond: int
+    sample_us: int
+    aggr_us: int
+
+
+@dataclass(frozen=True)
+class GoalValue:
+    """A quota goal: its metric, target and current value (in the metric's unit)."""
+
+    kdamond: int
+    scheme: int
+    goal: int
+    metric: str
+    target_value: int
+    current_value: int
+
+
+@dataclass(frozen=True)
+class KdamondSnapshot:
+    """One kdamond's outputs read in one pass (what the DAMON source publishes per tick)."""
+
+    index: int
+    state: str
+    pid: int
+    stats: tuple[SchemeStats, ...]
+    effective_quotas_bytes: tuple[int, ...]
+    tuned: TunedIntervals | None
+    goals: tuple[GoalValue, ...]
+
+
+_kdamond = paths.kdamond_dir
+_context = paths.context_dir
+_scheme = paths.scheme_dir
+_numbered = paths.numbered
+
+
+def nr_schemes(fs: KernelFS, k: int) -> int:
+    """How many scheme directories kdamond ``k``'s context has (0 without a context)."""
+    return len(_numbered(fs, _context(k) + "/schemes"))
+
+
+def read_scheme_stats(fs: KernelFS, k: int, s: int) -> SchemeStats:
+    """``schemes/<s>/stats/*`` of kdamond ``k`` (files the kernel lacks read as 0)."""
+    base = _scheme(k, s) + "/stats"
+
+    def get(name: str) -> int:
+        return read_int(fs, f"{base}/{name}", default=0)
+
+    return SchemeStats(
+        kdamond=k,
+        scheme=s,
+        nr_tried=get("nr_tried"),
+        sz_tried_bytes=get("sz_tried"),
+        nr_applied=get("nr_applied"),
+        sz_applied_bytes=get("sz_applied"),
+        sz_ops_filter_passed_bytes=get("sz_ops_filter_passed"),
+        qt_exceeds=get("qt_exceeds"),
+        nr_snapshots=get("nr_snapshots"),
+        max_nr_snapshots=get("max_nr_snapshots"),
+    )
+
+
+def _read_region(fs: KernelFS, path: str) -> TriedRegion:
+    hits: list[int] = []
+    for p in _numbered(fs, path + "/probes"):
+        hits.append(read_int(fs, f"{path}/probes/{p}/hits", default=0))
+    return TriedRegion(
+        start=read_int(fs, path + "/start"),
+        end=read_int(fs, path + "/end"),
+        nr_accesses=read_int(fs, path + "/nr_accesses", default=0),
+        age_aggrs=read_int(fs, path + "/age", default=0),
+        sz_filter_passed_bytes=read_int(fs, path + "/sz_filter_passed", default=0),
+        probe_hits=tuple(hits),
+    )
+
+
+def read_tried_regions(fs: KernelFS, k: int, s: int) -> TriedRegions:
+    """``schemes/<s>/tried_regions`` of kdamond ``k``, regions in index (address) order."""
+    base = _scheme(k, s) + "/tried_regions"
+    regions = tuple(_read_region(fs, f"{base}/{r}") for r in _numbered(fs, base))
+    total = read_int(fs, base + "/total_bytes", default=-1)
+    if total < 0:
+        total = sum(r.size_bytes for r in regions)
+    return TriedRegions(k, s, total, regions)
+
+
+def read_effective_quota(fs: KernelFS, k: int, s: int) -> int:
+    """``quotas/effective_bytes`` of scheme ``s`` (0 before Linux 6.9)."""
+    return read_int(fs, _scheme(k, s) + "/quotas/effective_bytes", default=0)
+
+
+def read_tuned_intervals(fs: KernelFS, k: int) -> TunedIntervals:
+    """The context's ``sample_us`` and ``aggr_us`` (tuned values after the update command)."""
+    base = _context(k) + "/monitoring_attrs/intervals"
+    return TunedIntervals(k, read_int(fs, base + "/sample_us"), read_int(fs, base + "/aggr_us"))
+
+
+def read_goal_values(fs: KernelFS, k: int, s: int) -> tuple[GoalValue, ...]:
+    """Every quota goal of scheme ``s``: metric, target and current value."""
+    base = _scheme(k, s) + "/quotas/goals"
+    out = []
+    for g in _numbered(fs, base):
+        path = f"{base}/{g}"
+        metric_path = path + "/target_metric"
+        metric = fs.read_text(metric_path).strip() if fs.exists(metric_path) else "user_input"
+        out.append(
+            GoalValue(
+                k,
+                s,
+                g,
+                metric,
+                read_int(fs, path + "/target_value"),
+                read_int(fs, path + "/current_value"),
+            )
+        )
+    return tuple(out)
+
+
+def read_kdamond_snapshot(fs: KernelFS, k: int) -> KdamondSnapshot:
+    """State, pid, every scheme's stats, effective quota and goals, and the intervals."""
+    base = _kdamond(k)
+    schemes = range(nr_schemes(fs, k))
+    has_context = fs.is_dir(_context(k))
+    return KdamondSnapshot(
+        index=k,
+        state=fs.read_text(base + "/state").strip(),
+        pid=read_int(fs, base + "/pid"),
+        stats=tuple(read_scheme_stats(fs, k, s) for s in schemes),
+        effective_quotas_bytes=tuple(read_effective_quota(fs, k, s) for s in schemes),
+        tuned=read_tuned_intervals(fs, k) if has_context else None,
+        goals=tuple(g for s in schemes for g in read_goal_values(fs, k, s)),
+    )

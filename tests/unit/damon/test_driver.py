@@ -1,0 +1,227 @@
+"""The async driver: worker threads with deadlines, ownership on every write, layout, commits.
+
+These run on anyio's asyncio backend with real threads (not on trio's MockClock, whose
+autojump would fire while a worker thread runs).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from reactor.config.damon import DamonSection
+from reactor.damon.driver import DamonDriver, DamonTimeout
+from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
+from reactor.damon.probe import choose_backend, read_damon_status
+from reactor.testing import damon_fake
+from tests.unit.damon.conftest import BOOT_ID, KD, base_fs
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+CTX = {
+    "ops": "vaddr",
+    "targets": [{"pid": 4242}],
+    "intervals": {"sample_us": 10000, "aggr_us": 100000, "ops_update_us": 1000000},
+    "schemes": [
+        {
+            "action": "pageout",
+            "access_pattern": {"nr_accesses": {"min": "0 samples", "max": "0 samples"}},
+            "quotas": {
+                "sz_bytes": "16 MiB",
+                "reset_interval_ms": 100,
+                "goals": [{"metric": "user_input", "target_value": 10000}],
+            },
+        }
+    ],
+}
+
+
+def _section(n: int = 1) -> DamonSection:
+    return DamonSection.model_validate({"kdamonds": [{"contexts": [CTX]}] * n})
+
+
+def _fake(**kwargs: Any) -> tuple[Any, Any]:
+    fs = base_fs("7.2.12+deb14-amd64")
+    damon = damon_fake.FakeDamon(fs, kernel="7.2.12", **kwargs)
+    damon.add_process(
+        4242, [(0x7F0000000000, 0x7F0000400000, 1.0), (0x7F0000401000, 0x7F0002401000, 0.0)]
+    )
+    return fs, damon
+
+
+async def _driver(fs: Any, run_dir: Path, **kwargs: Any) -> DamonDriver:
+    driver = DamonDriver(fs, run_dir=str(run_dir), **kwargs)
+    await driver.open()
+    return driver
+
+
+async def test_apply_lays_out_starts_and_records_ownership(tmp_path: Path) -> None:
+    """apply on an empty tree: nr_kdamonds 1, staged, on; the record holds index, pid, boot."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    pid = damon.kdamond_pid(0)
+    assert pid is not None and driver.state(0) == "on"
+    record = json.loads((tmp_path / "damon-kdamonds.json").read_text())
+    assert record == {"version": 1, "boot_id": BOOT_ID, "kdamonds": [{"index": 0, "pid": pid}]}
+    assert driver.owned() == {0}
+    assert list(tmp_path.iterdir()) == [tmp_path / "damon-kdamonds.json"]  # no temp file left
+
+
+async def test_writes_run_in_worker_threads(tmp_path: Path) -> None:
+    """Every DAMON write happens off the event loop's thread."""
+    fs, _ = _fake()
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+    original = fs.write_text
+
+    def spy(path: str, data: str) -> None:
+        if path.startswith(KD):
+            threads.add(threading.get_ident())
+        original(path, data)
+
+    fs.write_text = spy
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    await driver.update_schemes_stats(0)
+    assert threads and loop_thread not in threads
+
+
+async def test_blocking_write_fails_at_its_deadline(tmp_path: Path) -> None:
+    """A state write that hangs raises DamonTimeout (ETIMEDOUT, path) at the deadline."""
+    fs, _ = _fake()
+    driver = await _driver(fs, tmp_path, command_timeout_s=0.2)
+    await driver.apply(_section())
+    release = threading.Event()
+    original = fs.write_text
+
+    def hang(path: str, data: str) -> None:
+        if path.endswith("/state") and data == "update_schemes_stats":
+            release.wait(5)
+        original(path, data)
+
+    fs.write_text = hang
+    started = time.monotonic()
+    with pytest.raises(DamonTimeout) as info:
+        await driver.update_schemes_stats(0)
+    release.set()
+    assert time.monotonic() - started < 2
+    assert info.value.errno == errno.ETIMEDOUT and info.value.path == KD + "/0/state"
+    assert "did not finish within 0.2 s" in str(info.value)
+
+
+async def test_foreign_kdamond_is_never_written(tmp_path: Path) -> None:
+    """Another tool's kdamond: apply refuses, naming it, its pid and what to do; no write."""
+    fs, damon = _fake()
+    index = damon.start_foreign_kdamond()
+    pid = damon.kdamond_pid(index)
+    driver = await _driver(fs, tmp_path)
+    before = len(fs.write_attempts)
+    with pytest.raises(ForeignKdamond) as info:
+        await driver.apply(_section())
+    assert len(fs.write_attempts) == before
+    text = str(info.value)
+    assert f"kdamond 0 (state on, pid {pid}, ops paddr: not in reactor's ownership record)" in text
+    assert "nr_kdamonds is 0" in text and "backend to native" in text
+    choice = choose_backend("auto", read_damon_status(fs), driver.owned())
+    assert choice.backend == "native" and f"pid {pid}" in choice.reason
+
+
+async def test_record_from_an_earlier_boot_is_ignored(tmp_path: Path) -> None:
+    """A record naming kdamond 0 at its pid but from another boot does not make it reactor's."""
+    fs, damon = _fake()
+    index = damon.start_foreign_kdamond()
+    stale = OwnershipRecord("another-boot").with_pid(index, damon.kdamond_pid(index))
+    OwnershipStore(tmp_path).save(stale)
+    driver = await _driver(fs, tmp_path)
+    assert driver.owned() == frozenset()
+    assert driver.store.ignored is not None and "earlier boot" in driver.store.ignored
+    with pytest.raises(ForeignKdamond):
+        await driver.apply(_section())
+
+
+async def test_record_with_another_pid_is_ignored(tmp_path: Path) -> None:
+    """A kdamond restarted by someone else (pid changed) is no longer reactor's."""
+    fs, damon = _fake()
+    index = damon.start_foreign_kdamond()
+    OwnershipStore(tmp_path).save(OwnershipRecord(BOOT_ID).with_pid(index, 1))
+    driver = await _driver(fs, tmp_path)
+    with pytest.raises(ForeignKdamond, match=r"reactor recorded 1: someone else restarted it"):
+        await driver.command(index, "update_schemes_stats")
+
+
+async def test_reapply_commits_online_without_nr_writes(tmp_path: Path) -> None:
+    """A second apply with the same count commits the running kdamond: no nr_kdamonds, no on."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    pid = damon.kdamond_pid(0)
+    start = len(fs.writes)
+    await driver.apply(_section())
+    later = fs.writes[start:]
+    assert (KD + "/nr_kdamonds", "1") not in later
+    assert [d for p, d in later if p.endswith("/state")] == ["commit"]
+    assert damon.kdamond_pid(0) == pid
+
+
+async def test_adding_a_kdamond_restarts_own_kdamonds_and_logs_it(tmp_path: Path) -> None:
+    """1 -> 2 kdamonds: reactor stops its own, writes nr_kdamonds, starts both, logs the resize."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section(1))
+    with structlog.testing.capture_logs() as logs:
+        await driver.apply(_section(2))
+    assert damon.kdamond_pid(0) is not None and damon.kdamond_pid(1) is not None
+    resized = [e for e in logs if e["event"] == "damon_kdamonds_resized"]
+    assert (
+        resized
+        and resized[0]["old"] == 1
+        and resized[0]["new"] == 2
+        and resized[0]["stopped"] == [0]
+    )
+    assert driver.owned() == {0, 1}
+
+
+async def test_goal_feed_and_update_commands_return_snapshots(tmp_path: Path) -> None:
+    """current_value + commit_schemes_quota_goals, then stats, quotas, intervals, tried regions."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    await driver.commit_quota_goals(0, {(0, 0): 0})
+    goal = KD + "/0/contexts/0/schemes/0/quotas/goals/0/current_value"
+    assert (goal, "0") in fs.writes
+    damon.advance(3.0)
+    stats = await driver.update_schemes_stats(0)
+    assert len(stats) == 1 and stats[0].nr_tried > 0
+    quotas = await driver.update_schemes_effective_quotas(0)
+    assert len(quotas) == 1 and quotas[0] > 0
+    tuned = await driver.update_tuned_intervals(0)
+    assert (tuned.sample_us, tuned.aggr_us) == (10000, 100000)
+    tried = await driver.update_schemes_tried_regions(0)
+    assert len(tried) == 1
+    snap = driver.snapshot(0)
+    assert snap.state == "on" and snap.goals[0].current_value == 0
+
+
+async def test_stop_all_stops_only_own_kdamonds(tmp_path: Path) -> None:
+    """stop_all turns reactor's kdamonds off and records pid -1; stopping twice is fine."""
+    fs, _damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    await driver.stop_all()
+    assert driver.state(0) == "off" and driver.record.pid_of(0) == -1
+    await driver.stop(0)
+    assert driver.owned() == {0}
