@@ -27,11 +27,17 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from reactor.config import Config, load_config
-from reactor.damon.probe import BackendChoice, choose_backend, read_damon_status
+from reactor.damon.ownership import OwnershipStore, owned_indices, read_boot_id
+from reactor.damon.probe import (
+    BackendChoice,
+    DamonSysfsStatus,
+    choose_backend,
+    read_damon_status,
+)
 from reactor.engine.bus import Bus
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import Ticker
-from reactor.errors import ConfigError, ReactorError
+from reactor.errors import ConfigError, KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS, RealKernelFS
 
 __all__ = ("Reactor", "ReloadResult", "serve")
@@ -137,7 +143,8 @@ class Reactor:
     def _announce(self) -> None:
         """Say at start what the backend is and what this version does not do yet."""
         cfg = self.config
-        self.backend = choose_backend(cfg.reactor.backend, read_damon_status(self.fs))
+        status = read_damon_status(self.fs)
+        self.backend = choose_backend(cfg.reactor.backend, status, self._owned(status))
         _log.info(
             "backend",
             requested=self.backend.requested,
@@ -166,6 +173,21 @@ class Reactor:
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
         )
+
+    def _owned(self, status: DamonSysfsStatus) -> frozenset[int]:
+        """The kdamonds reactor's ownership record lists at their current pid (read-only)."""
+        if not status.kdamonds:
+            return frozenset()
+        try:
+            boot_id = read_boot_id(self.fs)
+        except KernelInterfaceError as exc:
+            _log.warning("ownership_unknown", reason=str(exc), effect="no kdamond is ours")
+            return frozenset()
+        store = OwnershipStore(self.config.reactor.run_dir)
+        owned = owned_indices(store.load(boot_id), status)
+        if store.ignored:
+            _log.info("ownership_record_ignored", reason=store.ignored)
+        return owned
 
     async def _start_runners(self, specs: list[SourceSpec]) -> None:
         """Start sources concurrently: each waits for its own first sample."""

@@ -273,3 +273,39 @@ async def test_tiers_and_fragmentation_sources_publish_on_their_own_period() -> 
         meminfo = reactor.bus.stats("meminfo")
     assert frag.published == 3  # t = 0, 5, 10
     assert meminfo.published == 12  # t = 0, 1, ..., 11
+
+
+@pytest.mark.anyio
+async def test_a_kdamond_in_reactors_ownership_record_is_not_foreign(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    """A kdamond the record lists at its current pid (same boot) does not force native."""
+    from reactor.damon.ownership import OwnershipRecord, OwnershipStore
+
+    fs = fake_node()
+    fs.set_file("/proc/sys/kernel/random/boot_id", "b0075e1d-0000-4000-8000-000000000001\n")
+    fs.add_tree(
+        "/sys/kernel/mm/damon/admin/kdamonds",
+        {
+            "nr_kdamonds": "1\n",
+            "0": {"state": "on\n", "pid": "4321\n", "contexts": {"0": {"operations": "vaddr\n"}}},
+        },
+    )
+    record = OwnershipRecord("b0075e1d-0000-4000-8000-000000000001").with_pid(0, 4321)
+    OwnershipStore(tmp_path).save(record)
+    cfg = load_config_text(
+        f"reactor:\n  tick: 1s\n  startup_timeout: 3s\n  run_dir: {tmp_path}\n", "t.yaml"
+    )
+    async with Reactor(cfg, fs=fs):
+        pass
+    (backend,) = events(logs, "backend")
+    assert backend["backend"] == "damon"
+    # a different pid at index 0 (the kdamond was restarted by someone else) is foreign
+    fs.set_file("/sys/kernel/mm/damon/admin/kdamonds/0/pid", "999\n")
+    logs.clear()
+    async with Reactor(cfg, fs=fs):
+        pass
+    (backend,) = events(logs, "backend")
+    assert backend["backend"] == "native"
+    assert "pid 999" in backend["reason"]
+    assert fs.writes == ()
