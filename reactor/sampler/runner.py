@@ -1,0 +1,389 @@
+"""The native sampler as an async task: probes, region engines and snapshots on deadlines.
+
+:class:`NativeSampler` runs one loop on absolute deadlines of the sampling interval
+(``reactor.engine.ticker``): at each tick it collects every target's probe and feeds its
+engine; at every ``aggr_interval_s / sample_interval_s``-th tick it aggregates and hands
+one :class:`~reactor.sampler.snapshot.Snapshot` per target to ``sink`` (and keeps it in
+``latest``); every ``update_interval_s`` it re-discovers the targets' processes (cgroup
+members come and go, commands exit) and refreshes their address ranges.
+
+Probe work blocks (clear_refs on a 1 GiB process walks its page tables for about 12 ms),
+so collection and engine work run in a worker thread (``anyio.to_thread.run_sync``)
+under a :class:`~anyio.CapacityLimiter`; the loop itself only waits and publishes, and
+reads time only through ``anyio.current_time()``. A process that exits is dropped with
+an ``info`` log line (``target_vanished``); a failed collect is logged
+(``sample_failed``) and counted, never fatal. Commands the sampler started are ended by
+pid when it stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from reactor.engine.ticker import Ticker
+from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished, UnsupportedKernel
+from reactor.kernelfs import KernelFS
+from reactor.sampler.engine import (
+    AccessedRanges,
+    EngineSettings,
+    MappingEngine,
+    PageCounter,
+    RegionEngine,
+)
+from reactor.sampler.probes import PAGE_SIZE, ProbeCost, ProbeInfo, ProbeSession, open_session
+from reactor.sampler.procfs import Mappings, parse_maps, three_regions
+from reactor.sampler.snapshot import Snapshot
+from reactor.sampler.targets import OwnedCommand, TargetSpec, discover_pids
+
+__all__ = ("MonitorStats", "NativeSampler", "SamplerSettings")
+
+_log = structlog.get_logger("reactor.sampler")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Monitoring attributes, as DAMON's (seconds and counts).
+
+    ``track_pages_max_bytes``: per-page probes also keep exact per-page counts
+    (``Snapshot.pages``) when the monitored ranges are at most this large (2 bytes per
+    page: 8 MiB of counts for 16 GiB).
+    """
+
+    sample_interval_s: float = 0.1
+    aggr_interval_s: float = 2.0
+    update_interval_s: float = 1.0
+    min_nr_regions: int = 10
+    max_nr_regions: int = 1000
+    track_pages_max_bytes: int = 16 * 2**30
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample_interval_s <= self.aggr_interval_s:
+            raise ValueError(
+                "need 0 < sample_interval_s <= aggr_interval_s, got "
+                f"sample_interval_s={self.sample_interval_s}, "
+                f"aggr_interval_s={self.aggr_interval_s}"
+            )
+        if self.update_interval_s <= 0:
+            raise ValueError(f"update_interval_s must be > 0, got {self.update_interval_s}")
+        self.engine_settings()  # validates the region counts
+
+    @property
+    def samples_per_aggr(self) -> int:
+        return max(1, round(self.aggr_interval_s / self.sample_interval_s))
+
+    def engine_settings(self) -> EngineSettings:
+        return EngineSettings(
+            min_nr_regions=self.min_nr_regions,
+            max_nr_regions=self.max_nr_regions,
+            samples_per_aggr=self.samples_per_aggr,
+            min_region_bytes=PAGE_SIZE,
+        )
+
+
+@dataclass
+class MonitorStats:
+    """Cost and progress of one monitored process: probe CPU split into kernel and user
+    seconds, the engine's own CPU seconds, samples and aggregations done."""
+
+    probe: ProbeCost
+    engine_s: float = 0.0
+    samples: int = 0
+    aggregations: int = 0
+    failures: int = 0
+
+    @property
+    def user_s(self) -> float:
+        """All user-space CPU the sampler spent on this target (parse + engine)."""
+        return self.probe.user_s + self.engine_s
+
+
+@dataclass
+class _Monitor:
+    key: str
+    spec: TargetSpec
+    pid: int
+    fs: KernelFS
+    session: ProbeSession
+    settings: SamplerSettings
+    rng_seed: int | None
+    engine: RegionEngine | MappingEngine = field(init=False)
+    pages: PageCounter | None = None
+    stats: MonitorStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        self.stats = MonitorStats(self.session.cost)
+        if self.session.per_page:
+            ranges = self.target_ranges()
+            self.engine = RegionEngine(
+                ranges, self.settings.engine_settings(), rng=np.random.default_rng(self.rng_seed)
+            )
+            self._track(ranges)
+        else:
+            self.engine = MappingEngine()
+
+    def target_ranges(self) -> list[tuple[int, int]]:
+        """Registered ranges, or DAMON vaddr's three regions of the process's mappings."""
+        if self.spec.ranges is not None:
+            return [(int(s), int(e)) for s, e in self.spec.ranges]
+        try:
+            text = self.fs.read_text(f"/proc/{self.pid}/maps")
+        except KernelInterfaceError as exc:
+            raise TargetVanished(f"pid {self.pid}") from exc
+        return three_regions(parse_maps(text))
+
+    def _track(self, ranges: list[tuple[int, int]]) -> None:
+        total = sum(e - s for s, e in ranges)
+        if self.spec.ranges is not None and total <= self.settings.track_pages_max_bytes:
+            self.pages = PageCounter(ranges, PAGE_SIZE)
+
+    def refresh(self) -> None:
+        if isinstance(self.engine, RegionEngine) and self.spec.ranges is None:
+            self.engine.set_ranges(self.target_ranges())
+
+    def sample(self) -> None:
+        observed = self.session.collect()
+        t0 = time.thread_time()
+        if isinstance(self.engine, RegionEngine):
+            assert isinstance(observed, AccessedRanges)
+            self.engine.observe(observed)
+            if self.pages is not None:
+                self.pages.add(observed)
+        else:
+            assert isinstance(observed, Mappings)
+            self.engine.observe(observed.start, observed.end, observed.referenced)
+        self.stats.engine_s += time.thread_time() - t0
+        self.stats.samples += 1
+
+    def aggregate(self, now: float, probe: ProbeInfo) -> Snapshot:
+        t0 = time.thread_time()
+        regions = self.engine.aggregate()
+        pages = self.pages.take() if self.pages is not None else None
+        self.stats.engine_s += time.thread_time() - t0
+        self.stats.aggregations += 1
+        if probe.per_page:
+            granularity = PAGE_SIZE
+        else:
+            sizes = regions["end"] - regions["start"]
+            granularity = int(sizes.max()) if len(sizes) else 0
+        return Snapshot(
+            target=self.key,
+            regions=regions,
+            sample_interval_s=self.settings.sample_interval_s,
+            aggr_interval_s=self.settings.aggr_interval_s,
+            probe=probe.name,
+            granularity_bytes=granularity,
+            taken_at=now,
+            max_nr_accesses=self.settings.samples_per_aggr,
+            pages=pages,
+        )
+
+
+class NativeSampler:
+    """Monitors targets with the native probes and publishes snapshots (module doc).
+
+    ``probes`` are the detected probe infos (:func:`~reactor.sampler.detect.
+    detect_probes`); when None they are detected when the sampler starts (a child
+    process is started for it). ``sink`` receives each snapshot on the event loop.
+    """
+
+    def __init__(
+        self,
+        fs: KernelFS,
+        targets: Sequence[TargetSpec],
+        settings: SamplerSettings | None = None,
+        *,
+        probes: Sequence[ProbeInfo] | None = None,
+        sink: Callable[[Snapshot], None] | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self.fs = fs
+        self.targets = tuple(targets)
+        self.settings = settings or SamplerSettings()
+        self.probes: tuple[ProbeInfo, ...] | None = tuple(probes) if probes is not None else None
+        self.sink = sink
+        self._limiter = limiter
+        self.latest: dict[str, Snapshot] = {}
+        self.monitors: dict[str, _Monitor] = {}
+        self.vanished: list[str] = []
+        #: Every monitored process's cost and progress, kept after it is dropped.
+        self.stats: dict[str, MonitorStats] = {}
+        self._owned: dict[str, OwnedCommand] = {}
+        self._next_seed = self.settings.seed
+        self.ticker: Ticker | None = None
+
+    # ------------------------------------------------------------ probes and targets
+    def probe_for(self, spec: TargetSpec) -> ProbeInfo:
+        """The probe ``spec`` asks for (or the best available one for ``auto``)."""
+        assert self.probes is not None
+        if spec.probe == "auto":
+            for info in self.probes:
+                if info.available and not info.needs_cooperation:
+                    return info
+            raise UnsupportedKernel("any non-cooperative access probe", None)
+        for info in self.probes:
+            if info.name == spec.probe:
+                if not info.available:
+                    raise UnsupportedKernel(f"the {info.name} probe ({info.detail})", None)
+                return info
+        raise ValueError(f"target {spec.name!r}: unknown probe {spec.probe!r}")
+
+    def _seed(self) -> int | None:
+        if self._next_seed is None:
+            return None
+        self._next_seed += 1
+        return self._next_seed - 1
+
+    def _refresh(self) -> list[tuple[str, str]]:
+        """Re-discover processes (worker thread). Returns (event, key) pairs to log."""
+        events: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for spec in self.targets:
+            owned = self._owned.get(spec.name)
+            own = [owned.pid] if owned is not None and owned.alive else []
+            try:
+                pids = discover_pids(self.fs, spec, own)
+            except KernelInterfaceError as exc:
+                events.append(("discover_failed", f"{spec.name}: {exc}"))
+                continue
+            for pid in pids:
+                key = f"{spec.name}:{pid}"
+                seen.add(key)
+                if key in self.monitors:
+                    continue
+                try:
+                    events.append(self._add(spec, pid, key))
+                except TargetVanished:
+                    continue
+        for key in [k for k in self.monitors if k not in seen]:
+            self._drop(key)
+            events.append(("target_vanished", key))
+        for monitor in list(self.monitors.values()):
+            try:
+                monitor.refresh()
+            except TargetVanished:
+                self._drop(monitor.key)
+                events.append(("target_vanished", monitor.key))
+        return events
+
+    def _add(self, spec: TargetSpec, pid: int, key: str) -> tuple[str, str]:
+        info = self.probe_for(spec)
+        ranges = list(spec.ranges) if spec.ranges is not None else None
+        session = open_session(info.name, self.fs, pid, ranges)
+        try:
+            session.start()
+            monitor = _Monitor(key, spec, pid, self.fs, session, self.settings, self._seed())
+            self.monitors[key] = monitor
+            self.stats[key] = monitor.stats
+        except BaseException:
+            session.close()
+            raise
+        return ("target_added", key)
+
+    def _drop(self, key: str) -> None:
+        monitor = self.monitors.pop(key, None)
+        if monitor is not None:
+            monitor.session.close()
+            self.vanished.append(key)
+
+    def _sample_all(self) -> list[tuple[str, str]]:
+        events: list[tuple[str, str]] = []
+        for key, monitor in list(self.monitors.items()):
+            try:
+                monitor.sample()
+            except TargetVanished:
+                self._drop(key)
+                events.append(("target_vanished", key))
+            except (KernelInterfaceError, ReactorError) as exc:
+                monitor.stats.failures += 1
+                events.append(("sample_failed", f"{key}: {exc}"))
+        return events
+
+    def _aggregate_all(self, now: float) -> list[Snapshot]:
+        assert self.probes is not None
+        infos = {i.name: i for i in self.probes}
+        return [m.aggregate(now, infos[m.session.name]) for m in self.monitors.values()]
+
+    # ------------------------------------------------------------ the task
+    async def _thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sample until cancelled; ``task_status.started()`` after the first sample."""
+        if self.probes is None:
+            from reactor.sampler.detect import detect_probes
+
+            self.probes = await self._thread(detect_probes, self.fs)
+        _log.info(
+            "sampler_probes",
+            probes=[
+                {
+                    "name": p.name,
+                    "available": p.available,
+                    "granularity_bytes": p.granularity_bytes,
+                    "sees": p.sees,
+                    "needs_cooperation": p.needs_cooperation,
+                    "detail": p.detail,
+                }
+                for p in self.probes
+            ],
+        )
+        for spec in self.targets:
+            self.probe_for(spec)  # fail fast, before any process is started
+        try:
+            for spec in self.targets:
+                if spec.command:
+                    self._owned[spec.name] = OwnedCommand(spec.command)
+            await self._loop(task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._thread(self._close)
+
+    def _close(self) -> None:
+        for key in list(self.monitors):
+            monitor = self.monitors.pop(key)
+            monitor.session.close()
+        for owned in self._owned.values():
+            owned.stop()
+
+    async def _loop(self, task_status: TaskStatus[None]) -> None:
+        s = self.settings
+        self.ticker = Ticker(lambda: s.sample_interval_s)
+        started = False
+        next_update = anyio.current_time()
+        samples = 0
+        while True:
+            tick = await self.ticker.next()
+            if tick.skipped:
+                _log.warning("tick_overrun", skipped=tick.skipped, total=self.ticker.overruns)
+            if tick.now >= next_update:
+                next_update = tick.now + s.update_interval_s
+                self._log(await self._thread(self._refresh))
+            self._log(await self._thread(self._sample_all))
+            samples += 1
+            if not started:
+                started = True
+                task_status.started()
+            if samples % s.samples_per_aggr == 0:
+                now = anyio.current_time()
+                for snap in await self._thread(self._aggregate_all, now):
+                    self.latest[snap.target] = snap
+                    if self.sink is not None:
+                        self.sink(snap)
+
+    @staticmethod
+    def _log(events: list[tuple[str, str]]) -> None:
+        for event, what in events:
+            if event in {"sample_failed", "discover_failed"}:
+                _log.warning(event, detail=what)
+            else:
+                _log.info(event, target=what)

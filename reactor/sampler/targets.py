@@ -1,0 +1,146 @@
+"""Which processes the native sampler monitors.
+
+A :class:`TargetSpec` names them one of four ways: fixed pids; a command reactor starts
+(and owns: it is stopped by its pid when the sampler stops); every process of a cgroup
+(``cgroup.procs`` re-read at each update interval, so processes are followed as they
+come and go); or a selector (``/proc/PID/comm`` matching a regex, optionally with a
+minimum RSS). Whatever the spec says, pid 1, kernel threads and reactor's own process
+are never targets (:func:`ineligible_reason`), except that an embedding application may
+monitor itself with the ``uffd-wp`` probe (``self_ok``), which writes no clear_refs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reactor.errors import KernelInterfaceError
+from reactor.kernelfs import KernelFS
+from reactor.sampler.procfs import is_kernel_thread, parse_statm_rss_pages
+
+__all__ = ("OwnedCommand", "TargetSpec", "discover_pids", "ineligible_reason")
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One monitored target (possibly several processes).
+
+    Exactly one of ``pids``, ``command``, ``cgroup``, ``comm`` selects processes.
+    ``ranges`` are address ranges the target registered itself (a cooperating process:
+    required for ``uffd-wp``; for other probes they narrow monitoring to those ranges).
+    ``probe`` is a probe name or ``auto`` (the best one this machine offers for it).
+    ``cgroup`` is a kernel path (``/sys/fs/cgroup/...``), ``min_rss_bytes`` bytes.
+    """
+
+    name: str
+    pids: tuple[int, ...] = ()
+    command: tuple[str, ...] = ()
+    cgroup: str | None = None
+    comm: str | None = None
+    min_rss_bytes: int = 0
+    ranges: tuple[tuple[int, int], ...] | None = None
+    probe: str = "auto"
+    self_ok: bool = False
+
+    def __post_init__(self) -> None:
+        chosen = [
+            bool(self.pids),
+            bool(self.command),
+            self.cgroup is not None,
+            self.comm is not None,
+        ]
+        if sum(chosen) != 1:
+            raise ValueError(
+                f"target {self.name!r}: set exactly one of pids, command, cgroup, comm "
+                f"(got {sum(chosen)})"
+            )
+        if self.comm is not None:
+            re.compile(self.comm)
+
+    @property
+    def cooperating(self) -> bool:
+        return self.ranges is not None
+
+
+def ineligible_reason(fs: KernelFS, pid: int, *, self_ok: bool = False) -> str | None:
+    """Why ``pid`` must not be a target (None when it may): pid 1, this process, a
+    kernel thread (PF_KTHREAD), or a process that has gone."""
+    if pid <= 1:
+        return "pid 1 (init) is never sampled"
+    if pid == os.getpid() and not self_ok:
+        return "reactor's own process is never sampled"
+    try:
+        stat = fs.read_text(f"/proc/{pid}/stat")
+    except KernelInterfaceError:
+        return "no such process"
+    if is_kernel_thread(stat, f"/proc/{pid}/stat"):
+        return "kernel thread"
+    return None
+
+
+def _pids_of_cgroup(fs: KernelFS, cgroup: str) -> list[int]:
+    text = fs.read_text(cgroup.rstrip("/") + "/cgroup.procs")
+    return sorted(int(line) for line in text.split())
+
+
+def _pids_by_comm(fs: KernelFS, pattern: str, min_rss_bytes: int) -> list[int]:
+    regex = re.compile(pattern)
+    out = []
+    for name in fs.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            comm = fs.read_text(f"/proc/{name}/comm").strip()
+            if not regex.fullmatch(comm):
+                continue
+            if min_rss_bytes:
+                rss = parse_statm_rss_pages(fs.read_text(f"/proc/{name}/statm")) * PAGE_SIZE
+                if rss < min_rss_bytes:
+                    continue
+        except KernelInterfaceError:
+            continue  # gone while we looked
+        out.append(int(name))
+    return out
+
+
+def discover_pids(fs: KernelFS, spec: TargetSpec, owned: Sequence[int] = ()) -> list[int]:
+    """The eligible pids ``spec`` selects now (``owned``: pids of its started command)."""
+    if spec.pids:
+        candidates = list(spec.pids)
+    elif spec.command:
+        candidates = list(owned)
+    elif spec.cgroup is not None:
+        candidates = _pids_of_cgroup(fs, spec.cgroup)
+    else:
+        assert spec.comm is not None
+        candidates = _pids_by_comm(fs, spec.comm, spec.min_rss_bytes)
+    return [p for p in candidates if ineligible_reason(fs, p, self_ok=spec.self_ok) is None]
+
+
+class OwnedCommand:
+    """A command the sampler started; ended by its pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = tuple(argv)
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        self.pid = self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._proc.poll() is not None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self._proc.wait(timeout_s)
