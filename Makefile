@@ -25,8 +25,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/reactor serve $(CONFIG)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check reactor controllers tests benchmarks
-	$(BIN)/ruff format --check reactor controllers tests benchmarks
+	$(BIN)/ruff check reactor controllers tests benchmarks .ci
+	$(BIN)/ruff format --check reactor controllers tests benchmarks .ci
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -37,6 +37,12 @@ unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit tests/host $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The real-kernel lane (docs/kernel-lane.md): boots Debian's current DAMON kernel under
+# qemu and runs tests/kernel inside it. Needs root and network on the first run.
+KERNEL_PYTEST_ARGS ?=
+test-kernel: $(VENV)/.installed-test
+	$(BIN)/python .ci/kernel_lane.py run -- $(KERNEL_PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	@set -e; for m in benchmarks/[a-z]*.py; do \

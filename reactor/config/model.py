@@ -328,8 +328,9 @@ class MonitorConfig(Section):
     name: str
     ops: Literal["vaddr", "fvaddr", "paddr"] = "vaddr"
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
-    sample: PositiveDuration = 0.005
-    aggregation: PositiveDuration = 0.1
+    probe: Literal["auto", "referenced", "uffd-wp", "soft-dirty", "page-idle"] = "auto"
+    sample: PositiveDuration | None = None
+    aggregation: PositiveDuration | None = None
     update: PositiveDuration = 1.0
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
     intervals_goal: IntervalsGoalConfig | None = None
@@ -342,7 +343,20 @@ class MonitorConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> MonitorConfig:
         issues: list[tuple[str, str]] = []
-        if self.sample > self.aggregation:
+        if (self.sample is None) != (self.aggregation is None):
+            given = "sample" if self.sample is not None else "aggregation"
+            issues.append(
+                (
+                    given,
+                    "expected sample and aggregation together (or neither, for the "
+                    f"backend's defaults), got only {given}",
+                )
+            )
+        elif (
+            self.sample is not None
+            and self.aggregation is not None
+            and self.sample > self.aggregation
+        ):
             issues.append(
                 (
                     "sample",
@@ -351,7 +365,11 @@ class MonitorConfig(Section):
                 )
             )
         goal = self.intervals_goal
-        if goal is not None and not goal.min_sample <= self.sample <= goal.max_sample:
+        if (
+            goal is not None
+            and self.sample is not None
+            and not goal.min_sample <= self.sample <= goal.max_sample
+        ):
             issues.append(
                 (
                     "sample",
@@ -372,6 +390,21 @@ class MonitorConfig(Section):
         if issues:
             fail_many(issues)
         return self
+
+    def intervals(self, backend: str) -> tuple[float, float]:
+        """(sample, aggregation) in seconds: as configured, or the backend's defaults.
+
+        DAMON samples in the kernel (5 ms / 100 ms, the kernel's defaults); the native
+        sampler pays a page walk per sample (about 22 ms of kernel CPU per GiB with the
+        ``referenced`` probe), so it defaults to 100 ms / 2 s.
+        """
+        if self.sample is not None and self.aggregation is not None:
+            return self.sample, self.aggregation
+        return DEFAULT_INTERVALS[backend]
+
+
+#: Default (sample, aggregation) seconds per backend; see MonitorConfig.intervals.
+DEFAULT_INTERVALS = {"damon": (0.005, 0.1), "native": (0.1, 2.0)}
 
 
 # --- policies --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from reactor.damon.probe import (
     read_damon_status,
 )
 from reactor.engine.bus import Bus
+from reactor.engine.monitors import NativeMonitors
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import Ticker
 from reactor.errors import ConfigError, KernelInterfaceError, ReactorError
@@ -69,6 +70,7 @@ class Reactor:
         self.bus = Bus()
         self.runners: dict[str, SourceRunner] = {}
         self.backend: BackendChoice | None = None
+        self.native: NativeMonitors | None = None
         self.ticks = 0
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
@@ -108,6 +110,7 @@ class Reactor:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._start_runners(build_source_specs(self.config, self.fs))
+                await self._start_monitors(tg)
                 await tg.start(self._report_loop)
                 _log.info(
                     "started",
@@ -166,9 +169,9 @@ class Reactor:
                 "sampled and logged each tick"
             ),
             not_yet=(
-                "access monitoring (DAMON driver, native sampler), policies and actuators, "
-                "status socket and metrics are not in this version: nothing on this "
-                "machine is changed"
+                "policies and actuators, DAMON-backed monitors, status socket and metrics "
+                "are not in this version: no memory action is taken (monitors run on the "
+                "native sampler and only observe)"
             ),
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
@@ -204,6 +207,25 @@ class Reactor:
             for runner in new:
                 starters.start_soon(self._start_one, tg, runner)
 
+    async def _start_monitors(self, tg: TaskGroup) -> None:
+        """Start the access monitors on the chosen backend (native today)."""
+        monitors = self.config.monitors
+        if not monitors:
+            return
+        assert self.backend is not None
+        if self.backend.backend != "native":
+            _log.warning(
+                "monitor_inactive",
+                monitors=[m.name for m in monitors],
+                backend=self.backend.backend,
+                reason="the DAMON driver (reactor/damon) is not yet wired into the daemon; "
+                "set reactor.backend: native to monitor with the native sampler",
+            )
+            return
+        self.native = NativeMonitors(monitors, self.fs, self.bus)
+        with anyio.fail_after(self.config.reactor.startup_timeout + 10):
+            await tg.start(self.native.run)
+
     @staticmethod
     async def _start_one(tg: TaskGroup, runner: SourceRunner) -> None:
         await tg.start(runner.run)
@@ -234,6 +256,14 @@ class Reactor:
                 continue
             summary = getattr(sample.value, "summary", None)
             values[topic] = summary() if callable(summary) else sample.value
+        for monitor in self.config.monitors if self.native is not None else ():
+            topic = f"access.{monitor.name}"
+            _, aggregation = monitor.intervals("native")
+            sample = self.bus.fresh(topic, now, 3 * aggregation)
+            if sample is None:
+                stale.append(topic)
+            else:
+                values[topic] = sample.value.summary()
         _log.info("node_sample", dt_s=round(dt, 6), stale=stale or None, **values)
 
     # -- reload -------------------------------------------------------------------

@@ -15,8 +15,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO
+
+import structlog
 
 from reactor.errors import KernelInterfaceError
 from reactor.kernelfs import KernelFS
@@ -123,13 +127,32 @@ def discover_pids(fs: KernelFS, spec: TargetSpec, owned: Sequence[int] = ()) -> 
     return [p for p in candidates if ineligible_reason(fs, p, self_ok=spec.self_ok) is None]
 
 
+def _relay(stream: IO[bytes], pid: int) -> None:
+    """Log each line a started command prints (at most 1000 characters of it)."""
+    log = structlog.get_logger("reactor.command").bind(pid=pid)
+    with stream:
+        for raw in stream:
+            log.info("command_output", line=raw.decode(errors="replace").rstrip()[:1000])
+
+
 class OwnedCommand:
     """A command the sampler started; ended by its pid (SIGTERM, then SIGKILL)."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = tuple(argv)
-        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        # The child's output becomes `command_output` log events, so the daemon's log
+        # stream stays one event per line (JSON lines off a terminal).
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.pid = self._proc.pid
+        assert self._proc.stdout is not None
+        threading.Thread(
+            target=_relay, args=(self._proc.stdout, self.pid), daemon=True, name=f"relay-{self.pid}"
+        ).start()
 
     @property
     def alive(self) -> bool:

@@ -209,3 +209,29 @@ def test_damon_sysfs_is_never_written() -> None:
     run_lines(proc)
     assert proc.returncode == 0
     assert ((base / "nr_kdamonds").read_text(), snapshot()) == before
+
+
+def test_demo_config_monitors_its_own_workload_and_stops_it() -> None:
+    """configs/demo.yaml samples the workload it starts, logs its accesses, ends it on exit.
+
+    Bounds: the workload touches a contiguous 16 MiB of its 64 MiB mapping every 20 ms;
+    the ``referenced`` probe reads one count per mapping, so the whole 64 MiB mapping is
+    seen accessed in each 100 ms sample, and its region reaches 10 of 10 samples per 1 s
+    aggregation. A loaded 2-core machine may deschedule the workload past a sample, so
+    the test asks for at least 5 of 10.
+    """
+    proc = start("serve", "configs/demo.yaml", "--duration", "6")
+    lines = run_lines(proc)
+    assert proc.returncode == 0, lines[-5:]
+    added = [e for e in lines if e["event"] == "target_added"]
+    assert len(added) == 1
+    pid = int(added[0]["target"].rsplit(":", 1)[1])
+    views = [e["access.demo"] for e in lines if e["event"] == "node_sample" and "access.demo" in e]
+    assert views, "no access summary was logged"
+    last = views[-1]
+    assert last["targets"] == 1
+    assert last["accessed_bytes"] >= 64 * 2**20
+    assert 5 <= last["max_nr_accesses"] <= 10
+    # the workload's own output became log events, not raw lines in the log stream
+    assert any(e["event"] == "command_output" and '"ready"' in e["line"] for e in lines)
+    assert not Path(f"/proc/{pid}").exists(), "reactor must stop the command it started"

@@ -1,0 +1,150 @@
+"""Access monitors in the runtime: config ``monitors`` -> samplers -> ``access.<name>`` topics.
+
+Each monitor publishes an :class:`AccessView` (the newest snapshot of every target it
+watches) on the bus topic ``access.<monitor>`` whenever one of its targets completes an
+aggregation interval. On the native backend a monitor is a
+:class:`~reactor.sampler.runner.NativeSampler`; the probes are detected once (by their
+effect, on a child process reactor starts) and shared; one capacity limiter makes the
+samplers' page walks take turns, so two monitors never walk at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from reactor.engine.bus import Bus
+from reactor.kernelfs import KernelFS
+from reactor.sampler.runner import NativeSampler, SamplerSettings
+from reactor.sampler.snapshot import Snapshot
+from reactor.sampler.targets import TargetSpec
+
+if TYPE_CHECKING:
+    from reactor.config import MonitorConfig
+
+__all__ = ("AccessView", "NativeMonitors", "native_targets", "sampler_settings")
+
+_log = structlog.get_logger("reactor.monitors")
+
+
+@dataclass(frozen=True)
+class AccessView:
+    """The newest snapshot of each target of one monitor (keyed ``<spec>:<pid>``)."""
+
+    monitor: str
+    backend: str
+    snapshots: Mapping[str, Snapshot] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, int | float]:
+        """Targets, regions, monitored bytes, bytes seen accessed, the hottest region."""
+        snaps = list(self.snapshots.values())
+        regions = sum(len(s.regions) for s in snaps)
+        total = sum(s.total_bytes for s in snaps)
+        accessed = sum(
+            int((s.regions["end"] - s.regions["start"])[s.regions["nr_accesses"] > 0].sum())
+            for s in snaps
+        )
+        hottest = max(
+            (int(s.regions["nr_accesses"].max()) for s in snaps if len(s.regions)), default=0
+        )
+        return {
+            "targets": len(self.snapshots),
+            "regions": regions,
+            "monitored_bytes": total,
+            "accessed_bytes": accessed,
+            "max_nr_accesses": hottest,
+        }
+
+
+def native_targets(monitor: MonitorConfig) -> list[TargetSpec]:
+    """The sampler targets of a vaddr monitor: one spec per kind of target it names."""
+    t = monitor.targets
+    specs: list[TargetSpec] = []
+    probe = monitor.probe
+    if t.pids:
+        specs.append(TargetSpec(name=f"{monitor.name}.pids", pids=t.pids, probe=probe))
+    if t.command:
+        specs.append(TargetSpec(name=f"{monitor.name}.command", command=t.command, probe=probe))
+    if t.cgroup:
+        specs.append(TargetSpec(name=f"{monitor.name}.cgroup", cgroup=t.cgroup, probe=probe))
+    if t.selector is not None:
+        specs.append(
+            TargetSpec(
+                name=f"{monitor.name}.selector",
+                comm=t.selector.name or ".*",
+                min_rss_bytes=t.selector.min_rss or 0,
+                probe=probe,
+            )
+        )
+    return specs
+
+
+def sampler_settings(monitor: MonitorConfig) -> SamplerSettings:
+    """The monitor's intervals and region bounds for the native sampler."""
+    sample, aggregation = monitor.intervals("native")
+    return SamplerSettings(
+        sample_interval_s=sample,
+        aggr_interval_s=aggregation,
+        update_interval_s=monitor.update,
+        min_nr_regions=monitor.regions.min,
+        max_nr_regions=monitor.regions.max,
+    )
+
+
+class NativeMonitors:
+    """Every configured monitor as a native sampler publishing to the bus."""
+
+    def __init__(self, monitors: Sequence[MonitorConfig], fs: KernelFS, bus: Bus) -> None:
+        self.monitors = tuple(m for m in monitors if m.ops != "paddr")
+        self.skipped = tuple(m.name for m in monitors if m.ops == "paddr")
+        self.fs = fs
+        self.bus = bus
+        self.samplers: dict[str, NativeSampler] = {}
+        self._views: dict[str, dict[str, Snapshot]] = {}
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Detect the probes once, start every sampler (each after its first sample)."""
+        from reactor.sampler.detect import detect_probes
+
+        if self.skipped:
+            _log.warning(
+                "monitor_inactive",
+                monitors=list(self.skipped),
+                reason="ops paddr needs the DAMON backend: the native sampler watches "
+                "processes (vaddr), not physical memory",
+            )
+        probes = await anyio.to_thread.run_sync(detect_probes, self.fs, limiter=self._limiter)
+        async with anyio.create_task_group() as tg:
+            for monitor in self.monitors:
+                sampler = NativeSampler(
+                    self.fs,
+                    native_targets(monitor),
+                    sampler_settings(monitor),
+                    probes=probes,
+                    sink=self._sink(monitor.name),
+                    limiter=self._limiter,
+                )
+                self.samplers[monitor.name] = sampler
+                self._views[monitor.name] = {}
+                with structlog.contextvars.bound_contextvars(monitor=monitor.name):
+                    await tg.start(sampler.run)
+            task_status.started()
+
+    def _sink(self, name: str) -> Any:
+        def publish(snapshot: Snapshot) -> None:
+            view = self._views[name]
+            view[snapshot.target] = snapshot
+            sampler = self.samplers[name]
+            for gone in sampler.vanished:
+                view.pop(gone, None)
+            value = AccessView(name, "native", MappingProxyType(dict(view)))
+            self.bus.publish(f"access.{name}", value, anyio.current_time())
+
+        return publish

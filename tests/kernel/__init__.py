@@ -1,0 +1,1 @@
+"""Guest-only tests: run inside the real-kernel lane's qemu guest (`make test-kernel`)."""

@@ -1,0 +1,272 @@
+"""The guest is what the lane promises: DAMON idle and complete, two memory tiers, zram
+swap, cgroup v2 with the memory controller, the set-up's THP/sysctls, and a kdamond that
+really monitors a process.  Every other guest test builds on these."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.conftest import read, write
+
+NODES = Path("/sys/devices/system/node")
+TIERS = Path("/sys/devices/virtual/memory_tiering")
+CGROUP = Path("/sys/fs/cgroup")
+REPO = Path(__file__).resolve().parents[2]
+MiB = 1 << 20
+ULONG_MAX = 2**64 - 1
+UINT_MAX = 2**32 - 1
+
+
+def node_list(text: str) -> set[int]:
+    """'0-1,3' -> {0, 1, 3}; '' -> set()."""
+    nodes: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        lo, _, hi = part.partition("-")
+        nodes.update(range(int(lo), int(hi or lo) + 1))
+    return nodes
+
+
+def meminfo_kb(path: Path, key: str) -> int:
+    for line in path.read_text().splitlines():
+        words = line.replace(":", " ").split()
+        if key in words:
+            return int(words[words.index(key) + 1])
+    raise AssertionError(f"{key} not in {path}")
+
+
+# --------------------------------------------------------------------------- the lane itself
+
+
+def test_guest_is_the_lane_guest(lane: dict[str, str]) -> None:
+    """A different kernel from the host's, the one the host says it booted, with a nonce."""
+    assert os.uname().release == lane["reactor_lane_kernel"]
+    assert os.uname().release != lane["reactor_lane_host_release"]
+    assert len(lane["reactor_lane_nonce"]) >= 16
+
+
+def test_checkout_is_read_only_and_results_dir_writable() -> None:
+    """Guest writes never reach the checkout; the lane's results dir is written through."""
+    with pytest.raises(OSError):
+        (REPO / "tests" / "kernel" / f".lane-probe-{os.getpid()}").write_text("x")
+    out = Path(os.environ["REACTOR_LANE_OUT"])
+    probe = out / "write-probe"
+    probe.write_text("ok")
+    assert probe.read_text() == "ok"
+    probe.unlink()
+    assert sys.dont_write_bytecode
+
+
+# --------------------------------------------------------------------------- DAMON
+
+
+def test_damon_sysfs_present_and_idle() -> None:
+    """No kdamond at start: DAMON_STAT is off (its exclusive context would EBUSY ours)."""
+    assert Path("/sys/kernel/mm/damon/admin/kdamonds").is_dir()
+    assert read("/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds") == "0"
+    assert "damon_stat.enabled=N" in read("/proc/cmdline").split()
+    assert read("/sys/module/damon_stat/parameters/enabled") == "N"
+    for module in ("damon_reclaim", "damon_lru_sort"):
+        enabled = Path(f"/sys/module/{module}/parameters/enabled")
+        if enabled.exists():
+            assert read(enabled) == "N", f"{module} runs a kdamond of its own"
+
+
+def test_avail_operations_lists_all_three(kdamonds: Path) -> None:
+    write(kdamonds / "nr_kdamonds", 1)
+    write(kdamonds / "0" / "contexts" / "nr_contexts", 1)
+    ctx = kdamonds / "0" / "contexts" / "0"
+    assert {"vaddr", "fvaddr", "paddr"} <= set(read(ctx / "avail_operations").split())
+    assert read(kdamonds / "0" / "state") == "off"
+
+
+HOT_CHILD = r"""
+import json, mmap, os, sys, time
+HOT, COLD = int(sys.argv[1]), int(sys.argv[2])
+hot = mmap.mmap(-1, HOT)
+cold = mmap.mmap(-1, COLD)
+for off in range(0, COLD, 4096):
+    cold[off] = 1
+base = lambda m: __import__("ctypes").addressof(__import__("ctypes").c_char.from_buffer(m))
+print(json.dumps({"hot": [base(hot), base(hot) + HOT], "cold": [base(cold), base(cold) + COLD]}),
+      flush=True)
+i = 0
+while True:
+    i = (i + 1) % 255 or 1
+    for off in range(0, HOT, 4096):
+        hot[off] = i
+    time.sleep(0.002)
+"""
+
+
+@dataclass(frozen=True)
+class Child:
+    proc: subprocess.Popen[str]
+    hot: tuple[int, int]
+    cold: tuple[int, int]
+
+
+@pytest.fixture
+def hot_child() -> Iterator[Child]:
+    """A python child touching a 8 MiB buffer continuously, with a 32 MiB one left cold."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOT_CHILD, str(8 * MiB), str(32 * MiB)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        yield Child(proc, tuple(info["hot"]), tuple(info["cold"]))
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def tried_regions(kd: Path, scheme: Path) -> list[tuple[int, int, int]]:
+    """(start, end, nr_accesses) of the regions ``scheme`` last tried."""
+    write(kd / "state", "update_schemes_tried_regions")
+    regions = []
+    for entry in (scheme / "tried_regions").iterdir():
+        if entry.name.isdigit():
+            start, end = int(read(entry / "start")), int(read(entry / "end"))
+            regions.append((start, end, int(read(entry / "nr_accesses"))))
+    return regions
+
+
+def test_vaddr_kdamond_monitors_a_hot_buffer(kdamonds: Path, hot_child: Child) -> None:
+    """A real kdamond on a real process: on with a pid, sees the hot buffer, stops."""
+    write(kdamonds / "nr_kdamonds", 1)
+    kd = kdamonds / "0"
+    write(kd / "contexts" / "nr_contexts", 1)
+    ctx = kd / "contexts" / "0"
+    write(ctx / "operations", "vaddr")
+    intervals = ctx / "monitoring_attrs" / "intervals"
+    write(intervals / "sample_us", 10_000)  # TCG: 10 ms sampling, 200 ms aggregation
+    write(intervals / "aggr_us", 200_000)
+    write(intervals / "update_us", 1_000_000)
+    # start fine-grained (the default min of 10 regions over ~300 MiB takes many
+    # aggregations of random splits to isolate a 8 MiB buffer under TCG)
+    write(ctx / "monitoring_attrs" / "nr_regions" / "min", 100)
+    write(ctx / "targets" / "nr_targets", 1)
+    write(ctx / "targets" / "0" / "pid_target", hot_child.proc.pid)
+    # a "stat" scheme matching everything, to read the monitored regions back
+    write(ctx / "schemes" / "nr_schemes", 1)
+    scheme = ctx / "schemes" / "0"
+    write(scheme / "action", "stat")
+    pattern = scheme / "access_pattern"
+    for name, hi in (("sz", ULONG_MAX), ("nr_accesses", UINT_MAX), ("age", UINT_MAX)):
+        write(pattern / name / "min", 0)  # 7.2: every max defaults to 0, matching nothing
+        write(pattern / name / "max", hi)
+
+    write(kd / "state", "on")
+    assert read(kd / "state") == "on"
+    pid = int(read(kd / "pid"))
+    assert pid > 0
+    assert read(f"/proc/{pid}/comm").startswith("kdamond")
+
+    # Regions start coarse (min 10 over the whole address space) and split each
+    # aggregation; poll the stat scheme's snapshot until the hot buffer shows.
+    hot_lo, hot_hi = hot_child.hot
+    cold_lo, cold_hi = hot_child.cold
+    regions: list[tuple[int, int, int]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        regions = tried_regions(kd, scheme)
+        if max((acc for lo, hi, acc in regions if lo < hot_hi and hi > hot_lo), default=0):
+            break
+    assert regions, "the kdamond reported no regions"
+    hot = [acc for lo, hi, acc in regions if lo < hot_hi and hi > hot_lo]
+    assert hot and max(hot) > 0, (
+        f"no access seen on the hot buffer {hot_child.hot} (child alive: "
+        f"{hot_child.proc.poll() is None}); cold {hot_child.cold}; regions {sorted(regions)}"
+    )
+    cold_only = [acc for lo, hi, acc in regions if lo >= cold_lo and hi <= cold_hi]
+    assert all(acc == 0 for acc in cold_only), f"accesses on the cold buffer: {sorted(regions)}"
+
+    write(kd / "state", "off")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (read(kd / "state") != "off" or kdamond_alive(pid)):
+        time.sleep(0.05)
+    assert read(kd / "state") == "off"
+    assert not kdamond_alive(pid), f"kdamond thread {pid} still there 10 s after off"
+    assert read(kd / "pid") == "-1"
+
+
+def kdamond_alive(pid: int) -> bool:
+    try:
+        return read(f"/proc/{pid}/comm").startswith("kdamond")
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- NUMA and tiers
+
+
+def test_two_numa_nodes_second_without_cpus() -> None:
+    assert node_list(read(NODES / "online")) == {0, 1}
+    assert node_list(read(NODES / "has_cpu")) == {0}
+    assert node_list(read(NODES / "has_memory")) == {0, 1}
+    assert read(NODES / "node1" / "cpulist") == ""
+    assert meminfo_kb(NODES / "node0" / "meminfo", "MemTotal") > 800 * 1024
+    assert meminfo_kb(NODES / "node1" / "meminfo", "MemTotal") > 400 * 1024
+
+
+def test_memory_tiers_put_node1_below_node0() -> None:
+    """HMAT gives node1 4x the latency: a lower (higher-numbered) memory tier, like CXL."""
+    tier_of: dict[int, int] = {}
+    for tier in TIERS.glob("memory_tier*"):
+        for node in node_list(read(tier / "nodelist")):
+            tier_of[node] = int(tier.name.removeprefix("memory_tier"))
+    assert set(tier_of) == {0, 1}, tier_of
+    assert tier_of[1] > tier_of[0], tier_of
+
+
+# --------------------------------------------------------------------------- swap, cgroups
+
+
+def test_zram_swap_active() -> None:
+    lines = read("/proc/swaps").splitlines()[1:]
+    zram = [line.split() for line in lines if line.startswith("/dev/zram0 ")]
+    assert zram, f"no zram swap: {lines}"
+    _name, kind, size_kb, _used, prio = zram[0]
+    assert kind == "partition"
+    assert int(size_kb) >= 500 * 1024
+    assert int(prio) == 100
+    assert meminfo_kb(Path("/proc/meminfo"), "SwapTotal") >= 500 * 1024
+
+
+def test_cgroup2_with_memory_controller() -> None:
+    mounts = [line.split() for line in read("/proc/mounts").splitlines()]
+    assert any(m[1] == str(CGROUP) and m[2] == "cgroup2" for m in mounts)
+    assert "memory" in read(CGROUP / "cgroup.controllers").split()
+    assert {"memory", "cpu", "io"} <= set(read(CGROUP / "cgroup.subtree_control").split())
+    child = CGROUP / f"lane-test-{os.getpid()}"
+    child.mkdir()
+    try:
+        write(child / "memory.max", 64 * MiB)
+        assert read(child / "memory.max") == str(64 * MiB)
+        assert (child / "memory.pressure").exists()
+        assert (child / "memory.swap.max").exists()
+    finally:
+        child.rmdir()
+
+
+def test_thp_and_sysctls_as_set_up() -> None:
+    """The state .ci/guest_setup.sh promises."""
+    assert "[madvise]" in read("/sys/kernel/mm/transparent_hugepage/enabled").split()
+    assert "[madvise]" in read("/sys/kernel/mm/transparent_hugepage/defrag").split()
+    assert read("/proc/sys/vm/swappiness") == "100"
+    assert read("/proc/sys/kernel/numa_balancing") == "0"
+    assert read("/sys/kernel/mm/numa/demotion_enabled") == "true"
