@@ -58,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         help="log rendering (default: the config's reactor.log_format; auto picks console "
         "on a terminal, JSON lines otherwise)",
     )
+    serve.add_argument(
+        "--record",
+        metavar="FILE",
+        help="append every tick to FILE as JSON lines (docs/observability.md)",
+    )
+    serve.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run-time directory (status socket, ownership record); overrides reactor.run_dir",
+    )
+    status = sub.add_parser("status", help="show the running daemon's status (root-only socket)")
+    status.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help="config whose api.status_socket / reactor.run_dir to use (default: /run/reactor)",
+    )
+    status.add_argument("--socket", metavar="PATH", help="status socket path (overrides CONFIG)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.add_argument("--timeout", type=_duration, default=5.0, metavar="S")
     validate = sub.add_parser("validate", help="check config files; exit 2 on any error")
     validate.add_argument("configs", metavar="CONFIG", nargs="+")
     sub.add_parser("schema", help="print the JSON Schema of the config")
@@ -80,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "validate":
         return _validate(args.configs)
+    if args.command == "status":
+        return _status(args)
     return _serve(args)
 
 
@@ -112,14 +134,17 @@ def _serve(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return EXIT_USAGE
+    overrides: dict[str, object] = {}
     if args.dry_run:
-        config = config.model_copy(
-            update={"reactor": config.reactor.model_copy(update={"dry_run": True})}
-        )
+        overrides["dry_run"] = True
+    if args.run_dir:
+        overrides["run_dir"] = args.run_dir
+    if overrides:
+        config = config.model_copy(update={"reactor": config.reactor.model_copy(update=overrides)})
     configure_logging(args.log_format or config.reactor.log_format, config.reactor.log_level)
     log = structlog.get_logger("reactor")
     try:
-        anyio.run(_serve_async, config, args.config, args.duration)
+        anyio.run(_serve_async, config, args.config, args.duration, args.record)
     except BaseException as exc:
         error = _reactor_error(exc)
         if error is None:
@@ -144,12 +169,40 @@ def _reactor_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-async def _serve_async(config: object, path: str, duration: float | None) -> None:
+async def _serve_async(
+    config: object, path: str, duration: float | None, record: str | None
+) -> None:
     from reactor.config import Config
     from reactor.engine.runtime import serve
 
     assert isinstance(config, Config)
-    await serve(config, config_path=path, duration=duration)
+    await serve(config, config_path=path, duration=duration, record=record)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from reactor.api.status import StatusUnavailable, format_status, query_status_sync
+    from reactor.config import ApiConfig, ReactorSection, load_config
+    from reactor.errors import ConfigError
+
+    path = args.socket
+    if path is None:
+        if args.config:
+            try:
+                cfg = load_config(args.config)
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    print(issue, file=sys.stderr)
+                return EXIT_USAGE
+            path = cfg.api.status_socket_path(cfg.reactor.run_dir)
+        else:
+            path = ApiConfig().status_socket_path(ReactorSection().run_dir)
+    try:
+        doc = query_status_sync(path, timeout_s=args.timeout)
+    except StatusUnavailable as exc:
+        print(f"reactor status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(doc, indent=2) if args.json else format_status(doc))
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,11 +5,20 @@ The hierarchy::
     ReactorError                      base of everything reactor raises on purpose
     ├── ConfigError                   a config file (or reload) is invalid; carries every issue
     ├── KernelInterfaceError          a kernel file could not be read, written or parsed
-    │   └── KernelFormatError         a kernel file's text is not in the expected format
+    │   ├── KernelFormatError         a kernel file's text is not in the expected format
+    │   ├── damon.commands.DamonSysfsError   a DAMON sysfs write or state command failed
+    │   │   └── KdamondNotRunning            an update command needs a running kdamond
+    │   ├── damon.driver.DamonTimeout        a DAMON write missed its deadline
+    │   └── damon.memory.IomemHidden         /proc/iomem addresses read as 0 (not root)
     ├── UnsupportedKernel             a feature this kernel lacks (names the version that has it)
     ├── TargetVanished                a process or cgroup that was monitored is gone (normal)
     ├── SourceFailed                  a signal source could not produce its first sample
-    └── UnsafeWrite                   a write that the machine rules forbid was refused
+    ├── UnsafeWrite                   a write that the machine rules forbid was refused
+    │   └── damon.ownership.ForeignKdamond   a kdamond reactor does not own is in the way
+    ├── api.status.StatusSocketError  the status socket cannot be served
+    │   └── StatusSocketInUse         another reactor serves that socket
+    ├── api.status.StatusUnavailable  `reactor status` cannot reach a daemon
+    └── api.record.RecordingError     a tick recording is malformed (names file:line)
 
 Every exception carries its data as attributes as well as in its message, so callers
 and tests can act on the values rather than on text.

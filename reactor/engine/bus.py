@@ -86,6 +86,12 @@ class Bus:
         t.read_seq = t.latest.seq
         return t.latest
 
+    def peek(self, topic: str) -> Sample | None:
+        """The newest sample without marking it read (status and metrics must not change
+        the ``dropped`` counter)."""
+        t = self._topics.get(topic)
+        return None if t is None else t.latest
+
     def fresh(self, topic: str, now: float, max_age: float) -> Sample | None:
         """The newest sample if it is at most ``max_age`` seconds old, else None (stale)."""
         sample = self.latest(topic)

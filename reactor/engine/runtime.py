@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -41,12 +41,17 @@ from reactor.engine.ticker import Ticker
 from reactor.errors import ConfigError, KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS, RealKernelFS
 
+if TYPE_CHECKING:
+    from reactor.api.status import StatusDocument
+
 __all__ = ("Reactor", "ReloadResult", "serve")
 
 _log = structlog.get_logger("reactor")
 
 #: Config keys a running daemon cannot change; a reload that changes them says so.
 _RESTART_KEYS = ("backend", "run_dir", "log_format")
+#: Sections a running daemon cannot change (the status socket and metrics listener).
+_RESTART_SECTIONS = ("api",)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,10 @@ class Reactor:
         self.backend: BackendChoice | None = None
         self.native: NativeMonitors | None = None
         self.ticks = 0
+        self.tick_overruns = 0
+        self.started_at: float | None = None
+        #: Called after each report tick with (now, dt): the recorder hooks in here.
+        self.tick_hooks: list[Callable[[float, float], None]] = []
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
         self._restores: list[Callable[[], Awaitable[None]]] = []
@@ -105,6 +114,7 @@ class Reactor:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every source (concurrently), then the report tick; run until cancelled."""
+        self.started_at = anyio.current_time()
         self._announce()
         try:
             async with anyio.create_task_group() as tg:
@@ -169,9 +179,9 @@ class Reactor:
                 "sampled and logged each tick"
             ),
             not_yet=(
-                "policies and actuators, DAMON-backed monitors, status socket and metrics "
-                "are not in this version: no memory action is taken (monitors run on the "
-                "native sampler and only observe)"
+                "policies and actuators and DAMON-backed monitors are not in this "
+                "version: no memory action is taken (monitors run on the native sampler "
+                "and only observe)"
             ),
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
@@ -243,8 +253,11 @@ class Reactor:
             tick = await ticker.next()
             self.ticks += 1
             if tick.skipped:
+                self.tick_overruns += tick.skipped
                 _log.warning("tick_overrun", task="report", skipped=tick.skipped)
             self._report(tick.now, tick.dt)
+            for hook in self.tick_hooks:
+                hook(tick.now, tick.dt)
 
     def _report(self, now: float, dt: float) -> None:
         values: dict[str, Any] = {}
@@ -265,6 +278,12 @@ class Reactor:
             else:
                 values[topic] = sample.value.summary()
         _log.info("node_sample", dt_s=round(dt, 6), stale=stale or None, **values)
+
+    def status(self, now: float | None = None) -> StatusDocument:
+        """The status document (docs/observability.md) as of ``now`` (monotonic seconds)."""
+        from reactor.api.status import status_document
+
+        return status_document(self, now=now)
 
     # -- reload -------------------------------------------------------------------
     async def reload(self, config: Config) -> ReloadResult:
@@ -308,7 +327,7 @@ class Reactor:
         if needs_restart:
             _log.warning(
                 "reload_needs_restart",
-                keys=[f"reactor.{k}" for k in needs_restart],
+                keys=list(needs_restart),
                 effect="these keys take effect at the next start; the rest is applied",
             )
         return result
@@ -330,11 +349,35 @@ async def serve(
     config_path: str | None,
     fs: KernelFS | None = None,
     duration: float | None = None,
+    record: str | None = None,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or ``duration`` seconds); SIGHUP reloads."""
+    """Run the daemon until SIGTERM/SIGINT (or ``duration`` seconds); SIGHUP reloads.
+
+    The status socket starts first: a live socket at its path means another reactor runs
+    there, and this one stops before touching anything. ``record`` appends every tick to
+    a file (docs/observability.md).
+    """
+    from reactor.api.record import TickRecorder, config_digest, tick_record
+    from reactor.api.status import serve_status
+
     reactor = Reactor(config, fs=fs)
+    api = config.api
     async with anyio.create_task_group() as tg:
+        await tg.start(serve_status, api.status_socket_path(config.reactor.run_dir), reactor.status)
+        if record is not None:
+            recorder = TickRecorder(record, config_digest=config_digest(config))
+            await tg.start(recorder.run)
+
+            def submit(now: float, dt: float) -> None:
+                recorder.submit(tick_record(reactor.status(now), stamp=now, dt_s=dt))
+
+            reactor.tick_hooks.append(submit)
         await tg.start(reactor.run)
+        if api.metrics.enabled:
+            from reactor.api.metrics import serve_metrics
+
+            port = await tg.start(serve_metrics, api.metrics.listen, reactor.status)
+            _log.info("metrics_listening", listen=api.metrics.listen, port=port)
         tg.start_soon(_handle_signals, reactor, config_path, tg.cancel_scope.cancel)
         if duration is not None:
             await anyio.sleep(duration)

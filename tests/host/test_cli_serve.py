@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ def run_lines(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
 
 
 def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
-    """Start reactor with JSON logs on a pipe; the test ends it by its own pid."""
+    """Start reactor with JSON logs on a pipe and a run directory of its own (never
+    /run/reactor: a real daemon may own that); the test ends it by its own pid."""
+    run_dir = tempfile.mkdtemp(prefix="reactor-test-run-")
     return subprocess.Popen(
-        [*REACTOR, *args, "--log-format", "json"],
+        [*REACTOR, *args, "--log-format", "json", "--run-dir", run_dir],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -68,7 +72,15 @@ def test_sigterm_and_sigint_stop_cleanly_with_status_0(tmp_path: Path, signum: i
     log = tmp_path / "log.jsonl"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*REACTOR, "serve", "configs/node.yaml", "--log-format", "json"],
+            [
+                *REACTOR,
+                "serve",
+                "configs/node.yaml",
+                "--log-format",
+                "json",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -97,7 +109,15 @@ def test_sighup_reload_changes_a_period_and_a_broken_file_keeps_the_old(tmp_path
     log = tmp_path / "log.jsonl"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*REACTOR, "serve", str(cfg), "--log-format", "json"],
+            [
+                *REACTOR,
+                "serve",
+                str(cfg),
+                "--log-format",
+                "json",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
             cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -235,3 +255,94 @@ def test_demo_config_monitors_its_own_workload_and_stops_it() -> None:
     # the workload's own output became log events, not raw lines in the log stream
     assert any(e["event"] == "command_output" and '"ready"' in e["line"] for e in lines)
     assert not Path(f"/proc/{pid}").exists(), "reactor must stop the command it started"
+
+
+def connect_as_nobody(sock: Path) -> str:
+    """Try to connect to ``sock`` as uid 65534 (nobody); return the error's type name."""
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", probe, str(sock)],
+        capture_output=True,
+        text=True,
+        check=True,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+    )
+    return out.stdout.strip()
+
+
+def test_status_command_reads_the_running_daemon_over_its_root_only_socket(
+    tmp_path: Path,
+) -> None:
+    """`reactor status` shows the running daemon's sources; the socket is mode 0600."""
+    log = tmp_path / "log.jsonl"
+    # The run directory's parent is world-traversable, so only reactor's own modes (run
+    # dir 0700, socket 0600) keep a non-root user out.
+    public = Path(tempfile.mkdtemp(prefix="reactor-test-public-"))
+    public.chmod(0o755)
+    run = public / "run"
+    record = tmp_path / "ticks.jsonl"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                *REACTOR,
+                "serve",
+                "configs/node.yaml",
+                "--log-format",
+                "json",
+                "--run-dir",
+                str(run),
+                "--record",
+                str(record),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(proc, log, "started")
+            time.sleep(2.5)
+            sock = run / "status.sock"
+            assert sock.stat().st_mode & 0o777 == 0o600
+            refused = connect_as_nobody(sock) if os.geteuid() == 0 else None
+            shown = subprocess.run(
+                [*REACTOR, "status", "--socket", str(sock), "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert shown.returncode == 0, shown.stderr
+    if refused is not None:
+        assert refused == "PermissionError", "a non-root user must not reach the socket"
+    doc = json.loads(shown.stdout)
+    assert doc["sources"]["psi.memory"]["state"] == "ready"
+    assert not (run / "status.sock").exists(), "the socket is removed at shutdown"
+    from reactor.api.record import read_recording
+
+    ticks = [r for r in read_recording(record) if "sources" in r]
+    assert len(ticks) >= 2
+
+
+def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
+    """`reactor status` with no daemon running names the missing socket, exit 1."""
+    proc = subprocess.run(
+        [*REACTOR, "status", "--socket", str(tmp_path / "none.sock")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "is reactor running? no socket at" in proc.stderr

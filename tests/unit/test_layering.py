@@ -49,13 +49,14 @@ def test_reactor_never_imports_asyncio() -> None:
 
 
 #: Packages allowed to open files: the seam itself, config loading (user files, not
-#: kernel files), the shipped test helpers (which build fake trees on disk) and the DAMON
-#: ownership record (a file in reactor's run directory, not a kernel file).
+#: kernel files), the shipped test helpers (which build fake trees on disk), the DAMON
+#: ownership record and the API's socket and recordings (run-time files, not kernel files).
 OPEN_ALLOWED = (
     "reactor/kernelfs/",
     "reactor/config/",
     "reactor/testing/",
     "reactor/damon/ownership.py",
+    "reactor/api/",  # the status socket and tick recordings (--record FILE): user files
 )
 
 
