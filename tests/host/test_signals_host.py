@@ -5,6 +5,7 @@ The CPU pressure test starts its own busy processes and ends them by pid.
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -77,10 +78,13 @@ def test_vmstat_pgfault_grows() -> None:
     """Touching 16 MiB of fresh anonymous memory between polls shows as a pgfault rate."""
     poller = VmstatPoller(FS)
     assert poller.poll(time.monotonic()) is None
-    buf = bytearray(16 << 20)  # zeroed by the kernel on first touch: one fault per page
+    # A fresh anonymous mapping, not a bytearray: malloc may hand back heap pages an
+    # earlier test already faulted in, and then no fault happens at all.
+    buf = mmap.mmap(-1, 16 << 20)  # zero-filled by the kernel on first touch
     for i in range(0, len(buf), 4096):
         buf[i] = 1
     time.sleep(0.05)
+    buf.close()
     rates = poller.poll(time.monotonic())
     assert rates is not None
     assert rates.pgfault_per_s is not None
