@@ -35,10 +35,11 @@ from reactor.damon.probe import (
     read_damon_status,
 )
 from reactor.engine.bus import Bus
+from reactor.engine.damon_monitors import DamonMonitors
 from reactor.engine.monitors import NativeMonitors
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import Ticker
-from reactor.errors import ConfigError, KernelInterfaceError, ReactorError
+from reactor.errors import ConfigError, KernelInterfaceError, ReactorError, SourceFailed
 from reactor.kernelfs import KernelFS, RealKernelFS
 
 if TYPE_CHECKING:
@@ -69,13 +70,18 @@ class ReloadResult:
 class Reactor:
     """The daemon's core: sources on the bus, the per-tick report, reload and shutdown."""
 
-    def __init__(self, config: Config, *, fs: KernelFS | None = None) -> None:
+    def __init__(
+        self, config: Config, *, fs: KernelFS | None = None, damon_fs: KernelFS | None = None
+    ) -> None:
         self.config = config
         self.fs: KernelFS = fs if fs is not None else RealKernelFS("/")
+        #: Where the DAMON driver writes (tests pass a fake); None: derived from ``fs``.
+        self.damon_fs = damon_fs
         self.bus = Bus()
         self.runners: dict[str, SourceRunner] = {}
         self.backend: BackendChoice | None = None
         self.native: NativeMonitors | None = None
+        self.damon: DamonMonitors | None = None
         self.ticks = 0
         self.tick_overruns = 0
         self.started_at: float | None = None
@@ -179,9 +185,9 @@ class Reactor:
                 "sampled and logged each tick"
             ),
             not_yet=(
-                "policies and actuators and DAMON-backed monitors are not in this "
-                "version: no memory action is taken (monitors run on the native sampler "
-                "and only observe)"
+                "policies are not in this version: no memory action is taken (monitors "
+                "only observe; reactor's kdamonds carry only its own or the damon "
+                "section's schemes)"
             ),
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
@@ -218,23 +224,45 @@ class Reactor:
                 starters.start_soon(self._start_one, tg, runner)
 
     async def _start_monitors(self, tg: TaskGroup) -> None:
-        """Start the access monitors on the chosen backend (native today)."""
-        monitors = self.config.monitors
-        if not monitors:
+        """Start the access monitors on the chosen backend."""
+        cfg = self.config
+        if not cfg.monitors and not cfg.damon.kdamonds:
             return
         assert self.backend is not None
-        if self.backend.backend != "native":
-            _log.warning(
-                "monitor_inactive",
-                monitors=[m.name for m in monitors],
-                backend=self.backend.backend,
-                reason="the DAMON driver (reactor/damon) is not yet wired into the daemon; "
-                "set reactor.backend: native to monitor with the native sampler",
+        if not self.backend.usable:
+            raise SourceFailed(
+                "monitors",
+                f"reactor.backend is {self.backend.requested}, which cannot run here: "
+                f"{self.backend.reason}",
             )
+        if self.backend.backend == "damon":
+            self.damon = DamonMonitors(
+                cfg,
+                self._damon_fs(),
+                self.bus,
+                snapshot_every_s=cfg.reactor.tick,
+            )
+            with anyio.fail_after(cfg.reactor.startup_timeout + 30):
+                await tg.start(self.damon.run)
             return
-        self.native = NativeMonitors(monitors, self.fs, self.bus)
-        with anyio.fail_after(self.config.reactor.startup_timeout + 10):
+        if cfg.damon.kdamonds:
+            _log.warning(
+                "damon_section_inactive",
+                kdamonds=len(cfg.damon.kdamonds),
+                reason=f"the backend is native: {self.backend.reason}",
+            )
+        self.native = NativeMonitors(cfg.monitors, self.fs, self.bus)
+        with anyio.fail_after(cfg.reactor.startup_timeout + 10):
             await tg.start(self.native.run)
+
+    def _damon_fs(self) -> KernelFS:
+        """The filesystem the DAMON driver writes through: the only one that may write
+        under /sys/kernel/mm/damon, made only once the backend chose DAMON."""
+        if self.damon_fs is not None:
+            return self.damon_fs
+        if isinstance(self.fs, RealKernelFS):
+            return RealKernelFS(self.fs.root, allow_damon_writes=True)
+        return self.fs
 
     @staticmethod
     async def _start_one(tg: TaskGroup, runner: SourceRunner) -> None:
@@ -269,9 +297,12 @@ class Reactor:
                 continue
             summary = getattr(sample.value, "summary", None)
             values[topic] = summary() if callable(summary) else sample.value
-        for monitor in self.config.monitors if self.native is not None else ():
+        backend = "native" if self.native is not None else "damon"
+        running = self.native is not None or self.damon is not None
+        for monitor in self.config.monitors if running else ():
             topic = f"access.{monitor.name}"
-            _, aggregation = monitor.intervals("native")
+            _, aggregation = monitor.intervals(backend)
+            aggregation = max(aggregation, self.config.reactor.tick)
             sample = self.bus.fresh(topic, now, 3 * aggregation)
             if sample is None:
                 stale.append(topic)

@@ -1,0 +1,174 @@
+"""Access monitors on the DAMON backend: config -> reactor's own kdamonds -> ``access.*``.
+
+Each configured monitor becomes one kdamond (one context) with a ``stat`` scheme that
+matches every region, the way damo reads snapshots: ``update_schemes_tried_regions``
+then lists the context's regions with their ``nr_accesses`` and age. Kdamonds written
+by the expert in the ``damon:`` section follow, in their order, and run as given.
+
+A monitor's command targets are started here (reactor owns them and stops them at
+exit); DAMON monitors fixed pids, so cgroup and selector targets, which come and go,
+are native-only for now and refused with that reason.
+
+Shutdown stops reactor's kdamonds (never anyone else's) before the commands end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from reactor.damon.driver import DamonDriver
+from reactor.damon.snapshot import TriedRegions
+from reactor.engine.bus import Bus
+from reactor.engine.monitors import AccessView
+from reactor.errors import ReactorError
+from reactor.kernelfs import KernelFS
+from reactor.sampler.snapshot import Region, Snapshot, regions_array
+from reactor.sampler.targets import OwnedCommand
+
+if TYPE_CHECKING:
+    from reactor.config import Config, DamonSection, MonitorConfig
+
+__all__ = ("DamonMonitors", "monitor_kdamond", "section_for")
+
+_log = structlog.get_logger("reactor.monitors")
+
+#: The access pattern that matches every region (damo's snapshot scheme).
+_EVERYTHING = {
+    "sz_bytes": {"min": 0, "max": "max"},
+    "nr_accesses": {"min": 0, "max": "max"},
+    "age": {"min": 0, "max": "max"},
+}
+
+
+class UnsupportedTarget(ReactorError):
+    """A monitor target the DAMON backend cannot follow."""
+
+
+def monitor_kdamond(monitor: MonitorConfig, pids: Sequence[int]) -> dict[str, Any]:
+    """One monitor as a kdamond in damo's schema (a snapshot ``stat`` scheme included)."""
+    sample, aggregation = monitor.intervals("damon")
+    intervals: dict[str, Any] = {
+        "sample_us": round(sample * 1e6),
+        "aggr_us": round(aggregation * 1e6),
+        "ops_update_us": round(monitor.update * 1e6),
+    }
+    goal = monitor.intervals_goal
+    if goal is not None:
+        intervals["intervals_goal"] = {
+            "access_bp": round(goal.access * 10_000),
+            "aggrs": goal.aggrs,
+            "min_sample_us": round(goal.min_sample * 1e6),
+            "max_sample_us": round(goal.max_sample * 1e6),
+        }
+    if monitor.ops == "paddr":
+        targets: list[dict[str, Any]] = [{"pid": None, "regions": []}]
+    else:
+        targets = [{"pid": pid, "regions": []} for pid in pids]
+    return {
+        "contexts": [
+            {
+                "ops": monitor.ops,
+                "targets": targets,
+                "intervals": intervals,
+                "nr_regions": {"min": monitor.regions.min, "max": monitor.regions.max},
+                "schemes": [{"action": "stat", "access_pattern": _EVERYTHING}],
+            }
+        ]
+    }
+
+
+def section_for(config: Config, pids: dict[str, list[int]]) -> DamonSection:
+    """Monitors first (kdamond i = monitor i), then the expert's own kdamonds."""
+    from reactor.config import DamonSection
+
+    monitors = [monitor_kdamond(m, pids.get(m.name, [])) for m in config.monitors]
+    ours = DamonSection.model_validate({"kdamonds": monitors})
+    return ours.model_copy(update={"kdamonds": ours.kdamonds + config.damon.kdamonds})
+
+
+def tried_to_snapshot(
+    name: str, tried: TriedRegions, sample_s: float, aggregation_s: float, now: float
+) -> Snapshot:
+    """A kernel snapshot in the shape the native sampler produces (probe ``damon``)."""
+    regions = regions_array(
+        [Region(r.start, r.end, r.nr_accesses, r.age_aggrs) for r in tried.regions]
+    )
+    return Snapshot(
+        target=f"{name}:damon",
+        regions=regions,
+        sample_interval_s=sample_s,
+        aggr_interval_s=aggregation_s,
+        probe="damon",
+        granularity_bytes=4096,
+        taken_at=now,
+        max_nr_accesses=max(1, round(aggregation_s / sample_s)),
+    )
+
+
+class DamonMonitors:
+    """Every configured monitor as a kdamond of reactor's, publishing to the bus."""
+
+    def __init__(self, config: Config, fs: KernelFS, bus: Bus, *, snapshot_every_s: float) -> None:
+        self.config = config
+        self.fs = fs
+        self.bus = bus
+        self.snapshot_every_s = snapshot_every_s
+        self.driver = DamonDriver(fs, run_dir=config.reactor.run_dir, kernel_release=None)
+        self.commands: dict[str, OwnedCommand] = {}
+
+    def _pids(self) -> dict[str, list[int]]:
+        pids: dict[str, list[int]] = {}
+        for m in self.config.monitors:
+            t = m.targets
+            if t.cgroup or t.selector is not None:
+                raise UnsupportedTarget(
+                    f"monitor {m.name!r}: cgroup and selector targets come and go, and a "
+                    "DAMON target is a fixed pid; use the native backend for them, or "
+                    "name pids or a command"
+                )
+            pids[m.name] = list(t.pids)
+            if t.command:
+                self.commands[m.name] = OwnedCommand(t.command)
+                pids[m.name].append(self.commands[m.name].pid)
+        return pids
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Lay out and start reactor's kdamonds; publish snapshots until cancelled."""
+        try:
+            await self.driver.open()
+            section = section_for(self.config, self._pids())
+            await self.driver.apply(section)
+            _log.info(
+                "damon_kdamonds_started",
+                kdamonds={k: self.driver.state(k) for k in range(len(section.kdamonds))},
+                monitors=[m.name for m in self.config.monitors],
+            )
+            task_status.started()
+            await self._loop()
+        finally:
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(self.config.reactor.shutdown_timeout),
+            ):
+                await self.driver.stop_all()
+                _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
+            for command in self.commands.values():
+                command.stop()
+
+    async def _loop(self) -> None:
+        monitors = list(self.config.monitors)
+        while True:
+            for k, monitor in enumerate(monitors):
+                sample, aggregation = monitor.intervals("damon")
+                (tried, *_) = await self.driver.update_schemes_tried_regions(k)
+                now = anyio.current_time()
+                snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
+                view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
+                self.bus.publish(f"access.{monitor.name}", view, now)
+            await anyio.sleep(self.snapshot_every_s)

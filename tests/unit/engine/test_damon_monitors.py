@@ -1,0 +1,108 @@
+"""DAMON-backed monitors in the daemon, on the kernel-faithful fake (reactor.testing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+
+from reactor.config import load_config_text
+from reactor.engine.runtime import Reactor
+from reactor.errors import SourceFailed
+from reactor.testing import FakeDamon, FakeKernelFS
+from tests.captures import HOST, HOST_CAPTURES
+
+PID = 4242
+HOT = (0x7F0000000000, 0x7F0000400000)  # 4 MiB, accessed in every sample
+COLD = (0x7F0001000000, 0x7F0003000000)  # 32 MiB, never accessed
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Real time on asyncio: the driver writes from worker threads (no virtual clock)."""
+    return "asyncio"
+
+
+def fake_machine() -> tuple[FakeKernelFS, FakeDamon]:
+    """A node with this host's /proc captures and a free DAMON at the guest's version."""
+    fs = FakeKernelFS(allow_damon_writes=True)
+    for path, name in HOST_CAPTURES.items():
+        fs.set_file(path, (HOST / name).read_text())
+    fs.set_file("/proc/sys/kernel/osrelease", "7.2.12+deb14-amd64\n")
+    fs.set_file("/proc/sys/kernel/random/boot_id", "5eed0000-0000-4000-8000-000000000001\n")
+    damon = FakeDamon(fs, kernel="7.2.12")
+    damon.add_process(PID, [(*HOT, 1.0), (*COLD, 0.0)])
+    return fs, damon
+
+
+def config(run_dir: Path, extra: str = "") -> Any:
+    return load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+        f"  run_dir: {run_dir}\n"
+        "monitors:\n  - name: app\n    targets: {pids: [4242]}\n"
+        "    sample: 10ms\n    aggregation: 100ms\n" + extra,
+        "t.yaml",
+    )
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+async def drive(damon: FakeDamon, step_s: float = 0.05) -> None:
+    """Advance the fake's simulated kernel as real time passes."""
+    while True:
+        damon.advance(step_s)
+        await anyio.sleep(step_s)
+
+
+@pytest.mark.anyio
+async def test_a_monitor_becomes_reactors_kdamond_and_publishes_hot_and_cold(
+    tmp_path: Path,
+) -> None:
+    """The monitor runs as reactor's own kdamond; its snapshot shows hot and cold apart."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(config(tmp_path), fs=fs) as reactor:
+            assert damon.kdamond_pid(0) is not None
+            view = None
+            with anyio.fail_after(10):
+                while view is None or not view.value.snapshots:
+                    view = await reactor.bus.wait_newer(
+                        "access.app", view.seq if view is not None else 0
+                    )
+            (snap,) = view.value.snapshots.values()
+            hot = [r for r in snap.region_list() if r.start < HOT[1] and r.end > HOT[0]]
+            cold = [r for r in snap.region_list() if r.start >= COLD[0] and r.end <= COLD[1]]
+            assert snap.probe == "damon" and snap.max_nr_accesses == 10
+            assert hot and cold
+            assert max(r.nr_accesses for r in hot) >= 8
+            assert all(r.nr_accesses == 0 for r in cold)
+            assert reactor.damon is not None and reactor.damon.driver.owned() == {0}
+        tg.cancel_scope.cancel()
+    # shutdown stopped reactor's kdamond
+    assert damon.kdamond_pid(0) is None
+
+
+@pytest.mark.anyio
+async def test_a_foreign_kdamond_stops_startup_and_is_left_alone(tmp_path: Path) -> None:
+    """With someone else's kdamond running, backend damon refuses to start, naming it."""
+    fs, damon = fake_machine()
+    index = damon.start_foreign_kdamond()
+    pid = damon.kdamond_pid(index)
+    before = len(fs.writes)
+    with structlog.testing.capture_logs() as logs, pytest.raises(BaseException) as info:
+        async with Reactor(config(tmp_path), fs=fs):
+            pass
+    (error,) = leaves(info.value)
+    assert isinstance(error, SourceFailed)
+    assert f"pid {pid}" in str(error) and "reactor.backend is damon" in str(error)
+    assert len(fs.writes) == before, "no write may reach a foreign kdamond"
+    assert any(e["event"] == "backend" and not e["usable"] for e in logs)
