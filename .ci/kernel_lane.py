@@ -396,6 +396,9 @@ def boot(cache: Cache, vng: Path, kver: str, mode: str, extra: list[str]) -> Pat
         # the guest mounts tmpfs over /var/cache, /var/tmp, /run...: share the kernel tree
         # (virtme_link_mods points /lib/modules/<kver> into it) on its own
         "--rodir", str(cache.kernel_root(kver)),
+        # the checkout (and its .venv) read-only at its own path, wherever it lives: a
+        # clone under /tmp or /home would otherwise sit in one of vng's writable overlays
+        "--rodir", str(REPO),
         "--rwdir", str(rundir),
         "--append", append,
         "--exec", guest_cmd,
