@@ -5,6 +5,8 @@ from __future__ import annotations
 import posixpath
 from typing import Protocol
 
+from reactor.kernelfs.trigger import TriggerHandle
+
 __all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "is_damon_path", "normalize_path")
 
 #: The DAMON sysfs tree. On this project's machines it belongs to the machine itself.
@@ -74,4 +76,14 @@ class KernelFS(Protocol):
 
     def inode(self, path: str) -> int:
         """The path's inode number (on cgroupfs: the cgroup id, which survives renames)."""
+        ...
+
+    def open_trigger(self, path: str, spec: str) -> TriggerHandle:
+        """Arm a PSI trigger (``"some 150000 2000000"``: µs of stall per µs of window) on
+        the PSI file ``path``; the trigger lives until the handle is closed.
+
+        Raises :class:`reactor.kernelfs.trigger.TriggerRefused` (a KernelInterfaceError
+        with the kernel's errno and the likely rule) when the kernel will not arm it, so
+        the caller can poll the file instead; ValueError for a malformed spec.
+        """
         ...

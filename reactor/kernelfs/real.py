@@ -11,6 +11,7 @@ from pathlib import Path
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
 from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
+from reactor.kernelfs.trigger import RealTrigger
 
 __all__ = ("RealFile", "RealKernelFS")
 
@@ -155,3 +156,13 @@ class RealKernelFS:
 
     def keep(self, path: str) -> RealFile:
         return RealFile(path, self.host_path(path))
+
+    def open_trigger(self, path: str, spec: str) -> RealTrigger:
+        """Arm a PSI trigger on ``path`` (see :mod:`reactor.kernelfs.trigger`).
+
+        A trigger write is a write to a kernel file, so the DAMON guard applies too
+        (no PSI file lies there; the check keeps the seam's one rule without exceptions).
+        """
+        host = self.host_path(path)
+        self._check_write_allowed(path, host)
+        return RealTrigger(normalize_path(path), host, spec)

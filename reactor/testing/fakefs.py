@@ -29,6 +29,14 @@ What it offers beyond the protocol, for tests:
   needs real paths (then ``RealKernelFS(root=that_dir)`` reads the same content).
 - :meth:`FakeKernelFS.open_count`: how many times a path was opened, to check that a hot
   path keeps its descriptor instead of reopening.
+- PSI triggers: :meth:`FakeKernelFS.open_trigger` arms a :class:`FakeTrigger` with the
+  kernel's rules (window 0.5..10 s; a multiple of 2 s unless the fake was built with
+  ``privileged_triggers=True``, as without CAP_SYS_RESOURCE; threshold in (0, window]);
+  refusals are :class:`~reactor.kernelfs.trigger.TriggerRefused` with EINVAL, and
+  ``inject_fault(path, err, ops=("trigger",))`` refuses with any errno.
+  :meth:`FakeKernelFS.fire_trigger` fires every live trigger on a path (what the kernel
+  does when stall crosses the threshold); removing the path makes waiters raise
+  :class:`~reactor.kernelfs.trigger.TriggerGone`, as kernfs does for a removed cgroup.
 
 Errors follow the kernel: a missing file is ENOENT, reading a directory EISDIR, listing a
 file ENOTDIR, writing a file that does not exist ENOENT (sysfs files are never created by
@@ -56,11 +64,22 @@ from typing import Literal, TypeAlias
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
 from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
+from reactor.kernelfs.trigger import (
+    UNPRIVILEGED_WINDOW_STEP_US,
+    WINDOW_MAX_US,
+    WINDOW_MIN_US,
+    TriggerGone,
+    TriggerRefused,
+    WaitResult,
+    parse_trigger_spec,
+    refusal_reason,
+)
 
 __all__ = (
     "FakeFile",
     "FakeKernelFS",
     "FakeTree",
+    "FakeTrigger",
     "Fault",
     "Op",
     "WriteAttempt",
@@ -71,8 +90,9 @@ __all__ = (
 FakeTree: TypeAlias = Mapping[str, "FakeTree | str | bytes"]
 
 #: The operations a fault can hit. ``read`` covers read_text, read_bytes, keep and kept
-#: reads; ``write`` covers write_text; ``list`` covers listdir.
-Op: TypeAlias = Literal["read", "write", "list"]
+#: reads; ``write`` covers write_text; ``list`` covers listdir; ``trigger`` open_trigger
+#: (only when named: the default ``ops`` leave triggers alone).
+Op: TypeAlias = Literal["read", "write", "list", "trigger"]
 
 #: Kernel write semantics for a path prefix: ``hook(fs, path, data)`` performs the write
 #: (usually through ``fs.set_file`` and friends) or raises ``OSError(errno, ...)`` to
@@ -137,6 +157,70 @@ class FakeFile:
         self._closed = True
 
 
+class FakeTrigger:
+    """A fake PSI trigger: :meth:`fire` does what the kernel does when stall crosses the
+    threshold (wakes one waiter, or the next one: a firing is kept until it is seen)."""
+
+    def __init__(self, path: str, spec: str) -> None:
+        self._path = path
+        self._spec = spec
+        self._cond = threading.Condition()
+        self._fired = 0
+        self._interrupts = 0
+        self._gone = False
+        self.closed = False
+        #: How many times the trigger fired (seen or not), for assertions.
+        self.fired_count = 0
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    def fileno(self) -> int:
+        """-1: the fake holds no descriptor (the real trigger's fd is only diagnostics)."""
+        return -1
+
+    def fire(self) -> None:
+        with self._cond:
+            self._fired += 1
+            self.fired_count += 1
+            self._cond.notify_all()
+
+    def vanish(self) -> None:
+        with self._cond:
+            self._gone = True
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float | None) -> WaitResult:
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._fired or self._interrupts or self._gone or self.closed, timeout_s
+            )
+            if self._interrupts or self.closed:
+                self._interrupts = 0
+                return "interrupted"
+            if self._gone:
+                raise TriggerGone(self._path, "trigger's file went away", errno=errno_mod.ENODEV)
+            if self._fired:
+                self._fired = 0  # the kernel signals once per window, not once per crossing
+                return "fired"
+            return "timeout"
+
+    def interrupt(self) -> None:
+        with self._cond:
+            self._interrupts += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 class FakeKernelFS:
     """An in-memory kernel tree implementing the KernelFS protocol (see module docs)."""
 
@@ -145,8 +229,11 @@ class FakeKernelFS:
         tree: FakeTree | None = None,
         *,
         allow_damon_writes: bool = False,
+        privileged_triggers: bool = False,
     ) -> None:
         self._allow_damon_writes = allow_damon_writes
+        self._privileged_triggers = privileged_triggers
+        self._triggers: list[FakeTrigger] = []
         self._lock = threading.RLock()
         self._files: dict[str, bytes] = {}
         # A file's generation changes when it is removed, so kept files of a removed path
@@ -229,6 +316,45 @@ class FakeKernelFS:
             self._read(norm, "cannot open")
             return FakeFile(self, norm, self._generations[norm])
 
+    def open_trigger(self, path: str, spec: str) -> FakeTrigger:
+        """Arm a fake trigger with the kernel's rules (see the module docs)."""
+        norm = normalize_path(path)
+        parsed = parse_trigger_spec(spec)
+        with self._lock:
+            err: int | None = None
+            try:
+                self._take_fault(norm, "trigger")
+                if norm not in self._files:
+                    raise _os_error(errno_mod.ENOENT, norm)
+            except OSError as exc:
+                err = exc.errno
+            window = parsed.window_us
+            step = 1 if self._privileged_triggers else UNPRIVILEGED_WINDOW_STEP_US
+            if err is None and not (
+                WINDOW_MIN_US <= window <= WINDOW_MAX_US and window % step == 0
+            ):
+                err = errno_mod.EINVAL
+            if err is not None:
+                raise TriggerRefused(norm, parsed.text(), err, refusal_reason(err, parsed))
+            trigger = FakeTrigger(norm, parsed.text())
+            self._triggers.append(trigger)
+            return trigger
+
+    def fire_trigger(self, path: str) -> int:
+        """Fire every open trigger on ``path``; returns how many fired."""
+        norm = normalize_path(path)
+        with self._lock:
+            live = [t for t in self._triggers if t.path == norm and not t.closed]
+        for trigger in live:
+            trigger.fire()
+        return len(live)
+
+    def triggers(self, path: str | None = None) -> tuple[FakeTrigger, ...]:
+        """The triggers armed so far (on ``path``, or all), open or closed, in order."""
+        with self._lock:
+            norm = None if path is None else normalize_path(path)
+            return tuple(t for t in self._triggers if norm is None or t.path == norm)
+
     # -- changing the tree while a test runs -----------------------------------------------
 
     def add_tree(self, at: str, tree: FakeTree) -> None:
@@ -301,6 +427,9 @@ class FakeKernelFS:
                 del self._dirs[d]
             for known in [i for i in self._inodes if i == norm or i.startswith(prefix)]:
                 del self._inodes[known]
+            for trigger in self._triggers:
+                if trigger.path == norm or trigger.path.startswith(prefix):
+                    trigger.vanish()
 
     def file_text(self, path: str) -> str:
         """A file's current content, for assertions: no fault, no open counted."""
