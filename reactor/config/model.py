@@ -506,12 +506,20 @@ class QuotaConfig(Section):
 
 
 class ControllerConfig(Section):
-    """The feedback controller that turns goal error into quota (gains must be finite)."""
+    """The feedback controller that turns goal error into quota (gains must be finite).
 
-    kind: Literal["pid", "log_pid"]
+    ``adaptive`` (the default when no controller is given) is reactor's log-log goal
+    seeker (controllers.tuners.quota_tuner): no gains to tune; ``probe_factor`` is its
+    growth per tick while no goal sees a signal. ``log_pid`` runs a PID on ln(quota)
+    with the error on a log scale (gains per ln unit); ``pid`` the same PID on
+    ln(quota) with the error relative to the target (dimensionless gains).
+    """
+
+    kind: Literal["adaptive", "pid", "log_pid"] = "adaptive"
     kp: FiniteFloat = 0.0
     ki: FiniteFloat = 0.0
     kd: FiniteFloat = 0.0
+    probe_factor: FiniteFloat = Field(default=1.4, gt=1.0)
 
 
 class ExcludeConfig(Section):
@@ -522,7 +530,18 @@ class ExcludeConfig(Section):
 
 
 class PolicyConfig(Section):
-    """``policies[]`` — a goal-driven action on a monitor's regions (not active yet)."""
+    """``policies[]`` — a goal-driven action on a monitor's regions (docs/policies.md).
+
+    ``min_age`` and ``max_access`` say which regions are cold (no more than
+    ``max_access`` of the samples saw an access, for at least ``min_age``);
+    ``hot_access`` which are hot (tiering promotes them). ``max_bytes_per_tick`` and
+    ``rate_limit`` bound what the actuator may touch; ``cgroup`` (a cgroup v2
+    directory) makes reclaim write ``memory.reclaim`` there and read the cgroup's
+    pressure. ``fast_nodes``/``slow_nodes`` name the tiers for tiering (default: the
+    fastest memory tier and the next one). ``access_share`` and ``cpu_budget`` are the
+    monitoring policy's goals (share of samples that see an access; monitoring CPU as
+    a share of one CPU).
+    """
 
     name: str
     kind: Literal["reclaim", "tiering", "monitoring"]
@@ -534,6 +553,15 @@ class PolicyConfig(Section):
     quota: QuotaConfig | None = None
     controller: ControllerConfig | None = None
     rate_limit: Rate | None = None
+    max_bytes_per_tick: Size | None = None
+    min_age: PositiveDuration = 5.0
+    max_access: Ratio = 0.0
+    hot_access: Ratio = 0.5
+    cgroup: str | None = None
+    fast_nodes: Annotated[tuple[int, ...], AsTuple] = ()
+    slow_nodes: Annotated[tuple[int, ...], AsTuple] = ()
+    access_share: Ratio = 0.04
+    cpu_budget: Ratio = 0.01
     exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)
 
     @field_validator("name")
@@ -551,12 +579,62 @@ class PolicyConfig(Section):
             )
         return value
 
+    @field_validator("cgroup")
+    @classmethod
+    def _cgroup_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            fail(f"expected an absolute cgroup v2 directory path, got {show(value)}")
+        return value
+
+    @field_validator("max_bytes_per_tick")
+    @classmethod
+    def _positive_bytes(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            fail(f"expected a size > 0 (or leave it out for no cap), got {value} bytes")
+        return value
+
     @model_validator(mode="after")
     def _tuner(self) -> PolicyConfig:
+        issues: list[tuple[str, str]] = []
         if self.tuner == "kernel" and self.scheme is None:
-            fail_many(
-                [("tuner", "tuner kernel tunes a DAMON scheme's quota: add scheme (e.g. '0/0/0')")]
+            issues.append(
+                ("tuner", "tuner kernel tunes a DAMON scheme's quota: add scheme (e.g. '0/0/0')")
             )
+        if self.tuner == "kernel" and self.kind == "tiering":
+            issues.append(
+                ("tuner", "tuner kernel is for reclaim and monitoring; tiering uses reactor")
+            )
+        if self.kind in ("reclaim", "tiering") and not self.goals:
+            issues.append(
+                (
+                    "goals",
+                    f"a {self.kind} policy needs at least one goal (e.g. metric "
+                    "memory_psi_some, target 0.5%)",
+                )
+            )
+        if self.kind in ("reclaim", "tiering") and self.quota is None:
+            issues.append(
+                ("quota", f"a {self.kind} policy needs quota bounds: add quota: {{max: 64 MiB}}")
+            )
+        overlap = sorted(set(self.fast_nodes) & set(self.slow_nodes))
+        if overlap:
+            issues.append(
+                (
+                    "fast_nodes",
+                    f"expected fast_nodes and slow_nodes apart, got node(s) "
+                    f"{', '.join(map(str, overlap))} in both",
+                )
+            )
+        if self.hot_access <= self.max_access and self.kind == "tiering":
+            issues.append(
+                (
+                    "hot_access",
+                    f"expected hot_access > max_access (hot regions above cold ones), got "
+                    f"{self.hot_access:.4g} <= {self.max_access:.4g}",
+                )
+            )
+        if issues:
+            fail_many(issues)
         return self
 
 

@@ -17,7 +17,7 @@ Time is read only through ``anyio.current_time()``, so tests run it on a virtual
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from reactor.config import Config, load_config
+from reactor.config import Config, PolicyConfig, load_config
 from reactor.damon.ownership import OwnershipStore, owned_indices, read_boot_id
 from reactor.damon.probe import (
     BackendChoice,
@@ -44,6 +44,7 @@ from reactor.kernelfs import KernelFS, RealKernelFS
 
 if TYPE_CHECKING:
     from reactor.api.status import StatusDocument
+    from reactor.policies import Policy, PolicyContext
 
 __all__ = ("Reactor", "ReloadResult", "serve")
 
@@ -63,6 +64,9 @@ class ReloadResult:
     kept: tuple[str, ...] = ()
     started: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
+    policies_kept: tuple[str, ...] = ()
+    policies_started: tuple[str, ...] = ()
+    policies_stopped: tuple[str, ...] = ()
     needs_restart: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
@@ -87,6 +91,9 @@ class Reactor:
         self.started_at: float | None = None
         #: Called after each report tick with (now, dt): the recorder hooks in here.
         self.tick_hooks: list[Callable[[float, float], None]] = []
+        #: Running policies by name (docs/policies.md).
+        self.policies: dict[str, Policy] = {}
+        self._policy_ctx: PolicyContext | None = None
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
         self._restores: list[Callable[[], Awaitable[None]]] = []
@@ -113,6 +120,14 @@ class Reactor:
         self._outer.cancel_scope.cancel()
         return await self._outer.__aexit__(exc_type, exc, tb)
 
+    def feed(self, signal: str, value: float) -> None:
+        """Publish an application's own signal for ``metric: user`` goals.
+
+        The value lands on bus topic ``user.<signal>`` stamped now; a policy reads it
+        like any source (stale after three ticks without a new value).
+        """
+        self.bus.publish(f"user.{signal}", float(value), anyio.current_time())
+
     # -- the daemon ---------------------------------------------------------------
     def on_shutdown(self, restore: Callable[[], Awaitable[None]]) -> None:
         """Register an actuator's restore step; they run in reverse order at shutdown."""
@@ -127,10 +142,12 @@ class Reactor:
                 self._tg = tg
                 await self._start_runners(build_source_specs(self.config, self.fs))
                 await self._start_monitors(tg)
+                await self._start_policies(self.config.policies)
                 await tg.start(self._report_loop)
                 _log.info(
                     "started",
                     sources={t: r.state for t, r in sorted(self.runners.items())},
+                    policies=sorted(self.policies) or None,
                     tick_s=self.config.reactor.tick,
                 )
                 task_status.started()
@@ -172,23 +189,19 @@ class Reactor:
             reason=self.backend.reason,
         )
         inactive = []
-        if cfg.monitors:
-            inactive.append(f"{len(cfg.monitors)} monitor(s)")
-        if cfg.policies:
-            inactive.append(f"{len(cfg.policies)} policy(ies)")
-        if cfg.damon.kdamonds:
+        disabled = [p.name for p in cfg.policies if not p.enabled]
+        if disabled:
+            inactive.append(f"disabled policies: {', '.join(disabled)}")
+        if cfg.damon.kdamonds and self.backend.backend != "damon":
             inactive.append(f"{len(cfg.damon.kdamonds)} damon kdamond(s)")
         _log.info(
             "capabilities",
             active=(
                 "signals (PSI, vmstat, meminfo, memory tiers, fragmentation, cgroups) "
-                "sampled and logged each tick"
+                "sampled and logged each tick; monitors; policies (reclaim, tiering, "
+                "monitoring)"
             ),
-            not_yet=(
-                "policies are not in this version: no memory action is taken (monitors "
-                "only observe; reactor's kdamonds carry only its own or the damon "
-                "section's schemes)"
-            ),
+            not_yet="lru_sort, thp and compaction policies (later issues)",
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
         )
@@ -255,6 +268,61 @@ class Reactor:
         with anyio.fail_after(cfg.reactor.startup_timeout + 10):
             await tg.start(self.native.run)
 
+    def _policy_context(self) -> PolicyContext:
+        from reactor.policies import PolicyContext
+
+        if self._policy_ctx is None:
+            backend = "damon" if self.damon is not None else "native"
+            self._policy_ctx = PolicyContext(
+                config=self.config,
+                bus=self.bus,
+                fs=self.fs,
+                backend=backend,
+                damon=self.damon,
+                native=self.native,
+            )
+        self._policy_ctx.config = self.config
+        return self._policy_ctx
+
+    async def _start_policies(self, configs: Sequence[PolicyConfig]) -> list[str]:
+        """Start each enabled policy's task (after it took over its knob)."""
+        from reactor.policies import build_policy
+
+        if not configs:
+            return []
+        assert self._tg is not None
+        ctx = self._policy_context()
+        started = []
+        for cfg in configs:
+            if not cfg.enabled:
+                continue
+            policy = build_policy(cfg, ctx)
+            if policy is None:
+                _log.warning(
+                    "policy_inactive",
+                    policy=cfg.name,
+                    kind=cfg.kind,
+                    reason=f"{cfg.kind} policies are not in this version (docs/policies.md)",
+                )
+                continue
+            self.policies[cfg.name] = policy
+            self.on_shutdown(self._restore_of(policy))
+            with anyio.fail_after(self.config.reactor.startup_timeout + 30):
+                await self._tg.start(policy.run)
+            started.append(cfg.name)
+            _log.info("policy_started", policy=cfg.name, kind=cfg.kind, impl=type(policy).__name__)
+        return started
+
+    def _restore_of(self, policy: Policy) -> Callable[[], Awaitable[None]]:
+        """The shutdown step of ``policy``: restore its knob unless a reload already
+        stopped it (and restored it then)."""
+
+        async def restore() -> None:
+            if self.policies.get(policy.name) is policy:
+                await policy.restore()
+
+        return restore
+
     def _damon_fs(self) -> KernelFS:
         """The filesystem the DAMON driver writes through: the only one that may write
         under /sys/kernel/mm/damon, made only once the backend chose DAMON."""
@@ -314,7 +382,8 @@ class Reactor:
         """The status document (docs/observability.md) as of ``now`` (monotonic seconds)."""
         from reactor.api.status import status_document
 
-        return status_document(self, now=now)
+        policies = [p.status() for p in self.policies.values()]
+        return status_document(self, now=now, policies=policies)
 
     # -- reload -------------------------------------------------------------------
     async def reload(self, config: Config) -> ReloadResult:
@@ -342,11 +411,15 @@ class Reactor:
                 stopped.append(topic)
         if specs and self._tg is not None:
             await self._start_runners(list(specs.values()))
+        p_kept, p_started, p_stopped = await self._reload_policies(config)
         result = ReloadResult(
             applied=True,
             kept=tuple(kept),
             started=tuple(specs),
             stopped=tuple(stopped),
+            policies_kept=p_kept,
+            policies_started=p_started,
+            policies_stopped=p_stopped,
             needs_restart=needs_restart,
         )
         _log.info(
@@ -354,6 +427,9 @@ class Reactor:
             kept=result.kept,
             started=result.started or None,
             stopped=result.stopped or None,
+            policies_kept=result.policies_kept or None,
+            policies_started=result.policies_started or None,
+            policies_stopped=result.policies_stopped or None,
         )
         if needs_restart:
             _log.warning(
@@ -362,6 +438,36 @@ class Reactor:
                 effect="these keys take effect at the next start; the rest is applied",
             )
         return result
+
+    async def _reload_policies(
+        self, config: Config
+    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """Keep policies of the same name and kind (bumpless: their controller continues
+        from the output applied last), stop removed or disabled ones (restoring their
+        knob), start new ones."""
+        if self._tg is None:
+            return (), (), ()
+        if self._policy_ctx is not None:
+            self._policy_ctx.config = config
+        wanted = {p.name: p for p in config.policies if p.enabled}
+        kept, stopped = [], []
+        for name, policy in list(self.policies.items()):
+            new = wanted.get(name)
+            if new is not None and new.kind == policy.cfg.kind:
+                policy.update(new)
+                kept.append(name)
+                del wanted[name]
+                continue
+            policy.cancel()
+            del self.policies[name]
+            with anyio.CancelScope(shield=True):
+                try:
+                    await policy.restore()
+                except (ReactorError, OSError) as exc:
+                    _log.error("restore_failed", policy=name, error=str(exc))
+            stopped.append(name)
+        started = await self._start_policies(list(wanted.values()))
+        return tuple(kept), tuple(started), tuple(stopped)
 
     async def reload_from(self, path: str) -> ReloadResult:
         """Load, validate and apply ``path``; a broken file keeps the running config."""

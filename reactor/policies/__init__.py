@@ -1,1 +1,40 @@
-"""reactor.policies."""
+"""Policies: a goal + a controller + an actuator, one tick at a time (docs/policies.md).
+
+:func:`build_policy` picks the implementation for a policy's kind and the backend:
+
+=========== ============================ ======================================
+kind        native backend               damon backend
+=========== ============================ ======================================
+reclaim     process_madvise PAGEOUT      DAMOS pageout quota (tuner reactor or
+            (memory.reclaim with cgroup) kernel); memory.reclaim with cgroup
+tiering     not in this version          not in this version
+monitoring  not in this version          not in this version
+=========== ============================ ======================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reactor.policies.base import Acted, GoalInput, Policy, PolicyContext, read_goals
+
+if TYPE_CHECKING:
+    from reactor.config import PolicyConfig
+
+__all__ = ("Acted", "GoalInput", "Policy", "PolicyContext", "build_policy", "read_goals")
+
+
+def build_policy(cfg: PolicyConfig, ctx: PolicyContext) -> Policy | None:
+    """The policy object for ``cfg`` on ``ctx.backend`` (None: not in this version;
+    the runtime logs ``policy_inactive`` with the reason)."""
+    if cfg.kind in ("monitoring", "tiering"):
+        return None
+    from reactor.policies.reclaim import CgroupReclaim, NativeReclaim
+
+    if cfg.cgroup is not None:
+        return CgroupReclaim(cfg, ctx)
+    if ctx.backend == "damon":
+        from reactor.policies.damon import DamonReclaim
+
+        return DamonReclaim(cfg, ctx)
+    return NativeReclaim(cfg, ctx)

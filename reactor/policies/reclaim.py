@@ -1,0 +1,244 @@
+"""Reclaim: page out cold memory as fast as the goals allow.
+
+Three actuators, one controller (:mod:`reactor.policies.control`): the quota is bytes per
+``quota.per``, set each tick from the goals (pressure budget, refault budget, ...).
+
+* **native** (:class:`NativeReclaim`): the monitor's cold regions (no access for
+  ``min_age``) go to ``process_madvise(PAGEOUT)``, coldest and oldest first, up to the
+  tick's share of the quota. Before handing them over the policy reads each target's
+  smaps: anonymous and shmem pieces are dropped while there is no swap (PAGEOUT of them
+  succeeds and does nothing; logged once per policy with the actuator's reason), and so
+  are mappings with nothing resident; a range paged out is not asked again within
+  ``min_age``. Measured: bytes that left the target's RSS.
+* **cgroup** (:class:`CgroupReclaim`): with ``cgroup`` set, the tick's bytes are written
+  to the group's ``memory.reclaim`` (v2); measured: the group's usage drop.
+* **damon** (:mod:`reactor.policies.damon`): the quota of a DAMOS pageout scheme.
+"""
+
+from __future__ import annotations
+
+import bisect
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from reactor.actuators._procfs import Vma, classify, parse_smaps
+from reactor.actuators.base import Limits, RefusedAction, Span, take_bytes
+from reactor.actuators.cgroup import CgroupReclaimer
+from reactor.actuators.madvise import ANON_PAGEOUT_NO_SWAP, MadviseActuator
+from reactor.errors import KernelInterfaceError
+from reactor.policies.base import Acted, PolicyContext
+from reactor.policies.quota import QuotaPolicy
+from reactor.policies.regions import Candidate, cold_regions
+from reactor.signals.meminfo import parse_meminfo
+
+if TYPE_CHECKING:
+    from controllers.compose import CompositeOutput
+    from reactor.config import PolicyConfig
+
+__all__ = ("CgroupReclaim", "NativeReclaim", "policy_limits")
+
+
+def policy_limits(cfg: PolicyConfig, dry_run: bool) -> Limits:
+    """The actuator limits a policy's config sets (rate limit, dry-run)."""
+    rate = cfg.rate_limit
+    return Limits(
+        rate_bytes_per_s=rate,
+        burst_bytes=None if rate is None else max(4096, int(rate)),
+        dry_run=dry_run,
+    )
+
+
+class NativeReclaim(QuotaPolicy):
+    """process_madvise(PAGEOUT) of the monitor's cold regions (module doc)."""
+
+    def __init__(self, cfg: PolicyConfig, ctx: PolicyContext) -> None:
+        super().__init__(cfg, ctx)
+        self.limits = policy_limits(cfg, ctx.config.reactor.dry_run)
+        self.actuator = MadviseActuator(ctx.fs, limits=self.limits)
+        #: (pid, start, length) -> when it was paged out: not asked again within min_age.
+        self._issued: dict[tuple[int, int, int], float] = {}
+        self._comm: dict[int, str] = {}
+
+    def update(self, cfg: PolicyConfig) -> None:
+        """Take new goals and bounds; a changed rate limit gets a fresh bucket."""
+        old = self.cfg
+        super().update(cfg)
+        if cfg.rate_limit != old.rate_limit:
+            self.limits = policy_limits(cfg, self.ctx.config.reactor.dry_run)
+            self.actuator = MadviseActuator(self.ctx.fs, limits=self.limits)
+
+    def _excluded(self, pid: int) -> bool:
+        ex = self.cfg.exclude
+        if pid in ex.pids:
+            return True
+        if not ex.commands:
+            return False
+        comm = self._comm.get(pid)
+        if comm is None:
+            try:
+                comm = self.ctx.fs.read_text(f"/proc/{pid}/comm").strip()
+            except KernelInterfaceError:
+                comm = ""
+            self._comm[pid] = comm
+        return comm in ex.commands
+
+    def _swap_total(self) -> int:
+        sample = self.ctx.bus.peek("meminfo")
+        if sample is not None:
+            return int(sample.value.swap_total_bytes)
+        text = self.ctx.fs.read_text("/proc/meminfo")
+        return parse_meminfo(text, "/proc/meminfo").swap_total_bytes
+
+    def _pieces(self, pid: int, cands: list[Candidate], swap: bool) -> tuple[list[Span], int]:
+        """File pieces of ``cands`` (in their order) with something resident, and the
+        anonymous/shmem bytes dropped for lack of swap (worker thread: reads smaps)."""
+        path = f"/proc/{pid}/smaps"
+        vmas = sorted(parse_smaps(self.ctx.fs.read_text(path), path), key=lambda v: v.start)
+        starts = [v.start for v in vmas]
+        out: list[Span] = []
+        anon = 0
+        for cand in cands:
+            end = cand.start + cand.length
+            i = max(0, bisect.bisect_right(starts, cand.start) - 1)
+            for vma in vmas[i:]:
+                if vma.start >= end:
+                    break
+                lo, hi = max(cand.start, vma.start), min(end, vma.end)
+                if hi <= lo or _rss(vma) == 0:
+                    continue
+                (piece,), _ = classify([(lo, hi - lo)], [vma])
+                if piece.kind != "file" and not swap:
+                    anon += hi - lo
+                    continue
+                out.append((lo, hi - lo))
+        return out, anon
+
+    async def act(self, decision: CompositeOutput, now: float, dt: float) -> Acted:
+        """Page out up to the tick's bytes of cold regions; measure what left RSS."""
+        budget = self.tick_bytes(decision.output, dt)
+        view, why = self.access_view(now)
+        if view is None:
+            return Acted(fields={"access": why, "budget_bytes": budget})
+        cands = cold_regions(view, max_access=self.cfg.max_access, min_age_s=self.cfg.min_age)
+        self._issued = {k: t for k, t in self._issued.items() if now - t < self.cfg.min_age}
+        by_pid: dict[int, list[Candidate]] = {}
+        for cand in cands:
+            if (cand.pid, cand.start, cand.length) in self._issued or self._excluded(cand.pid):
+                continue
+            by_pid.setdefault(cand.pid, []).append(cand)
+        swap = self._swap_total() > 0
+        acted = Acted(
+            fields={
+                "budget_bytes": budget,
+                "cold_regions": len(cands),
+                "cold_bytes": sum(c.length for c in cands),
+            }
+        )
+        left = budget
+        outcomes = []
+        for pid, pcands in by_pid.items():
+            if left <= 0:
+                break
+            try:
+                ranges, anon = await anyio.to_thread.run_sync(
+                    partial(self._pieces, pid, pcands, swap)
+                )
+            except KernelInterfaceError:
+                continue  # the process exited between the snapshot and now
+            if anon:
+                self.note_once(
+                    "anon-no-swap",
+                    "policy_note",
+                    note=ANON_PAGEOUT_NO_SWAP,
+                    pid=pid,
+                    anon_cold_bytes=anon,
+                )
+            # cut here, in coldness order (the actuator would cut in address order)
+            cut, _ = take_bytes(ranges, left)
+            if not cut:
+                continue
+            try:
+                outcome = await self.actuator.advise(
+                    pid,
+                    cut,
+                    "pageout",
+                    reason=f"policy {self.cfg.name}: cold for >= {self.cfg.min_age:g} s",
+                )
+            except RefusedAction as exc:
+                self.note_once(f"refused-{pid}", "policy_note", note=str(exc), pid=pid)
+                continue
+            issued = outcome.issued_bytes or int(outcome.measured.get("planned_bytes", 0))
+            left -= issued
+            acted.requested_bytes += issued
+            if outcome.rss_delta_bytes is not None:
+                acted.measured_bytes += max(0, -outcome.rss_delta_bytes)
+            _mark(self._issued, pid, pcands, issued, now)
+            outcomes.append(
+                {
+                    "pid": pid,
+                    "status": outcome.status,
+                    "issued_bytes": issued,
+                    "applied_bytes": outcome.applied_bytes,
+                    "rss_delta_bytes": outcome.rss_delta_bytes,
+                    "file_cache_delta_bytes": outcome.file_cache_delta_bytes,
+                    "skipped": outcome.skipped,
+                }
+            )
+        acted.fields["outcomes"] = outcomes or None
+        return acted
+
+
+def _rss(vma: Vma) -> int:
+    return int(vma.fields.get("Rss", 1))
+
+
+def _mark(
+    issued: dict[tuple[int, int, int], float],
+    pid: int,
+    cands: list[Candidate],
+    nbytes: int,
+    now: float,
+) -> None:
+    """Remember the candidates the issued bytes covered (in order) until ``min_age``."""
+    left = nbytes
+    for cand in cands:
+        if left <= 0:
+            break
+        issued[(pid, cand.start, cand.length)] = now
+        left -= cand.length
+
+
+class CgroupReclaim(QuotaPolicy):
+    """``memory.reclaim`` of the policy's cgroup, the tick's bytes at a time."""
+
+    def __init__(self, cfg: PolicyConfig, ctx: PolicyContext) -> None:
+        super().__init__(cfg, ctx)
+        self.actuator = CgroupReclaimer(
+            ctx.fs, limits=policy_limits(cfg, ctx.config.reactor.dry_run)
+        )
+
+    async def act(self, decision: CompositeOutput, now: float, dt: float) -> Acted:
+        """Write the tick's bytes to ``memory.reclaim``; measure the usage drop."""
+        assert self.cfg.cgroup is not None
+        budget = self.tick_bytes(decision.output, dt)
+        if budget <= 0:
+            return Acted(fields={"budget_bytes": 0})
+        outcome = await self.actuator.reclaim(
+            self.cfg.cgroup, budget, reason=f"policy {self.cfg.name}"
+        )
+        planned = int(outcome.measured.get("planned_bytes", 0))
+        delta = outcome.usage_delta_bytes
+        fields: dict[str, Any] = {
+            "budget_bytes": budget,
+            "status": outcome.status,
+            "usage_delta_bytes": delta,
+            "skipped": outcome.skipped,
+        }
+        return Acted(
+            requested_bytes=outcome.issued_bytes or planned,
+            measured_bytes=max(0, -(delta or 0)),
+            fields=fields,
+        )
