@@ -201,7 +201,10 @@ class Reactor:
                 "sampled and logged each tick; monitors; policies (reclaim, tiering, "
                 "monitoring)"
             ),
-            not_yet="lru_sort, thp and compaction policies (later issues)",
+            not_yet=(
+                "tiering and monitoring self-tuning policies (validated, logged as "
+                "policy_inactive); lru_sort, thp and compaction policies (later issues)"
+            ),
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
         )
