@@ -198,8 +198,7 @@ class Reactor:
             "capabilities",
             active=(
                 "signals (PSI, vmstat, meminfo, memory tiers, fragmentation, cgroups) "
-                "sampled and logged each tick; monitors; policies (reclaim, tiering, "
-                "monitoring)"
+                "sampled and logged each tick; access monitors; reclaim policies"
             ),
             not_yet=(
                 "tiering and monitoring self-tuning policies (validated, logged as "
