@@ -47,6 +47,7 @@ __all__ = (
     "MonitorConfig",
     "PolicyConfig",
     "PsiSourceConfig",
+    "PsiTriggerConfig",
     "QuotaConfig",
     "ReactorSection",
     "RegionsConfig",
@@ -152,6 +153,47 @@ class SourceConfig(Section):
         return self.stale_after if self.stale_after is not None else 3 * self.period
 
 
+class PsiTriggerConfig(Section):
+    """One PSI trigger (``signals.psi.triggers[]``): the kernel wakes reactor when
+    ``kind`` stall reaches ``threshold`` within ``window`` (docs/signals.md)."""
+
+    name: str
+    resource: Literal["memory", "io", "cpu"] = "memory"
+    kind: Literal["some", "full"] = "some"
+    threshold: PositiveDuration
+    window: PositiveDuration = 2.0
+    cgroup: str | None = None
+    poll_period: PositiveDuration | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _trigger_name(cls, value: str) -> str:
+        return _name(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> PsiTriggerConfig:
+        issues: list[tuple[str, str]] = []
+        if not 0.5 <= self.window <= 10.0:
+            issues.append(
+                (
+                    "window",
+                    f"expected a window from 500ms to 10s (the kernel's range), got "
+                    f"{format_duration(self.window)}",
+                )
+            )
+        if self.threshold > self.window:
+            issues.append(
+                (
+                    "threshold",
+                    f"expected threshold <= window, got {format_duration(self.threshold)} > "
+                    f"{format_duration(self.window)}",
+                )
+            )
+        if issues:
+            fail_many(issues)
+        return self
+
+
 class PsiSourceConfig(SourceConfig):
     """``signals.psi:`` — pressure stall information, system-wide and optionally a cgroup."""
 
@@ -161,6 +203,18 @@ class PsiSourceConfig(SourceConfig):
         "cpu",
     )
     cgroup: str | None = None
+    triggers: Annotated[tuple[PsiTriggerConfig, ...], AsTuple] = ()
+
+    @field_validator("triggers")
+    @classmethod
+    def _distinct_triggers(
+        cls, value: tuple[PsiTriggerConfig, ...]
+    ) -> tuple[PsiTriggerConfig, ...]:
+        names = [t.name for t in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            fail(f"expected unique trigger names, got {', '.join(repeated)} more than once")
+        return value
 
     @field_validator("resources")
     @classmethod

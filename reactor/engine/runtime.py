@@ -141,6 +141,7 @@ class Reactor:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._start_runners(build_source_specs(self.config, self.fs))
+                await self._start_psi_triggers(tg)
                 await self._start_monitors(tg)
                 await self._start_policies(self.config.policies)
                 await tg.start(self._report_loop)
@@ -237,6 +238,34 @@ class Reactor:
         async with anyio.create_task_group() as starters:
             for runner in new:
                 starters.start_soon(self._start_one, tg, runner)
+
+    async def _start_psi_triggers(self, tg: TaskGroup) -> None:
+        """Arm the configured PSI triggers (or their polling fallback, with the reason)."""
+        from reactor.signals.psi_trigger import PsiTrigger, run_psi_triggers
+
+        psi = self.config.signals.psi
+        if not (psi.enabled and psi.triggers):
+            return
+        triggers = [
+            PsiTrigger(
+                name=t.name,
+                resource=t.resource,
+                kind=t.kind,
+                threshold_us=round(t.threshold * 1e6),
+                window_us=round(t.window * 1e6),
+                path=f"{t.cgroup.rstrip('/')}/{t.resource}.pressure" if t.cgroup else None,
+                poll_period_s=t.poll_period,
+            )
+            for t in psi.triggers
+        ]
+        watchers = await tg.start(run_psi_triggers, self.fs, triggers, self.bus.publish)
+        _log.info(
+            "psi_triggers",
+            triggers={
+                w.trigger.topic: {"mode": w.mode, "fallback_reason": w.fallback_reason}
+                for w in watchers
+            },
+        )
 
     async def _start_monitors(self, tg: TaskGroup) -> None:
         """Start the access monitors on the chosen backend."""
@@ -396,8 +425,14 @@ class Reactor:
         """
         old = self.config
         needs_restart = tuple(
-            k for k in _RESTART_KEYS if getattr(old.reactor, k) != getattr(config.reactor, k)
-        )
+            f"reactor.{k}"
+            for k in _RESTART_KEYS
+            if getattr(old.reactor, k) != getattr(config.reactor, k)
+        ) + tuple(k for k in _RESTART_SECTIONS if getattr(old, k) != getattr(config, k))
+        if old.signals.psi.triggers != config.signals.psi.triggers:
+            needs_restart += ("signals.psi.triggers",)
+        if old.monitors != config.monitors or old.damon != config.damon:
+            needs_restart += ("monitors/damon",)
         self.config = config
         specs = {s.topic: s for s in build_source_specs(config, self.fs)}
         kept, stopped = [], []
