@@ -245,7 +245,8 @@ class PID:
         if limited != unsat:
             # Back-calculation: pull the integral towards the output the limits allow.
             tracking = self.tracking_s
-            share = 1.0 if tracking is None else min(1.0, t.dt / tracking)
+            # Ti = kp / ki can underflow to 0 for extreme gains: track fully then.
+            share = 1.0 if tracking is None or tracking <= 0 else min(1.0, t.dt / tracking)
             clamped_i = clamp(clamped_i + share * (limited - unsat), self.i_min, self.i_max)
         out = limited
         rate_limited = False

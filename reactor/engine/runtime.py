@@ -201,10 +201,7 @@ class Reactor:
                 "signals (PSI, vmstat, meminfo, memory tiers, fragmentation, cgroups) "
                 "sampled and logged each tick; access monitors; reclaim policies"
             ),
-            not_yet=(
-                "tiering and monitoring self-tuning policies (validated, logged as "
-                "policy_inactive); lru_sort, thp and compaction policies (later issues)"
-            ),
+            not_yet="lru_sort, thp and compaction policies (later issues)",
             configured_but_inactive=inactive or None,
             dry_run=cfg.reactor.dry_run,
         )

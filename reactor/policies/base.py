@@ -299,6 +299,11 @@ class Policy:
         topic = f"access.{self.cfg.monitor}"
         backend = "native" if self.ctx.backend == "native" else "damon"
         _, aggregation = config.monitor(self.cfg.monitor).intervals(backend)
+        last = self.ctx.bus.peek(topic)
+        if last is not None and last.value.snapshots:
+            # a monitoring policy may have lengthened the aggregation since the config
+            tuned = max(s.aggr_interval_s for s in last.value.snapshots.values())
+            aggregation = max(aggregation, tuned)
         max_age = 3 * max(aggregation, config.reactor.tick)
         sample = self.ctx.bus.fresh(topic, now, max_age)
         if sample is None:

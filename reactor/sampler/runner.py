@@ -220,6 +220,7 @@ class NativeSampler:
         self._owned: dict[str, OwnedCommand] = {}
         self._next_seed = self.settings.seed
         self.ticker: Ticker | None = None
+        self._pending: SamplerSettings | None = None
 
     # ------------------------------------------------------------ probes and targets
     def probe_for(self, spec: TargetSpec) -> ProbeInfo:
@@ -348,6 +349,28 @@ class NativeSampler:
             with anyio.CancelScope(shield=True):
                 await self._thread(self._close)
 
+    def update_settings(self, settings: SamplerSettings) -> None:
+        """Change the sampling interval, aggregation and region bounds online.
+
+        The new settings take effect at the next aggregation boundary (so no snapshot
+        mixes two ``samples_per_aggr``: its ``nr_accesses`` stay within its
+        ``max_nr_accesses``); every target's region engine keeps its regions and adopts
+        the new bounds there.
+        """
+        self._pending = settings
+
+    def _apply_pending(self) -> bool:
+        """Adopt settings staged by :meth:`update_settings`; True when there were some."""
+        new, self._pending = self._pending, None
+        if new is None:
+            return False
+        self.settings = new
+        for monitor in self.monitors.values():
+            monitor.settings = new
+            if isinstance(monitor.engine, RegionEngine):
+                monitor.engine.settings = new.engine_settings()
+        return True
+
     def _close(self) -> None:
         for key in list(self.monitors):
             monitor = self.monitors.pop(key)
@@ -356,8 +379,7 @@ class NativeSampler:
             owned.stop()
 
     async def _loop(self, task_status: TaskStatus[None]) -> None:
-        s = self.settings
-        self.ticker = Ticker(lambda: s.sample_interval_s)
+        self.ticker = Ticker(lambda: self.settings.sample_interval_s)
         started = False
         next_update = anyio.current_time()
         samples = 0
@@ -365,6 +387,7 @@ class NativeSampler:
             tick = await self.ticker.next()
             if tick.skipped:
                 _log.warning("tick_overrun", skipped=tick.skipped, total=self.ticker.overruns)
+            s = self.settings
             if tick.now >= next_update:
                 next_update = tick.now + s.update_interval_s
                 self._log(await self._thread(self._refresh))
@@ -379,6 +402,8 @@ class NativeSampler:
                     self.latest[snap.target] = snap
                     if self.sink is not None:
                         self.sink(snap)
+                if self._apply_pending():
+                    samples = 0
 
     @staticmethod
     def _log(events: list[tuple[str, str]]) -> None:

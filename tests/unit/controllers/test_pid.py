@@ -243,3 +243,13 @@ def test_logpid_relative_scale_setpoint_change_is_bumpless_with_b0() -> None:
         state, out = pid.step(state, 0.04, float(k))
     _, nxt = replace(pid, setpoint=0.02).step(state, 0.04, 2.0 + 1e-12)
     assert nxt.output == pytest.approx(out.output, rel=1e-6)
+
+
+def test_back_calculation_survives_a_tracking_time_that_underflows_to_zero() -> None:
+    """kp / ki rounding to 0.0 (extreme gains) tracks fully instead of dividing by zero."""
+    pid = PID(kp=5e-324, ki=1e10, out_min=0.0, out_max=1.0, setpoint=1.0, integral_max=10.0)
+    assert pid.tracking_s == 0.0
+    state = pid.initial_state()
+    for now in (0.0, 1.0, 2.0):
+        state, out = pid.step(state, -1e6, now)
+        assert 0.0 <= out.output <= 1.0
