@@ -199,7 +199,8 @@ class Reactor:
             "capabilities",
             active=(
                 "signals (PSI, vmstat, meminfo, memory tiers, fragmentation, cgroups) "
-                "sampled and logged each tick; access monitors; reclaim policies"
+                "sampled and logged each tick; access monitors; reclaim, tiering and "
+                "monitoring self-tuning policies"
             ),
             not_yet="lru_sort, thp and compaction policies (later issues)",
             configured_but_inactive=inactive or None,
