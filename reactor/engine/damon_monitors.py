@@ -23,10 +23,11 @@ import structlog
 from anyio.abc import TaskStatus
 
 from reactor.damon.driver import DamonDriver
+from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
 from reactor.engine.bus import Bus
 from reactor.engine.monitors import AccessView
-from reactor.errors import ReactorError
+from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
 from reactor.sampler.snapshot import Region, Snapshot, regions_array
 from reactor.sampler.targets import OwnedCommand
@@ -161,12 +162,25 @@ class DamonMonitors:
             for command in self.commands.values():
                 command.stop()
 
+    def _intervals(self, k: int, monitor: MonitorConfig) -> tuple[float, float]:
+        """The kdamond's intervals as staged now (a self-tuning policy may have committed
+        new ones), in seconds; the configured ones if the files cannot be read."""
+        base = f"{attrs_dir(k)}/intervals"
+        try:
+            sample_us = int(self.fs.read_text(f"{base}/sample_us").strip())
+            aggr_us = int(self.fs.read_text(f"{base}/aggr_us").strip())
+        except (KernelInterfaceError, ValueError):
+            return monitor.intervals("damon")
+        if sample_us <= 0 or aggr_us <= 0:
+            return monitor.intervals("damon")
+        return sample_us / 1e6, aggr_us / 1e6
+
     async def _loop(self) -> None:
         monitors = list(self.config.monitors)
         while True:
             for k, monitor in enumerate(monitors):
-                sample, aggregation = monitor.intervals("damon")
                 (tried, *_) = await self.driver.update_schemes_tried_regions(k)
+                sample, aggregation = self._intervals(k, monitor)
                 now = anyio.current_time()
                 snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
                 view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
