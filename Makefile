@@ -44,11 +44,11 @@ KERNEL_PYTEST_ARGS ?=
 test-kernel: $(VENV)/.installed-test
 	$(BIN)/python .ci/kernel_lane.py run -- $(KERNEL_PYTEST_ARGS)
 
+# Host benchmarks; each writes benchmarks/results/<name>.json and prints one summary line.
+# Guest-only benchmarks (sampler_vs_damon, tiering) run inside make test-kernel.
+HOST_BENCHMARKS ?= controllers signals sampler daemon
 bench: $(VENV)/.installed-test
-	@set -e; for m in benchmarks/[a-z]*.py; do \
-	  name=$$(basename $$m .py); \
-	  $(BIN)/python -m benchmarks.$$name; \
-	done
+	@set -e; for name in $(HOST_BENCHMARKS); do $(BIN)/python -m benchmarks.$$name; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
