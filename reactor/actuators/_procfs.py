@@ -11,15 +11,18 @@ converted to bytes. Fields are looked up by name; a mapping without ``Rss`` or
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 from reactor.errors import KernelFormatError
 
 __all__ = (
     "PF_KTHREAD",
+    "ROLLUP_FIELDS",
     "Piece",
     "PieceKind",
     "Vma",
@@ -28,6 +31,9 @@ __all__ = (
     "parse_numa_maps",
     "parse_rollup",
     "parse_smaps",
+    "parse_smaps_totals",
+    "piece_kind",
+    "smaps_totals",
     "swap_backed_mounts",
 )
 
@@ -35,11 +41,15 @@ __all__ = (
 PF_KTHREAD = 0x00200000
 KIB = 1024
 
-_HEADER = re.compile(
-    r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$"
+_HEAD = re.compile(
+    r"\n([0-9a-f]+)-([0-9a-f]+) (\S{4}) [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) (\d+)[ \t]*([^\n]*)"
 )
 _FIELD = re.compile(r"^([A-Za-z_]+):\s+(\d+) kB$")
+_BODY_FIELD = re.compile(r"\n([A-Za-z_]+):[ \t]+(\d+) kB(?=[ \t]*(?:\n|$))")
 _REQUIRED = ("Rss", "Anonymous")
+#: The smaps_rollup entries :func:`smaps_totals` sums (the ones the actuators measure).
+ROLLUP_FIELDS = ("Rss", "Anonymous", "Swap", "AnonHugePages", "FilePmdMapped")
+_TOTALS = re.compile(r"\n(" + "|".join(ROLLUP_FIELDS) + r"):[ \t]+(\d+) kB")
 
 #: Paths whose pages live in shmem (swap-backed even though a file is mapped).
 _SHMEM_PREFIXES = ("/dev/shm/", "/memfd:", "/SYSV", "/dev/zero", "/[aio]")
@@ -52,7 +62,12 @@ PieceKind: TypeAlias = Literal["anon", "shmem", "file"]
 
 @dataclass(frozen=True)
 class Vma:
-    """One mapping of ``/proc/PID/smaps``; byte counts (smaps prints kB)."""
+    """One mapping of ``/proc/PID/smaps``; byte counts (smaps prints kB).
+
+    The mapping line is parsed at once; the counts (``fields``) and ``vmflags`` when
+    first asked for, from the mapping's own lines (``body``): a policy or action looks
+    at the few mappings its ranges touch, not at the hundreds of a process's libraries.
+    """
 
     start: int
     end: int
@@ -60,12 +75,39 @@ class Vma:
     dev: tuple[int, int]
     inode: int
     path: str
-    fields: dict[str, int]
-    vmflags: frozenset[str]
+    body: str = field(default="", repr=False, compare=False)
+
+    @cached_property
+    def fields(self) -> dict[str, int]:
+        """Every ``Name: N kB`` count of the mapping, in bytes."""
+        return {k: int(v) * KIB for k, v in _BODY_FIELD.findall(self.body)}
+
+    @cached_property
+    def vmflags(self) -> frozenset[str]:
+        """The two-letter ``VmFlags`` (``nh``: MADV_NOHUGEPAGE)."""
+        at = self.body.find("\nVmFlags:")
+        if at < 0:
+            return frozenset()
+        stop = self.body.find("\n", at + 1)
+        return frozenset(self.body[at + 9 : stop if stop >= 0 else None].split())
 
     def get(self, name: str) -> int:
-        """A count in bytes (0 when this kernel does not print it)."""
-        return self.fields.get(name, 0)
+        """A count in bytes (0 when this kernel does not print it).
+
+        Before :attr:`fields` is parsed, one count is looked up on its own (a policy
+        checking the Rss of a few hundred mappings does not parse their other 20 lines).
+        """
+        fields = self.__dict__.get("fields")
+        if fields is not None:
+            return int(fields.get(name, 0))
+        at = self.body.find(f"\n{name}:")
+        if at < 0:
+            return 0
+        stop = self.body.find(" kB", at)
+        try:
+            return int(self.body[at + len(name) + 2 : stop]) * KIB
+        except ValueError:
+            return self.fields.get(name, 0)
 
     @property
     def rss(self) -> int:
@@ -88,53 +130,59 @@ class Vma:
 
 
 def parse_smaps(text: str, path: str) -> list[Vma]:
-    """``/proc/PID/smaps`` as a list of :class:`Vma` in address order."""
-    vmas: list[Vma] = []
-    head: re.Match[str] | None = None
-    fields: dict[str, int] = {}
-    flags: frozenset[str] = frozenset()
+    """``/proc/PID/smaps`` as a list of :class:`Vma` in address order.
 
-    def close() -> None:
-        if head is None:
-            return
-        missing = [k for k in _REQUIRED if k not in fields]
-        if missing:
-            raise KernelFormatError(
-                path, f"mapping without {', '.join(missing)}", line=head.group(0)
-            )
-        vmas.append(
-            Vma(
-                start=int(head.group(1), 16),
-                end=int(head.group(2), 16),
-                perms=head.group(3),
-                dev=(int(head.group(4), 16), int(head.group(5), 16)),
-                inode=int(head.group(6)),
-                path=head.group(7).strip(),
-                fields=dict(fields),
-                vmflags=flags,
-            )
+    One regular-expression pass finds the mapping lines; each mapping's counts are
+    parsed when first used (:attr:`Vma.fields`). Every mapping must have ``Rss`` and
+    ``Anonymous`` (checked by counting them; the error quotes the first mapping
+    without them).
+    """
+    return parse_smaps_totals(text, path)[0]
+
+
+def parse_smaps_totals(text: str, path: str) -> tuple[list[Vma], dict[str, int]]:
+    """:func:`parse_smaps` and :func:`smaps_totals` of one text, in one pass each."""
+    src = "\n" + text
+    heads = list(_HEAD.finditer(src))
+    lead = src[: heads[0].start()] if heads else src
+    if lead.strip():
+        line = next(x for x in lead.splitlines() if x.strip())
+        raise KernelFormatError(path, "expected a mapping line first", line=line)
+    ends = [m.start() for m in heads[1:]] + [len(src)]
+    vmas = [
+        Vma(
+            start=int(m.group(1), 16),
+            end=int(m.group(2), 16),
+            perms=m.group(3),
+            dev=(int(m.group(4), 16), int(m.group(5), 16)),
+            inode=int(m.group(6)),
+            path=m.group(7).strip(),
+            body=src[m.end() : stop],
         )
+        for m, stop in zip(heads, ends, strict=True)
+    ]
+    totals = dict.fromkeys(ROLLUP_FIELDS, 0)
+    seen = dict.fromkeys(ROLLUP_FIELDS, 0)
+    for name, value in _TOTALS.findall(text):
+        totals[name] += int(value) * KIB
+        seen[name] += 1
+    if any(seen[k] < len(vmas) for k in _REQUIRED):
+        for vma, m in zip(vmas, heads, strict=True):
+            missing = [k for k in _REQUIRED if k not in vma.fields]
+            if missing:
+                raise KernelFormatError(
+                    path, f"mapping without {', '.join(missing)}", line=m.group(0).strip()
+                )
+    return vmas, totals
 
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if not line:
-            continue
-        match = _HEADER.match(line)
-        if match is not None:
-            close()
-            head, fields, flags = match, {}, frozenset()
-            continue
-        if head is None:
-            raise KernelFormatError(path, "expected a mapping line first", line=raw)
-        if line.startswith("VmFlags:"):
-            flags = frozenset(line.split()[1:])
-            continue
-        field = _FIELD.match(line)
-        if field is not None:
-            fields[field.group(1)] = int(field.group(2)) * KIB
-        # other lines (THPeligible: 0, ProtectionKey: 0) carry no bytes
-    close()
-    return vmas
+
+def smaps_totals(text: str) -> dict[str, int]:
+    """The :data:`ROLLUP_FIELDS` summed over every mapping of a smaps text, in bytes:
+    what ``smaps_rollup`` reports (the same page walk, summed), without a second walk."""
+    out = dict.fromkeys(ROLLUP_FIELDS, 0)
+    for name, value in _TOTALS.findall(text):
+        out[name] += int(value) * KIB
+    return out
 
 
 def parse_rollup(text: str, path: str) -> dict[str, int]:
@@ -213,7 +261,8 @@ class Piece:
     vma: Vma
 
 
-def _kind(vma: Vma, shmem_mounts: Sequence[str]) -> PieceKind:
+def piece_kind(vma: Vma, shmem_mounts: Sequence[str] = ()) -> PieceKind:
+    """What kind of memory a mapping holds (see :data:`PieceKind`)."""
     if vma.inode == 0 and not vma.path.startswith("/"):
         # [heap], [stack], private anonymous maps; a shared anonymous map is /dev/zero
         return "anon"
@@ -244,14 +293,15 @@ def classify(
     pieces: list[Piece] = []
     covered = 0
     ordered = sorted(vmas, key=lambda v: v.start)
+    starts = [v.start for v in ordered]
     for start, end in merged:
-        for vma in ordered:
+        for vma in ordered[max(0, bisect.bisect_right(starts, start) - 1) :]:
             if vma.end <= start:
                 continue
             if vma.start >= end:
                 break
             lo, hi = max(start, vma.start), min(end, vma.end)
-            pieces.append(Piece(lo, hi - lo, _kind(vma, shmem_mounts), vma))
+            pieces.append(Piece(lo, hi - lo, piece_kind(vma, shmem_mounts), vma))
             covered += hi - lo
     total = sum(e - s for s, e in merged)
     return pieces, total - covered

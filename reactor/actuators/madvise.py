@@ -19,9 +19,12 @@ because what an advice can do depends on that (host-capabilities.md §2, measure
   kernel answers EINVAL) are not issued.
 - COLD deactivates pages; RSS is unchanged by design.
 
-Measured before and after: the target's smaps_rollup (Rss, Anonymous, Swap,
-AnonHugePages), the Rss of the mappings acted on, and /proc/meminfo ``Cached``
-(system-wide, so concurrent activity adds noise). Never pid 1, a kernel thread or
+Measured before and after: the target's totals (Rss, Anonymous, Swap, AnonHugePages,
+FilePmdMapped: what smaps_rollup reports, summed from the same smaps read, so one page
+walk per reading), the Rss of the mappings acted on, and /proc/meminfo ``Cached``
+(system-wide, so concurrent activity adds noise). Readings go through
+:class:`TargetStates`: a policy's actuators share one, so a process is read once per
+tick however many policies look at it. Never pid 1, a kernel thread or
 reactor's own process (:class:`~reactor.actuators.base.RefusedAction`). A process that
 exits is a ``vanished`` outcome, not an error. Acting on another process needs
 CAP_SYS_NICE (the kernel answers EPERM otherwise).
@@ -29,9 +32,12 @@ CAP_SYS_NICE (the kernel answers EPERM otherwise).
 
 from __future__ import annotations
 
+import bisect
 import errno as errno_mod
+import itertools
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Literal, TypeAlias
@@ -43,8 +49,7 @@ from reactor.actuators._procfs import (
     Vma,
     classify,
     is_kernel_thread,
-    parse_rollup,
-    parse_smaps,
+    parse_smaps_totals,
     swap_backed_mounts,
 )
 from reactor.actuators._syscalls import ProcessCalls, RealProcessCalls
@@ -77,6 +82,8 @@ __all__ = (
     "WILLNEED_MAX_PIECE_BYTES",
     "Advice",
     "MadviseActuator",
+    "TargetState",
+    "TargetStates",
 )
 
 Advice: TypeAlias = Literal["cold", "pageout", "willneed", "collapse"]
@@ -120,8 +127,11 @@ _FATAL = frozenset({errno_mod.EPERM, errno_mod.EINVAL, errno_mod.ENOSYS, errno_m
 
 
 @dataclass
-class _State:
-    """The target as read before or after an action (reads only, no syscalls)."""
+class TargetState:
+    """A target process as read before or after an action (reads only, no syscalls):
+    its mappings (smaps, in address order), their totals (``rollup``: what smaps_rollup
+    reports, summed from the same read), /proc/meminfo's page cache and swap, its tmpfs
+    mount points, and when it was read (``taken_at``, the states' clock)."""
 
     vmas: list[Vma]
     rollup: dict[str, int]
@@ -129,6 +139,87 @@ class _State:
     swap_total_bytes: int
     swap_free_bytes: int
     shmem_mounts: tuple[str, ...] = ()
+    taken_at: float = 0.0
+
+
+class TargetStates:
+    """Readings of target processes, kept for ``max_age_s`` and shared by every actuator
+    and policy given the same instance.
+
+    Several policies acting on one process each tick would otherwise each read and
+    parse its whole smaps (a page walk plus hundreds of mappings) and then again in the
+    actuator: with one shared instance, a process is read once per tick (``max_age_s``
+    about half a tick). An action that issues anything drops the process's reading before
+    its first call and stores the reading measured after it, so a later action in the
+    same tick starts from what the kernel did. ``max_age_s=0`` (the default of a lone
+    actuator) reads afresh every time. Thread-safe in the sense it needs: readings are
+    replaced whole, and two threads reading at once both read.
+    """
+
+    def __init__(
+        self,
+        fs: KernelFS,
+        *,
+        max_age_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fs = fs
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._states: dict[int, TargetState] = {}
+        #: fresh reads, and reads answered from a kept reading
+        self.reads = 0
+        self.hits = 0
+
+    def peek(self, pid: int) -> TargetState | None:
+        """The kept reading of ``pid`` if it is younger than ``max_age_s``, else None."""
+        state = self._states.get(pid)
+        if state is None or self.max_age_s <= 0 or self.clock() - state.taken_at > self.max_age_s:
+            return None
+        self.hits += 1
+        return state
+
+    def get(self, pid: int) -> TargetState:
+        """The kept reading, or a fresh one (blocking: call it in a worker thread)."""
+        return self.peek(pid) or self.read(pid)
+
+    def read(self, pid: int, *, with_mounts: bool = True) -> TargetState:
+        """Read the target's files afresh and keep the reading (blocking: smaps walks the
+        page tables, about 10 ms per GiB). RefusedAction for a kernel thread."""
+        self.reads += 1
+        fs = self.fs
+        stat_path = f"/proc/{pid}/stat"
+        stat = read_proc(fs, stat_path, pid)
+        if is_kernel_thread(stat, stat_path):
+            raise RefusedAction(f"pid {pid}", "it is a kernel thread (it has no user memory)")
+        smaps_path = f"/proc/{pid}/smaps"
+        vmas, totals = parse_smaps_totals(read_proc(fs, smaps_path, pid), smaps_path)
+        vmas.sort(key=lambda v: v.start)  # the kernel's order already: linear
+        mem = parse_meminfo(fs.read_text("/proc/meminfo"), "/proc/meminfo")
+        mounts: tuple[str, ...] = ()
+        if with_mounts:
+            try:
+                mounts = swap_backed_mounts(fs.read_text(f"/proc/{pid}/mounts"))
+            except KernelInterfaceError:
+                mounts = ()
+        else:
+            old = self._states.get(pid)
+            mounts = old.shmem_mounts if old is not None else ()
+        state = TargetState(
+            vmas,
+            totals,
+            mem.cached_bytes,
+            mem.swap_total_bytes,
+            mem.swap_free_bytes,
+            mounts,
+            self.clock(),
+        )
+        self._states[pid] = state
+        return state
+
+    def drop(self, pid: int) -> None:
+        """Forget ``pid``'s reading (it is about to change, or the process is gone)."""
+        self._states.pop(pid, None)
 
 
 @dataclass
@@ -139,7 +230,7 @@ class _Ctx:
     pid: int
     key: str
     pidfd: int | None
-    before: _State
+    before: TargetState
 
 
 @dataclass
@@ -180,11 +271,15 @@ class MadviseActuator(Actuator):
         calls: ProcessCalls | None = None,
         limits: Limits | None = None,
         willneed_piece_bytes: int | None = None,
+        states: TargetStates | None = None,
     ) -> None:
         super().__init__(limits, logger_name="reactor.actuators.madvise")
         self.fs = fs
         self.calls: ProcessCalls = calls if calls is not None else RealProcessCalls()
         self.willneed_piece_bytes = willneed_piece_bytes
+        #: readings of the targets (shared with a policy's other actuators, or private
+        #: and read afresh for every action)
+        self.states = states if states is not None else TargetStates(fs)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -223,12 +318,15 @@ class MadviseActuator(Actuator):
         try:
             if not self.limits.dry_run:
                 pidfd = await self._blocking(key, partial(self.calls.pidfd_open, pid))
-            before = await self._blocking(key, partial(self._read_state, pid, with_mounts=True))
+            before = self.states.peek(pid)
+            if before is None:
+                before = await self._blocking(key, partial(self.states.read, pid))
         except BaseException as exc:
             self._close(pidfd)
             if not isinstance(exc, TargetVanished):
                 raise
             self.forget(key)
+            self.states.drop(pid)
             return self._report(
                 replace(
                     start,
@@ -267,12 +365,13 @@ class MadviseActuator(Actuator):
             measures |= {"planned_calls": len(batches), "planned_bytes": issued}
             return replace(start, status="dry_run", measured=frozen(measures))
         assert ctx.pidfd is not None
+        self.states.drop(ctx.pid)  # whatever was read before no longer holds
         sent = await self._issue(ctx.key, ctx.pidfd, ctx.action.kind, batches)
         vanished = sent.vanished
-        after: _State | None = None
+        after: TargetState | None = None
         if not vanished:
             try:
-                read = partial(self._read_state, ctx.pid, with_mounts=False)
+                read = partial(self.states.read, ctx.pid, with_mounts=False)
                 after = await self._blocking(ctx.key, read)
             except TargetVanished:
                 vanished = True
@@ -336,7 +435,7 @@ class MadviseActuator(Actuator):
 
     # -- planning --------------------------------------------------------------------------
 
-    def _plan(self, kind: str, ranges: Sequence[Span], state: _State) -> _Plan:
+    def _plan(self, kind: str, ranges: Sequence[Span], state: TargetState) -> _Plan:
         pieces, unmapped = classify(ranges, state.vmas, state.shmem_mounts)
         plan = _Plan()
         plan.skip(UNMAPPED, unmapped)
@@ -366,7 +465,9 @@ class MadviseActuator(Actuator):
             _note_pageout(plan)
         return plan
 
-    def _batches(self, kind: str, issue: Sequence[Span], state: _State) -> list[tuple[Span, ...]]:
+    def _batches(
+        self, kind: str, issue: Sequence[Span], state: TargetState
+    ) -> list[tuple[Span, ...]]:
         """Cut the issued spans into calls of at most ``chunk_bytes`` (and 1024 iovecs);
         WILLNEED file spans also into readahead-sized pieces."""
         spans: list[Span] = list(issue)
@@ -379,7 +480,7 @@ class MadviseActuator(Actuator):
         batch = max(self.limits.chunk_bytes // align * align, align)
         return list(chunk_spans(spans, batch_bytes=batch, align=align))
 
-    def _willneed_piece(self, addr: int, state: _State) -> int:
+    def _willneed_piece(self, addr: int, state: TargetState) -> int:
         if self.willneed_piece_bytes is not None:
             return self.willneed_piece_bytes
         vma = next((v for v in state.vmas if v.start <= addr < v.end), None)
@@ -391,29 +492,6 @@ class MadviseActuator(Actuator):
         except (KernelInterfaceError, ValueError):
             return WILLNEED_MAX_PIECE_BYTES
         return min(WILLNEED_MAX_PIECE_BYTES, max(PAGE_SIZE, ra))
-
-    # -- reading the target ----------------------------------------------------------------
-
-    def _read_state(self, pid: int, *, with_mounts: bool) -> _State:
-        """Read the target's files (in a worker thread: smaps walks ~10 ms per GiB)."""
-        stat_path = f"/proc/{pid}/stat"
-        stat = read_proc(self.fs, stat_path, pid)
-        if is_kernel_thread(stat, stat_path):
-            raise RefusedAction(f"pid {pid}", "it is a kernel thread (it has no user memory)")
-        smaps_path = f"/proc/{pid}/smaps"
-        vmas = parse_smaps(read_proc(self.fs, smaps_path, pid), smaps_path)
-        rollup_path = f"/proc/{pid}/smaps_rollup"
-        rollup = parse_rollup(read_proc(self.fs, rollup_path, pid), rollup_path)
-        mem = parse_meminfo(self.fs.read_text("/proc/meminfo"), "/proc/meminfo")
-        mounts: tuple[str, ...] = ()
-        if with_mounts:
-            try:
-                mounts = swap_backed_mounts(self.fs.read_text(f"/proc/{pid}/mounts"))
-            except KernelInterfaceError:
-                mounts = ()
-        return _State(
-            vmas, rollup, mem.cached_bytes, mem.swap_total_bytes, mem.swap_free_bytes, mounts
-        )
 
     def _close(self, fd: int | None) -> None:
         if fd is not None:
@@ -441,7 +519,7 @@ def _note_pageout(plan: _Plan) -> None:
         )
 
 
-def _plan_measures(plan: _Plan, before: _State) -> dict[str, int]:
+def _plan_measures(plan: _Plan, before: TargetState) -> dict[str, int]:
     return {
         "skipped_bytes": sum(plan.skipped.values()),
         "dirty_file_bytes": plan.dirty_file_bytes,
@@ -454,11 +532,21 @@ def _plan_measures(plan: _Plan, before: _State) -> dict[str, int]:
 
 def _mapped_rss(vmas: Sequence[Vma], pieces: Sequence[Piece]) -> int:
     """Rss of the mappings the pieces lie in (whole mappings: smaps counts per mapping)."""
-    spans = [(p.start, p.start + p.length) for p in pieces]
-    return sum(v.rss for v in vmas if any(s < v.end and v.start < e for s, e in spans))
+    spans = sorted((p.start, p.start + p.length) for p in pieces)
+    if not spans:
+        return 0
+    firsts = [s for s, _ in spans]
+    reach = list(itertools.accumulate((e for _, e in spans), max))
+    total = 0
+    for v in vmas:
+        # the spans starting before the mapping's end: does the farthest one reach in?
+        i = bisect.bisect_left(firsts, v.end)
+        if i and reach[i - 1] > v.start:
+            total += v.rss
+    return total
 
 
-def _effect(before: _State, after: _State, pieces: Sequence[Piece]) -> dict[str, int]:
+def _effect(before: TargetState, after: TargetState, pieces: Sequence[Piece]) -> dict[str, int]:
     def delta(name: str) -> int:
         return after.rollup.get(name, 0) - before.rollup.get(name, 0)
 

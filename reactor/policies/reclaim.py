@@ -8,8 +8,13 @@ Three actuators, one controller (:mod:`reactor.policies.control`): the quota is 
   tick's share of the quota. Before handing them over the policy reads each target's
   smaps: anonymous and shmem pieces are dropped while there is no swap (PAGEOUT of them
   succeeds and does nothing; logged once per policy with the actuator's reason), and so
-  are mappings with nothing resident; a range paged out is not asked again within
-  ``min_age``. Measured: bytes that left the target's RSS.
+  are mappings with nothing resident; a range paged out, or found with nothing to page
+  out, is not looked at again within ``min_age`` (sooner if swap appears). A mapping
+  whose pageout freed nothing (shared library pages other processes map, dirty file
+  pages) backs off for ``min_age`` x 2**strikes, at most 64 ``min_age``; freeing bytes
+  clears it. The reading of a target (smaps) is shared by every native reclaim policy
+  for half a tick (:func:`shared_states`): one page walk per process per tick, and the
+  actuator plans from the same reading. Measured: bytes that left the target's RSS.
 * **cgroup** (:class:`CgroupReclaim`): with ``cgroup`` set, the tick's bytes are written
   to the group's ``memory.reclaim`` (v2); measured: the group's usage drop.
 * **damon** (:mod:`reactor.policies.damon`): the quota of a DAMOS pageout scheme.
@@ -18,17 +23,26 @@ Three actuators, one controller (:mod:`reactor.policies.control`): the quota is 
 from __future__ import annotations
 
 import bisect
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from reactor.actuators._procfs import Vma, classify, parse_smaps
+from reactor.actuators._procfs import Vma, piece_kind
 from reactor.actuators.base import Limits, RefusedAction, Span, take_bytes
 from reactor.actuators.cgroup import CgroupReclaimer
-from reactor.actuators.madvise import ANON_PAGEOUT_NO_SWAP, MadviseActuator
-from reactor.errors import KernelInterfaceError
+from reactor.actuators.madvise import (
+    ANON_PAGEOUT_NO_SWAP,
+    MadviseActuator,
+    TargetState,
+    TargetStates,
+)
+from reactor.errors import KernelInterfaceError, TargetVanished
+from reactor.kernelfs import KernelFS
 from reactor.policies.base import Acted, PolicyContext
 from reactor.policies.quota import QuotaPolicy
 from reactor.policies.regions import Candidate, cold_regions
@@ -38,7 +52,31 @@ if TYPE_CHECKING:
     from controllers.compose import CompositeOutput
     from reactor.config import PolicyConfig
 
-__all__ = ("CgroupReclaim", "NativeReclaim", "policy_limits")
+__all__ = ("BACKOFF_MAX_FACTOR", "CgroupReclaim", "NativeReclaim", "policy_limits", "shared_states")
+
+#: A mapping whose pageout freed nothing is not asked again for min_age x 2**strikes,
+#: at most this many min_ages.
+BACKOFF_MAX_FACTOR = 64
+
+_SHARED: weakref.WeakKeyDictionary[KernelFS, TargetStates] = weakref.WeakKeyDictionary()
+
+
+def shared_states(fs: KernelFS, max_age_s: float) -> TargetStates:
+    """The target readings every native reclaim policy on ``fs`` shares: a process is
+    read (smaps) once per tick, however many policies act on it."""
+    states = _SHARED.get(fs)
+    if states is None:
+        states = _SHARED[fs] = TargetStates(fs, max_age_s=max_age_s)
+    states.max_age_s = max_age_s
+    return states
+
+
+@dataclass
+class _Backoff:
+    """A mapping whose last pageout freed nothing: not asked again before ``until``."""
+
+    until: float
+    strikes: int
 
 
 def policy_limits(cfg: PolicyConfig, dry_run: bool) -> Limits:
@@ -57,9 +95,17 @@ class NativeReclaim(QuotaPolicy):
     def __init__(self, cfg: PolicyConfig, ctx: PolicyContext) -> None:
         super().__init__(cfg, ctx)
         self.limits = policy_limits(cfg, ctx.config.reactor.dry_run)
-        self.actuator = MadviseActuator(ctx.fs, limits=self.limits)
+        #: readings of the targets, shared with the other policies (half a tick old at most)
+        self.states = shared_states(ctx.fs, ctx.config.reactor.tick / 2)
+        self.actuator = MadviseActuator(ctx.fs, limits=self.limits, states=self.states)
         #: (pid, start, length) -> when it was paged out: not asked again within min_age.
         self._issued: dict[tuple[int, int, int], float] = {}
+        #: (pid, start, length) -> when it had nothing to page out (anonymous without
+        #: swap, nothing resident, backing off): not looked at again within min_age.
+        self._nothing: dict[tuple[int, int, int], float] = {}
+        self._swap_seen: bool | None = None
+        #: (pid, mapping start, mapping end) whose last pageout freed nothing
+        self._fruitless: dict[tuple[int, int, int], _Backoff] = {}
         self._comm: dict[int, str] = {}
 
     def update(self, cfg: PolicyConfig) -> None:
@@ -68,7 +114,7 @@ class NativeReclaim(QuotaPolicy):
         super().update(cfg)
         if cfg.rate_limit != old.rate_limit:
             self.limits = policy_limits(cfg, self.ctx.config.reactor.dry_run)
-            self.actuator = MadviseActuator(self.ctx.fs, limits=self.limits)
+            self.actuator = MadviseActuator(self.ctx.fs, limits=self.limits, states=self.states)
 
     def _excluded(self, pid: int) -> bool:
         ex = self.cfg.exclude
@@ -92,29 +138,75 @@ class NativeReclaim(QuotaPolicy):
         text = self.ctx.fs.read_text("/proc/meminfo")
         return parse_meminfo(text, "/proc/meminfo").swap_total_bytes
 
-    def _pieces(self, pid: int, cands: list[Candidate], swap: bool) -> tuple[list[Span], int]:
-        """File pieces of ``cands`` (in their order) with something resident, and the
-        anonymous/shmem bytes dropped for lack of swap (worker thread: reads smaps)."""
-        path = f"/proc/{pid}/smaps"
-        vmas = sorted(parse_smaps(self.ctx.fs.read_text(path), path), key=lambda v: v.start)
+    def _pieces(
+        self, pid: int, cands: list[Candidate], swap: bool, now: float, state: TargetState
+    ) -> tuple[list[Span], int, list[Candidate]]:
+        """File pieces of ``cands`` (in their order) with something resident and not
+        backing off in ``state`` (the target's reading), the anonymous/shmem bytes
+        dropped for lack of swap, and the candidates with nothing to page out."""
+        vmas = state.vmas  # address order
         starts = [v.start for v in vmas]
         out: list[Span] = []
         anon = 0
+        empty: list[Candidate] = []
         for cand in cands:
+            found = len(out)
             end = cand.start + cand.length
             i = max(0, bisect.bisect_right(starts, cand.start) - 1)
             for vma in vmas[i:]:
                 if vma.start >= end:
                     break
                 lo, hi = max(cand.start, vma.start), min(end, vma.end)
-                if hi <= lo or _rss(vma) == 0:
+                if hi <= lo or _rss(vma) == 0 or self._backing_off(pid, vma, now):
                     continue
-                (piece,), _ = classify([(lo, hi - lo)], [vma])
-                if piece.kind != "file" and not swap:
+                if piece_kind(vma) != "file" and not swap:
                     anon += hi - lo
                     continue
                 out.append((lo, hi - lo))
-        return out, anon
+            if len(out) == found:
+                empty.append(cand)
+        return out, anon, empty
+
+    def _backing_off(self, pid: int, vma: Vma, now: float) -> bool:
+        entry = self._fruitless.get((pid, vma.start, vma.end))
+        return entry is not None and now < entry.until
+
+    def _judge(
+        self,
+        pid: int,
+        issued: Sequence[Span],
+        before: TargetState,
+        after: TargetState,
+        now: float,
+    ) -> None:
+        """Back off on the mappings whose Rss the pageout did not lower (shared library
+        pages other processes map, dirty file pages): min_age x 2**strikes, capped at
+        ``BACKOFF_MAX_FACTOR`` min_ages; a mapping that gave something back is forgiven."""
+        rss_after = {(v.start, v.end): v.rss for v in after.vmas}
+        starts = [v.start for v in before.vmas]
+        touched: dict[tuple[int, int], Vma] = {}
+        for start, length in issued:
+            i = max(0, bisect.bisect_right(starts, start) - 1)
+            for vma in before.vmas[i:]:
+                if vma.start >= start + length:
+                    break
+                if vma.end > start:
+                    touched[(vma.start, vma.end)] = vma
+        min_age = max(self.cfg.min_age, 1e-3)
+        for (lo, hi), vma in touched.items():
+            key = (pid, lo, hi)
+            left = rss_after.get((lo, hi))
+            if left is not None and left >= vma.rss:
+                strikes = self._fruitless[key].strikes + 1 if key in self._fruitless else 1
+                wait = min_age * min(2**strikes, BACKOFF_MAX_FACTOR)
+                self._fruitless[key] = _Backoff(now + wait, strikes)
+            else:
+                self._fruitless.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        """Forget back-offs long expired (the process may be gone or have changed)."""
+        horizon = BACKOFF_MAX_FACTOR * max(self.cfg.min_age, 1e-3)
+        self._fruitless = {k: b for k, b in self._fruitless.items() if now - b.until < horizon}
 
     async def act(self, decision: CompositeOutput, now: float, dt: float) -> Acted:
         """Page out up to the tick's bytes of cold regions; measure what left RSS."""
@@ -123,13 +215,19 @@ class NativeReclaim(QuotaPolicy):
         if view is None:
             return Acted(fields={"access": why, "budget_bytes": budget})
         cands = cold_regions(view, max_access=self.cfg.max_access, min_age_s=self.cfg.min_age)
-        self._issued = {k: t for k, t in self._issued.items() if now - t < self.cfg.min_age}
+        min_age = self.cfg.min_age
+        self._issued = {k: t for k, t in self._issued.items() if now - t < min_age}
+        swap = self._swap_total() > 0
+        if swap != self._swap_seen:
+            self._nothing, self._swap_seen = {}, swap  # anonymous memory may go now
+        self._nothing = {k: t for k, t in self._nothing.items() if now - t < min_age}
+        self._prune(now)
         by_pid: dict[int, list[Candidate]] = {}
         for cand in cands:
-            if (cand.pid, cand.start, cand.length) in self._issued or self._excluded(cand.pid):
+            key = (cand.pid, cand.start, cand.length)
+            if key in self._issued or key in self._nothing or self._excluded(cand.pid):
                 continue
             by_pid.setdefault(cand.pid, []).append(cand)
-        swap = self._swap_total() > 0
         acted = Acted(
             fields={
                 "budget_bytes": budget,
@@ -143,11 +241,18 @@ class NativeReclaim(QuotaPolicy):
             if left <= 0:
                 break
             try:
-                ranges, anon = await anyio.to_thread.run_sync(
-                    partial(self._pieces, pid, pcands, swap)
-                )
-            except KernelInterfaceError:
+                # read once per tick by whichever policy comes first (a page walk)
+                before = self.states.peek(pid)
+                if before is None:
+                    before = await anyio.to_thread.run_sync(partial(self.states.get, pid))
+            except (KernelInterfaceError, TargetVanished):
+                self.states.drop(pid)
                 continue  # the process exited between the snapshot and now
+            except RefusedAction as exc:
+                self.note_once(f"refused-{pid}", "policy_note", note=str(exc), pid=pid)
+                continue
+            ranges, anon, empty = self._pieces(pid, pcands, swap, now, before)
+            self._nothing.update(((pid, c.start, c.length), now) for c in empty)
             if anon:
                 self.note_once(
                     "anon-no-swap",
@@ -176,6 +281,9 @@ class NativeReclaim(QuotaPolicy):
             if outcome.rss_delta_bytes is not None:
                 acted.measured_bytes += max(0, -outcome.rss_delta_bytes)
             _mark(self._issued, pid, pcands, issued, now)
+            after = self.states.peek(pid) if outcome.status in ("applied", "partial") else None
+            if after is not None and after is not before:
+                self._judge(pid, cut, before, after, now)
             outcomes.append(
                 {
                     "pid": pid,
@@ -192,7 +300,7 @@ class NativeReclaim(QuotaPolicy):
 
 
 def _rss(vma: Vma) -> int:
-    return int(vma.fields.get("Rss", 1))
+    return vma.rss  # parse_smaps made sure every mapping has one
 
 
 def _mark(

@@ -43,7 +43,7 @@ import numpy.typing as npt
 from reactor.errors import KernelInterfaceError, TargetVanished, UnsafeWrite
 from reactor.kernelfs import KernelFS
 from reactor.sampler.engine import AccessedRanges
-from reactor.sampler.procfs import Mappings, parse_maps, parse_smaps_bytes
+from reactor.sampler.procfs import Mappings, SmapsReader, parse_maps
 
 __all__ = (
     "PAGE_IDLE_BITMAP",
@@ -213,7 +213,9 @@ class _ProcSession:
 class ReferencedSession(_ProcSession):
     """``clear_refs 1`` + smaps ``Referenced``: one exact count per mapping, any process.
 
-    A collect reads smaps, then clears the bits: an access that lands between the read
+    A collect reads smaps, then clears the bits, then parses (:class:`~reactor.sampler.
+    procfs.SmapsReader`: counts only, at the byte positions of the previous read, while
+    the mappings stay the same). An access that lands between the read
     and the clear is lost for this interval (the race window is the clear_refs walk,
     about 12 ms per GiB here); a page touched more often than once per sampling interval
     is seen again in the next one.
@@ -227,6 +229,7 @@ class ReferencedSession(_ProcSession):
     ) -> None:
         check_clear_refs_target(pid)
         super().__init__(fs, pid, ranges)
+        self.reader = SmapsReader(self.fixed_ranges, f"/proc/{pid}/smaps")
 
     def start(self) -> None:
         with self.cost.measure():
@@ -253,10 +256,8 @@ class ReferencedSession(_ProcSession):
         with self.cost.measure():
             raw = self._read_raw("smaps")
             self._write("clear_refs", "1")
-            maps = parse_smaps_bytes(raw, f"/proc/{self.pid}/smaps")
-            if self.fixed_ranges is not None:
-                maps = maps.within(self.fixed_ranges)
-        return maps
+            # only the registered ranges' mappings; the layout is re-used between samples
+            return self.reader.parse(raw)
 
 
 class _PagemapSession(_ProcSession):

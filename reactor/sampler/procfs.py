@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from reactor.errors import KernelFormatError
 __all__ = (
     "PF_KTHREAD",
     "Mappings",
+    "SmapsReader",
     "is_kernel_thread",
     "parse_maps",
     "parse_smaps",
@@ -155,38 +157,248 @@ def parse_smaps(text: str, path: str = "/proc/PID/smaps") -> Mappings:
 _WINDOW = 18  # digits of the widest count read (kB); label text holds no digits
 
 
+def _count_windows(
+    line_starts: npt.NDArray[np.int64], line_ends: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Byte indices of the ``_WINDOW`` bytes before each line's `` kB``, and which of
+    them lie inside the line."""
+    stop = line_ends - 3  # " kB"
+    idx = stop[:, None] - _WINDOW + np.arange(_WINDOW)[None, :]
+    valid = idx >= line_starts[:, None]
+    return np.clip(idx, 0, None), valid
+
+
+_WEIGHTS = 10 ** np.arange(_WINDOW - 1, -1, -1, dtype=np.int64)
+
+
+def _read_counts(
+    arr: npt.NDArray[np.uint8], idx: npt.NDArray[np.int64], valid: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """The numbers in prepared windows (see :func:`_count_windows`), in kB."""
+    chars = arr[idx]
+    digit = valid & (chars >= 48) & (chars <= 57)
+    out: npt.NDArray[np.int64] = np.where(digit, chars.astype(np.int64) - 48, 0) @ _WEIGHTS
+    return out
+
+
 def _counts_before_kb(
     arr: npt.NDArray[np.uint8], line_starts: npt.NDArray[np.int64], line_ends: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
     """The number that ends each ``... <number> kB`` line, vectorized (in kB)."""
-    stop = line_ends - 3  # " kB"
-    idx = stop[:, None] - _WINDOW + np.arange(_WINDOW)[None, :]
-    valid = idx >= line_starts[:, None]
-    chars = arr[np.clip(idx, 0, None)].astype(np.int64)
-    digit = valid & (chars >= 48) & (chars <= 57)
-    weights = 10 ** np.arange(_WINDOW - 1, -1, -1, dtype=np.int64)
-    out: npt.NDArray[np.int64] = (np.where(digit, chars - 48, 0) * weights).sum(axis=1)
+    return _read_counts(arr, *_count_windows(line_starts, line_ends))
+
+
+#: smaps fields the sampler keeps: the kernel's name -> the Mappings column.
+_SMAPS_NAMES = {
+    b"Rss": "rss",
+    b"Referenced": "referenced",
+    b"Anonymous": "anonymous",
+    b"AnonHugePages": "anon_huge",
+}
+
+
+def _lines(arr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Start and end (the newline's index) of every non-empty line."""
+    nl = np.flatnonzero(arr == 10)
+    if len(nl) == 0 or nl[-1] != len(arr) - 1:
+        nl = np.concatenate((nl, [len(arr)]))
+    starts = np.empty(len(nl), dtype=np.int64)
+    starts[0], starts[1:] = 0, nl[:-1] + 1
+    keep = starts < nl
+    if not keep.all():
+        starts, nl = starts[keep], nl[keep]
+    return starts, nl.astype(np.int64, copy=False)
+
+
+def _uniform_layout(
+    raw: bytes, arr: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64]
+) -> tuple[int, dict[str, int]] | None:
+    """Lines per mapping and each kept field's line offset, when every mapping of ``raw``
+    prints the same fields in the same order (one kernel always does); else None."""
+    first = arr[starts]
+    is_head = ((first >= 48) & (first <= 57)) | ((first >= 97) & (first <= 102))
+    heads = np.flatnonzero(is_head)
+    if len(heads) == 0 or heads[0] != 0:
+        return None
+    per = int(heads[1]) if len(heads) > 1 else len(starts)
+    if per < 2 or len(starts) != per * len(heads) or np.any(heads != np.arange(len(heads)) * per):
+        return None
+    offsets: dict[str, int] = {}
+    for k in range(1, per):
+        a = int(starts[k])
+        name = raw[a : raw.find(b":", a, a + 40)]
+        if name in _SMAPS_NAMES:
+            offsets[_SMAPS_NAMES[name]] = k
+    if len(offsets) != len(_SMAPS_NAMES):
+        return None
+    # every mapping's kept field lines must start like the first mapping's
+    for k in offsets.values():
+        rows = starts[k::per]
+        for j in (0, 2):
+            c = arr[np.minimum(rows + j, len(arr) - 1)]
+            if np.any(c != c[0]):
+                return None
+    return per, offsets
+
+
+def _ranges_mask(
+    start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], ranges: Sequence[tuple[int, int]]
+) -> npt.NDArray[np.bool_]:
+    """Which mappings intersect any of ``ranges`` (the rule of :meth:`Mappings.within`)."""
+    if not ranges:
+        return np.zeros(len(start), dtype=bool)
+    pairs = np.asarray(sorted(ranges), dtype=np.int64).reshape(-1, 2)
+    ends = np.maximum.accumulate(pairs[:, 1])
+    idx = np.searchsorted(pairs[:, 0], end, side="left") - 1
+    out: npt.NDArray[np.bool_] = (idx >= 0) & (ends[np.maximum(idx, 0)] > start)
     return out
 
 
-def parse_smaps_bytes(raw: bytes, path: str = "/proc/PID/smaps") -> Mappings:
-    """:func:`parse_smaps` over the raw bytes, vectorized with numpy (about 10x faster).
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """Where things are in one smaps text: enough to re-read its counts from the next
+    read of the same process when the mappings did not change (see :class:`SmapsReader`)."""
+
+    size: int
+    newlines: npt.NDArray[np.int64]
+    head_index: npt.NDArray[np.int64]
+    head_bytes: npt.NDArray[np.uint8]
+    count_index: npt.NDArray[np.int64]
+    count_valid: npt.NDArray[np.bool_]
+    columns: tuple[str, ...]
+    base: Mappings
+
+    def matches(self, arr: npt.NDArray[np.uint8]) -> bool:
+        """Same size, line breaks and mapping lines: only counts can differ (the kernel
+        prints them right-aligned in fixed-width columns)."""
+        return (
+            len(arr) == self.size
+            and bool((arr[self.newlines] == 10).all())
+            and bool(np.array_equal(arr[self.head_index], self.head_bytes))
+        )
+
+    def read(self, arr: npt.NDArray[np.uint8]) -> Mappings:
+        counts = _read_counts(arr, self.count_index, self.count_valid) * 1024
+        cols = dict(zip(self.columns, counts.reshape(len(self.columns), -1), strict=True))
+        b = self.base
+        return Mappings(
+            b.start,
+            b.end,
+            b.perms,
+            b.inode,
+            b.path,
+            cols["rss"],
+            cols["referenced"],
+            cols["anonymous"],
+            cols["anon_huge"],
+        )
+
+
+def _layout(
+    raw: bytes,
+    arr: npt.NDArray[np.uint8],
+    ranges: Sequence[tuple[int, int]] | None,
+) -> _Layout | None:
+    """The layout of a uniform smaps text (None if it is not uniform)."""
+    starts, ends = _lines(arr)
+    shape = _uniform_layout(raw, arr, starts)
+    if shape is None:
+        return None
+    per, offsets = shape
+    h_start, h_end = starts[::per], ends[::per]
+    heads: list[tuple[str, ...]] = []
+    for a, b in zip(h_start.tolist(), h_end.tolist(), strict=True):
+        parts = raw[a:b].decode("utf-8", errors="replace").split(None, 5)
+        lo, _, hi = parts[0].partition("-")
+        heads.append((lo, hi, parts[1], parts[4], parts[5] if len(parts) > 5 else ""))
+    idx = np.arange(len(heads))
+    user = np.fromiter((_user(h) for h in heads), dtype=bool, count=len(heads))
+    base = _build(heads, {})
+    keep = np.ones(len(base), dtype=bool)
+    if ranges is not None:
+        keep = _ranges_mask(base.start, base.end, ranges)
+        base = base.select(keep)
+    rows = idx[user][keep]
+    columns = tuple(offsets)
+    line_rows = np.concatenate([rows * per + offsets[c] for c in columns])
+    count_index, count_valid = _count_windows(starts[line_rows], ends[line_rows])
+    lengths = h_end - h_start
+    head_index = np.repeat(h_start - np.cumsum(lengths) + lengths, lengths) + np.arange(
+        int(lengths.sum())
+    )
+    return _Layout(
+        len(arr),
+        ends[ends < len(arr)],
+        head_index,
+        arr[head_index].copy(),
+        count_index,
+        count_valid,
+        columns,
+        base,
+    )
+
+
+class SmapsReader:
+    """Parses successive ``/proc/PID/smaps`` reads of one process, cheaply.
+
+    Between two samples a process's mappings rarely change, and the kernel prints every
+    count right-aligned in a fixed-width column, so the text keeps its size, its line
+    breaks and its mapping lines: the reader then only re-reads the counts from the
+    byte positions it found the time before (a few numpy gathers, no Python loop over
+    mappings). Anything else (a mapping added, removed, resized or renamed, a count
+    wider than its column) is a fresh parse. With ``ranges``, only the mappings that
+    intersect them are kept (as :meth:`Mappings.within`). Not thread-safe: one reader
+    per probe session.
+    """
+
+    def __init__(
+        self, ranges: Sequence[tuple[int, int]] | None = None, path: str = "/proc/PID/smaps"
+    ) -> None:
+        self.ranges = [(int(s), int(e)) for s, e in ranges] if ranges is not None else None
+        self.path = path
+        self._layout: _Layout | None = None
+        #: parses that re-used the previous layout / that parsed afresh
+        self.reused = 0
+        self.fresh = 0
+
+    def parse(self, raw: bytes) -> Mappings:
+        arr = np.frombuffer(raw, dtype=np.uint8)
+        layout = self._layout
+        if layout is not None and layout.matches(arr):
+            self.reused += 1
+            return layout.read(arr)
+        self.fresh += 1
+        self._layout = layout = _layout(raw, arr, self.ranges) if len(arr) else None
+        if layout is not None:
+            return layout.read(arr)
+        maps = _parse_lines(raw, self.path)
+        return maps if self.ranges is None else maps.within(self.ranges)
+
+
+def parse_smaps_bytes(
+    raw: bytes, path: str = "/proc/PID/smaps", ranges: Sequence[tuple[int, int]] | None = None
+) -> Mappings:
+    """:func:`parse_smaps` over the raw bytes, vectorized with numpy.
 
     smaps of a process with thousands of chunk VMAs is megabytes of text; the sampler's
-    user-space cost must stay a small share of the kernel's page walk, so lines are
-    classified by their first bytes (mapping lines start with a lowercase hex digit,
-    field names with an uppercase letter) and the counts read from fixed windows before
-    ``kB``. Falls back to the regex parser if the shapes do not line up.
+    user-space cost must stay a small share of the kernel's page walk. One kernel prints
+    the same fields in the same order for every mapping, so the lines are found once
+    (newlines), the layout read from the first mapping and checked for all, and the
+    counts read from fixed windows before ``kB``. With ``ranges``, only the mappings
+    that intersect them are kept. :class:`SmapsReader` also re-uses the layout between
+    reads of one process.
     """
+    return SmapsReader(ranges, path).parse(raw)
+
+
+def _parse_lines(raw: bytes, path: str) -> Mappings:
+    """The general bytes parser: every line classified by its first bytes (mapping lines
+    start with a lowercase hex digit, field names with an uppercase letter). Falls back
+    to the regex parser if the shapes do not line up."""
     arr = np.frombuffer(raw, dtype=np.uint8)
     if len(arr) == 0:
         return parse_smaps("", path)
-    nl = np.flatnonzero(arr == 10).astype(np.int64)
-    if len(nl) == 0 or nl[-1] != len(arr) - 1:
-        nl = np.concatenate((nl, [len(arr)]))
-    starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
-    keep = starts < nl
-    starts, ends = starts[keep], nl[keep]
+    starts, ends = _lines(arr)
     first = arr[starts]
     second = arr[np.minimum(starts + 1, len(arr) - 1)]
     is_head = ((first >= 48) & (first <= 57)) | ((first >= 97) & (first <= 102))
@@ -204,14 +416,11 @@ def parse_smaps_bytes(raw: bytes, path: str = "/proc/PID/smaps") -> Mappings:
     for a, b in zip(starts[is_head].tolist(), ends[is_head].tolist(), strict=True):
         parts = raw[a:b].decode("utf-8", errors="replace").split(None, 5)
         lo, _, hi = parts[0].partition("-")
-        heads.append(
-            (lo, hi, parts[1], parts[2], parts[3], parts[4], parts[5] if len(parts) > 5 else "")
-        )
+        heads.append((lo, hi, parts[1], parts[4], parts[5] if len(parts) > 5 else ""))
     values = {
         name: (_counts_before_kb(arr, starts[m], ends[m])).tolist() for name, m in fields.items()
     }
-    # the same tuple shape as the regex headers: start, end, perms, inode, path
-    return _build([(h[0], h[1], h[2], h[5], h[6]) for h in heads], values)
+    return _build(heads, values)
 
 
 def three_regions(maps: Mappings) -> list[tuple[int, int]]:
