@@ -196,6 +196,22 @@ class DamonDriver:
             )
         raise ForeignKdamond(paths.kdamond_dir(k), action, foreign, self.record)
 
+    def _guarded(self, k: int, action: str, call: Callable[[], T]) -> Callable[[], T]:
+        """``call`` preceded by the ownership check, both in the same worker-thread job.
+
+        The check reads ``state`` and ``pid``, which the kernel answers with EBUSY while
+        its DAMON sysfs lock is held (a long ``update_schemes_tried_regions`` holds it);
+        run on the event loop beside such a job, a pid read as -1 would make reactor's own
+        kdamond look foreign. Under the driver's limiter the check never overlaps reactor's
+        own jobs.
+        """
+
+        def run() -> T:
+            self._require_own(k, action)
+            return call()
+
+        return run
+
     def _save(self, record: OwnershipRecord) -> None:
         self._record = record
         self.store.save(record)
@@ -277,10 +293,13 @@ class DamonDriver:
 
     async def stage(self, k: int, kd: Kdamond, *, paddr_ram: Ranges = ()) -> None:
         """Write ``kd`` into reactor's kdamond ``k`` (staged only: start or commit applies it)."""
-        self._require_own(k, f"staging kdamond {k}")
         stager = Stager(self.fs, self.features)
         await self._thread(
-            functools.partial(stager.stage_kdamond, k, kd, paddr_ram),
+            self._guarded(
+                k,
+                f"staging kdamond {k}",
+                functools.partial(stager.stage_kdamond, k, kd, paddr_ram),
+            ),
             timeout=self.stage_timeout_s,
             what=paths.kdamond_dir(k),
         )
@@ -311,9 +330,12 @@ class DamonDriver:
     async def command(self, k: int, command: StateCommand) -> None:
         """Write a ``state`` command to reactor's kdamond ``k`` (EBUSY retried, deadline)."""
         self.features.require(command_feature(command), what=f"state command {command}")
-        self._require_own(k, f"writing {command!r} to kdamond {k}")
         await self._thread(
-            functools.partial(send_state, self.fs, k, command),
+            self._guarded(
+                k,
+                f"writing {command!r} to kdamond {k}",
+                functools.partial(send_state, self.fs, k, command),
+            ),
             timeout=self._timeout_for(k, command),
             what=paths.state_file(k),
         )
@@ -321,7 +343,11 @@ class DamonDriver:
     async def start(self, k: int) -> int:
         """Turn kdamond ``k`` on; records and returns its pid."""
         await self.command(k, "on")
-        pid = read_int(self.fs, paths.kdamond_dir(k) + "/pid")
+        pid = await self._thread(
+            functools.partial(read_int, self.fs, paths.kdamond_dir(k) + "/pid"),
+            timeout=self.command_timeout_s,
+            what=paths.kdamond_dir(k) + "/pid",
+        )
         self._save(self.record.with_pid(k, pid))
         _log.info("damon_kdamond_started", kdamond=k, pid=pid)
         return pid
@@ -357,10 +383,10 @@ class DamonDriver:
     async def commit_quota_goals(self, k: int, current: Mapping[tuple[int, int], int]) -> None:
         """Feed ``user_input`` goals: write ``current_value`` of (scheme, goal) pairs, then
         ``commit_schemes_quota_goals`` (the cheap path: nothing else is re-read)."""
-        self._require_own(k, f"feeding quota goals of kdamond {k}")
         values = dict(current)
 
         def write() -> None:
+            self._require_own(k, f"feeding quota goals of kdamond {k}")
             for (s, g), value in values.items():
                 path = paths.goal_dir(k, s, g) + "/current_value"
                 try:

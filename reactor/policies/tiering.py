@@ -500,12 +500,17 @@ class DamonTiering(TieringPolicy):
                 self.cfg, self.nodes, int(self.demote_state.output), int(self.promote_state.output)
             )
             self.s_cold, self.s_hot = n, n + 1
-            await self._commit(
-                self._with(kd, {}, (cold, hot)),
-                "takeover",
-                demote_to=self.nodes.demote_to,
-                promote_to=self.nodes.promote_to,
-            )
+            try:
+                await self._commit(
+                    self._with(kd, {}, (cold, hot)),
+                    "takeover",
+                    demote_to=self.nodes.demote_to,
+                    promote_to=self.nodes.promote_to,
+                )
+            except BaseException:
+                # nothing was added: restore() must not rewrite schemes that do not exist
+                self.s_cold = self.s_hot = -1
+                raise
         self._scheme_nodes = (self.nodes.demote_to, self.nodes.promote_to)
         self.committed = (self.demote_state.output, self.promote_state.output)
 

@@ -1,0 +1,402 @@
+"""Hot bytes in the fast tier over time: reactor's tiering policy against plain DAMOS.
+
+Runs only inside the real-kernel lane's guest (two memory tiers, DAMON with vaddr
+migration; on the development host DAMON belongs to the machine and there is one node):
+``python -m benchmarks.tiering --out DIR`` (tests/kernel/test_tiering_benchmark_guest.py
+runs it with ``DIR`` = the lane's shared run directory ``$REACTOR_LANE_OUT``; the
+checkout is read-only in the guest). Writes ``DIR/benchmarks/results/tiering.json`` and
+prints one line.
+
+The workload, the same for every run (a fresh child each time): two anonymous private
+buffers, each its own VMA between PROT_NONE guard pages, HOT (16 MiB, every page written
+every ~10 ms) and COLD (16 MiB, written once, then never touched). Before each run HOT is
+moved to the slow node 1 and COLD to the fast node 0 (``move_pages``), so the right
+layout is the opposite one. Every 0.5 s the benchmark reads the child's
+``/proc/PID/numa_maps`` (pages per node of each buffer) and node 0's used ratio.
+
+- ``reactor``: ``reactor serve`` with a tiering policy on the child's pid (fast node 0,
+  slow node 1; goal ``fast_tier_used_ratio`` at the ratio measured just before the
+  daemon starts; quota 8..64 MiB per 1 s, tick 1 s; backend ``--reactor-backend``,
+  default native: its own sampler (soft-dirty, 100 ms / 1 s) and ``move_pages`` within
+  the quotas; ``damon`` puts migrate_hot/migrate_cold schemes on reactor's kdamond and
+  commits their quotas each tick, but on the lane's kernel its start is refused, see
+  docs/policies.md). Time 0 is the daemon's ``started`` event.
+- ``damos``: the same two schemes (:func:`reactor.policies.tiering.migrate_schemes`,
+  same access patterns: cold = nr_accesses 0 for 2 s, hot = nr_accesses >= 50 %) on a
+  kdamond of their own with fixed quotas (``--damos-quota-mib`` per 1 s, default 16), no
+  controller. Time 0 is the kdamond's start.
+
+DAMON monitors at 10 ms / 200 ms with 10..1000 regions (TCG is ~50x slower than hardware).
+Reported per run: the series (seconds, hot bytes on node 0, cold bytes on node 1, node 0's
+used ratio), the time until 90 % of HOT sits on node 0 and 90 % of COLD on node 1, the
+mean share of HOT on node 0 over the run, and the bytes the run reports migrated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks.sampler_vs_damon import refusal
+
+__all__ = ("CHILD", "Workload", "main", "numa_pages", "place", "start_workload")
+
+MIB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
+RESULT_NAME = "tiering.json"
+ROOT = Path(__file__).resolve().parents[1]
+QUOTA_MIN, QUOTA_MAX = 8 * MIB, 64 * MIB
+SAMPLE_S = 0.5
+
+#: Guard page, HOT, guard page, COLD, guard page in one private anonymous mapping (the
+#: guards split it into VMAs of exactly the two buffers); prints the layout as JSON, then
+#: writes one byte of every HOT page every ~10 ms.
+CHILD = r"""
+import ctypes, json, mmap, os, sys, time
+HOT, COLD = int(sys.argv[1]), int(sys.argv[2])
+P = mmap.PAGESIZE
+size = P + HOT + P + COLD + P
+m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.madvise(mmap.MADV_NOHUGEPAGE)
+base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+libc = ctypes.CDLL(None, use_errno=True)
+for off in (0, P + HOT, size - P):
+    assert libc.mprotect(ctypes.c_void_p(base + off), ctypes.c_size_t(P), 0) == 0
+h0, c0 = P, P + HOT + P
+m[h0:h0 + HOT] = b"\x01" * HOT
+m[c0:c0 + COLD] = b"\x02" * COLD
+print(json.dumps({"pid": os.getpid(), "hot": [base + h0, base + h0 + HOT],
+                  "cold": [base + c0, base + c0 + COLD]}), flush=True)
+n, i = HOT // P, 0
+while True:
+    i = i % 250 + 3
+    m[h0:h0 + HOT:P] = bytes([i]) * n
+    time.sleep(0.01)
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The child and its two buffers' ``[start, end)`` addresses."""
+
+    proc: subprocess.Popen[str]
+    hot: tuple[int, int]
+    cold: tuple[int, int]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """End the child by pid."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start_workload(hot_bytes: int, cold_bytes: int) -> Workload:
+    """Start the two-buffer child; returns once it printed its layout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(hot_bytes), str(cold_bytes)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    return Workload(proc, (info["hot"][0], info["hot"][1]), (info["cold"][0], info["cold"][1]))
+
+
+def numa_pages(pid: int, starts: dict[str, int]) -> dict[str, dict[int, int]]:
+    """Pages per node (``N<node>=`` of numa_maps) of the VMAs starting at ``starts``."""
+    want = {v: k for k, v in starts.items()}
+    out: dict[str, dict[int, int]] = {k: {} for k in starts}
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        words = line.split()
+        name = want.get(int(words[0], 16)) if words else None
+        if name is None:
+            continue
+        for word in words[1:]:
+            key, _, value = word.partition("=")
+            if key[:1] == "N" and key[1:].isdigit():
+                out[name][int(key[1:])] = int(value)
+    return out
+
+
+def place(w: Workload) -> None:
+    """HOT onto the slow node 1, COLD onto the fast node 0 (move_pages)."""
+    from reactor.actuators.migrate import MigrateActuator
+    from reactor.kernelfs import RealKernelFS
+
+    actuator = MigrateActuator(RealKernelFS("/"))
+
+    async def go() -> None:
+        for (lo, hi), node in ((w.hot, 1), (w.cold, 0)):
+            outcome = await actuator.move_pages(w.pid, [(lo, hi - lo)], node, reason="placement")
+            if outcome.status != "applied":
+                raise RuntimeError(f"placing the workload failed: {outcome}")
+
+    anyio.run(go)
+
+
+def fast_ratio() -> float:
+    """Node 0's used ratio, as reactor's goal reads it."""
+    from reactor.kernelfs import RealKernelFS
+    from reactor.policies.base import nodes_used_ratio
+    from reactor.signals.tiers import TiersPoller
+
+    poller = TiersPoller(RealKernelFS("/"))
+    try:
+        ratio = nodes_used_ratio(poller.poll(time.monotonic()), (0,))
+    finally:
+        poller.close()  # it keeps every file open
+    if ratio is None:
+        raise RuntimeError("node 0 reports no memory")
+    return ratio
+
+
+def reactor_config(tmp: Path, backend: str, pid: int, target: float) -> Path:
+    """A tiering policy on ``pid``: fast node 0, slow node 1, the used-ratio goal."""
+    if backend == "native":
+        monitor = "probe: soft-dirty\n    sample: 100ms\n    aggregation: 1s"
+    else:
+        monitor = "sample: 10ms\n    aggregation: 200ms"
+    path = tmp / f"tiering-{backend}.yaml"
+    path.write_text(
+        f"""
+reactor: {{backend: {backend}, tick: 1s}}
+signals:
+  psi: {{enabled: false}}
+  meminfo: {{enabled: false}}
+  fragmentation: {{enabled: false}}
+  vmstat: {{period: 1s}}
+  tiers: {{period: 1s}}
+monitors:
+  - name: work
+    targets: {{pids: [{pid}]}}
+    {monitor}
+policies:
+  - name: tiers
+    kind: tiering
+    monitor: work
+    fast_nodes: [0]
+    slow_nodes: [1]
+    min_age: 2s
+    hot_access: 50%
+    goals: [{{metric: fast_tier_used_ratio, target: {target * 100:.2f}%}}]
+    quota: {{min: {QUOTA_MIN // MIB} MiB, max: {QUOTA_MAX // MIB} MiB, per: 1s}}
+"""
+    )
+    return path
+
+
+def _point(w: Workload, t: float) -> list[float]:
+    pages = numa_pages(w.pid, {"hot": w.hot[0], "cold": w.cold[0]})
+    return [
+        round(t, 2),
+        pages["hot"].get(0, 0) * PAGE,
+        pages["cold"].get(1, 0) * PAGE,
+        round(fast_ratio(), 4),
+    ]
+
+
+def run_reactor(
+    w: Workload, backend: str, duration: float, tmp: Path, keep_log: Path | None = None
+) -> dict[str, Any]:
+    """``reactor serve`` for ``duration`` s; the series from its ``started`` event."""
+    target = fast_ratio()
+    log = tmp / f"serve-{backend}.jsonl"
+    argv = [sys.executable, "-m", "reactor.cli", "serve"]
+    argv += [str(reactor_config(tmp, backend, w.pid, target)), "--duration", f"{duration:g}"]
+    argv += ["--log-format", "json", "--run-dir", str(tmp / f"run-{backend}")]
+    series: list[list[float]] = []
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            t0 = None
+            deadline = time.monotonic() + duration + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if t0 is None and '"event": "started"' in log.read_text():
+                    t0 = time.monotonic()
+                if t0 is not None:
+                    series.append(_point(w, time.monotonic() - t0))
+                time.sleep(SAMPLE_S if t0 is not None else 0.1)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    if keep_log is not None:
+        keep_log.write_text(text)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reactor serve exited {proc.returncode}: {text[-2000:]}")
+    events = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+    ticks = [e for e in events if e.get("event") == "controller_tick"]
+    return {
+        "backend": backend,
+        "target_fast_used_ratio": round(target, 4),
+        "quota_bytes": {"min": QUOTA_MIN, "max": QUOTA_MAX, "per_s": 1.0},
+        "ticks": len(ticks),
+        "migrated_bytes": sum(int(t.get("measured_bytes", 0)) for t in ticks),
+        "quotas_per_tick": [
+            [int(t["controller"]["demote_quota"]), int(t["controller"]["promote_quota"])]
+            for t in ticks
+        ],
+        "series": series,
+    }
+
+
+def _damos_section(pid: int, quota: int) -> Any:
+    from reactor.config import PolicyConfig
+    from reactor.config.damon import DamonSection
+    from reactor.policies.tiering import TierNodes, migrate_schemes
+
+    policy = PolicyConfig.model_validate(
+        {
+            "name": "plain",
+            "kind": "tiering",
+            "monitor": "work",
+            "min_age": "2s",
+            "hot_access": "50%",
+            "goals": [{"metric": "fast_tier_used_ratio", "target": "50%"}],
+            "quota": {"max": f"{quota}B", "per": "1s"},
+        }
+    )
+    cold, hot = migrate_schemes(policy, TierNodes((0,), (1,), 0, 1), quota, quota)
+    ctx = {
+        "ops": "vaddr",
+        "targets": [{"pid": pid}],
+        "intervals": {"sample_us": 10_000, "aggr_us": 200_000, "ops_update_us": 1_000_000},
+        "nr_regions": {"min": 10, "max": 1000},
+        "schemes": [cold, hot],
+    }
+    return DamonSection.model_validate({"kdamonds": [{"contexts": [ctx]}]})
+
+
+async def _damos(w: Workload, quota: int, duration: float, run_dir: str) -> dict[str, Any]:
+    from reactor.damon.driver import DamonDriver
+    from reactor.kernelfs import RealKernelFS
+
+    driver = DamonDriver(RealKernelFS("/", allow_damon_writes=True), run_dir=run_dir)
+    await driver.open()
+    series: list[list[float]] = []
+    await driver.apply(_damos_section(w.pid, quota))
+    try:
+        t0 = time.monotonic()
+        while (now := time.monotonic() - t0) < duration:
+            series.append(_point(w, now))
+            await anyio.sleep(SAMPLE_S)
+        stats = await driver.update_schemes_stats(0)
+    finally:
+        await driver.stop_all()
+    return {
+        "quota_bytes_per_s": quota,
+        "migrated_bytes": sum(s.sz_applied_bytes for s in stats),
+        "demoted_bytes": stats[0].sz_applied_bytes,
+        "promoted_bytes": stats[1].sz_applied_bytes,
+        "series": series,
+    }
+
+
+def summarize(run: dict[str, Any], hot_bytes: int, cold_bytes: int) -> dict[str, Any]:
+    """Times to 90 % of HOT on node 0 / COLD on node 1, and the mean share of HOT there."""
+    series = run["series"]
+
+    def first(col: int, total: int) -> float | None:
+        return next((p[0] for p in series if p[col] >= 0.9 * total), None)
+
+    shares = [p[1] / hot_bytes for p in series]
+    last = series[-1] if series else [0.0, 0, 0, 0.0]
+    return {
+        "hot_fast_90_s": first(1, hot_bytes),
+        "cold_slow_90_s": first(2, cold_bytes),
+        "hot_fast_mean_share": round(sum(shares) / len(shares), 4) if shares else None,
+        "final_hot_fast_bytes": last[1],
+        "final_cold_slow_bytes": last[2],
+        "final_fast_used_ratio": last[3],
+    }
+
+
+def run_all(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Both runs, each on a freshly started and placed workload."""
+    hot, cold = args.hot_mib * MIB, args.cold_mib * MIB
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="reactor-tiering-") as tmp:
+        for name in args.runs.split(","):
+            w = start_workload(hot, cold)
+            try:
+                place(w)
+                if name == "reactor":
+                    keep = out / f"tiering_serve_{args.reactor_backend}.jsonl"
+                    run = run_reactor(w, args.reactor_backend, args.duration, Path(tmp), keep)
+                elif name == "damos":
+                    quota = args.damos_quota_mib * MIB
+                    run = anyio.run(_damos, w, quota, args.duration, tmp, backend="asyncio")
+                else:
+                    raise SystemExit(f"tiering: unknown run {name!r} (reactor, damos)")
+            finally:
+                w.stop()
+            runs[name] = {**summarize(run, hot, cold), **run}
+    return {
+        "kernel": os.uname().release,
+        "workload": {"hot_bytes": hot, "cold_bytes": cold, "start": "hot on node 1, cold on 0"},
+        "duration_s": args.duration,
+        "sample_s": SAMPLE_S,
+        "series_columns": ["s", "hot_fast_bytes", "cold_slow_bytes", "fast_used_ratio"],
+        "runs": runs,
+    }
+
+
+def _show(name: str, run: dict[str, Any]) -> str:
+    def s(v: float | None) -> str:
+        return "never" if v is None else f"{v:.1f}s"
+
+    return (
+        f"{name}: hot on fast {run['final_hot_fast_bytes'] / MIB:.1f} MiB (90% at "
+        f"{s(run['hot_fast_90_s'])}, mean share {run['hot_fast_mean_share']}), cold on slow "
+        f"{run['final_cold_slow_bytes'] / MIB:.1f} MiB (90% at {s(run['cold_slow_90_s'])}), "
+        f"migrated {run['migrated_bytes'] / MIB:.1f} MiB"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both configurations, write the JSON under ``--out`` and print one line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tiering")
+    parser.add_argument("--out", default=str(ROOT))
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--hot-mib", type=int, default=16)
+    parser.add_argument("--cold-mib", type=int, default=16)
+    parser.add_argument("--damos-quota-mib", type=int, default=16)
+    parser.add_argument("--reactor-backend", choices=("damon", "native"), default="native")
+    parser.add_argument("--runs", default="reactor,damos", help="comma-separated")
+    args = parser.parse_args(argv)
+    why = refusal()
+    if why is not None:
+        print(f"tiering: refusing to run: {why}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    result = run_all(args, out)
+    path = out / "benchmarks" / "results" / RESULT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    parts = [_show(name, run) for name, run in result["runs"].items()]
+    print(
+        f"tiering ({args.hot_mib} MiB hot from node 1, {args.cold_mib} MiB cold from node 0, "
+        f"{args.duration:g} s): " + "; ".join(parts) + f" -> {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
