@@ -251,11 +251,30 @@ def _memcg_paths(fs: KernelFS, k: int) -> list[str]:
     return found
 
 
+def _node_eligible_goals(fs: KernelFS, k: int) -> list[str]:
+    """Goal dirs with a node_eligible_mem_bp metric in a context that is not paddr."""
+    if _read(fs, paths.context_dir(k) + "/operations") == "paddr":
+        return []
+    return [
+        paths.goal_dir(k, s, g)
+        for s in paths.numbered(fs, paths.context_dir(k) + "/schemes")
+        for g in paths.numbered(fs, paths.scheme_dir(k, s) + "/quotas/goals")
+        if _read(fs, f"{paths.goal_dir(k, s, g)}/target_metric") == "node_eligible_mem_bp"
+    ]
+
+
 def _explain_enomem(fs: KernelFS, k: int) -> str:
     head = (
         "the kernel could not build a scheme (it reports every scheme-construction "
         "failure as ENOMEM); usually a memcg path does not name an online cgroup"
     )
+    eligible = _node_eligible_goals(fs, k)
+    if eligible:
+        # 7.2.12 (lane): accepted at on, refused at commit with ENOMEM
+        head += (
+            "; or a node_eligible_mem_bp goal in a context that is not paddr (the metric "
+            f"works only with paddr): {', '.join(eligible)}"
+        )
     described = []
     for p in _memcg_paths(fs, k):
         value = _read(fs, p) or ""

@@ -15,8 +15,10 @@ The table comes from reference/damon-sysfs.md §8 (damo's feature list, kept by 
 maintainer), checked against what the real-kernel lane observed on Debian
 ``7.2.12+deb14-amd64``: its populated tree (every file row of 7.2 and earlier is there,
 including pause, probes and fail_charge_*, which the reference could only place as "7.2?").
-Rows still marked ``provisional`` are keywords (``collapse``, ``node_eligible_mem_bp``)
-that no file proves and that the lane has not yet written.
+The keywords no file proves (actions, goal metrics, filter types, ``state`` commands) were
+confirmed by the DAMON conformance suite run in the lane's guest
+(tests/kernel/test_conformance_real.py): 7.2.12 accepts every word of the table, including
+``collapse`` and ``node_eligible_mem_bp`` (no row is ``provisional`` any more).
 The table row ``observed`` notes what was seen on a real kernel: the 6.18 host's own
 kdamond tree (read-only) and the lane's 7.2.12 guest.
 
@@ -157,8 +159,8 @@ _ROWS: tuple[Feature, ...] = (
         ("context", "avail_operations"),
         observed=_BOTH,
     ),
-    Feature("command:commit", _v("5.19"), "online commit of staged parameters"),
-    Feature("action:lru_prio", _v("6.0"), "DAMOS action lru_prio"),
+    Feature("command:commit", _v("5.19"), "online commit of staged parameters", observed=_LANE),
+    Feature("action:lru_prio", _v("6.0"), "DAMOS action lru_prio", observed=_LANE),
     Feature("action:lru_deprio", _v("6.0"), "DAMOS action lru_deprio", observed=_LANE),
     Feature(
         "tried_regions",
@@ -180,7 +182,13 @@ _ROWS: tuple[Feature, ...] = (
     Feature(
         "filter:addr", _v("6.6"), "DAMOS filter type addr", ("filter", "addr_start"), observed=_HOST
     ),
-    Feature("filter:target", _v("6.6"), "DAMOS filter type target", ("filter", "damon_target_idx")),
+    Feature(
+        "filter:target",
+        _v("6.6"),
+        "DAMOS filter type target",
+        ("filter", "damon_target_idx"),
+        observed=_LANE,
+    ),
     Feature(
         "apply_interval_us",
         _v("6.7"),
@@ -209,7 +217,9 @@ _ROWS: tuple[Feature, ...] = (
         observed=_LANE,
     ),
     Feature("metric:user_input", _v("6.8"), "quota goal metric user_input", observed=_LANE),
-    Feature("metric:some_mem_psi_us", _v("6.9"), "quota goal metric some_mem_psi_us"),
+    Feature(
+        "metric:some_mem_psi_us", _v("6.9"), "quota goal metric some_mem_psi_us", observed=_LANE
+    ),
     Feature(
         "effective_bytes",
         _v("6.9"),
@@ -217,8 +227,8 @@ _ROWS: tuple[Feature, ...] = (
         ("quotas", "effective_bytes"),
         observed=_BOTH,
     ),
-    Feature("filter:young", _v("6.10"), "DAMOS filter type young"),
-    Feature("action:migrate_hot", _v("6.11"), "DAMOS action migrate_hot"),
+    Feature("filter:young", _v("6.10"), "DAMOS filter type young", observed=_LANE),
+    Feature("action:migrate_hot", _v("6.11"), "DAMOS action migrate_hot", observed=_LANE),
     Feature("action:migrate_cold", _v("6.11"), "DAMOS action migrate_cold", observed=_LANE),
     Feature(
         "target_nid", _v("6.11"), "schemes/<S>/target_nid", ("scheme", "target_nid"), observed=_BOTH
@@ -254,8 +264,8 @@ _ROWS: tuple[Feature, ...] = (
         ("filter", "min"),
         observed=_HOST,
     ),
-    Feature("filter:unmapped", _v("6.15"), "DAMOS filter type unmapped"),
-    Feature("filter:active", _v("6.15"), "DAMOS filter type active"),
+    Feature("filter:unmapped", _v("6.15"), "DAMOS filter type unmapped", observed=_LANE),
+    Feature("filter:active", _v("6.15"), "DAMOS filter type active", observed=_LANE),
     Feature(
         "intervals_goal",
         _v("6.15"),
@@ -264,8 +274,12 @@ _ROWS: tuple[Feature, ...] = (
         observed=_HOST,
     ),
     Feature("goal:nid", _v("6.16"), "quota goal nid", ("goal", "nid"), observed=_LANE),
-    Feature("metric:node_mem_used_bp", _v("6.16"), "quota goal metric node_mem_used_bp"),
-    Feature("metric:node_mem_free_bp", _v("6.16"), "quota goal metric node_mem_free_bp"),
+    Feature(
+        "metric:node_mem_used_bp", _v("6.16"), "quota goal metric node_mem_used_bp", observed=_LANE
+    ),
+    Feature(
+        "metric:node_mem_free_bp", _v("6.16"), "quota goal metric node_mem_free_bp", observed=_LANE
+    ),
     Feature(
         "dests",
         _v("6.17"),
@@ -292,8 +306,18 @@ _ROWS: tuple[Feature, ...] = (
         observed=_LANE,
     ),
     Feature("goal:path", _v("6.19"), "quota goal path (memcg)", ("goal", "path"), observed=_LANE),
-    Feature("metric:node_memcg_used_bp", _v("6.19"), "quota goal metric node_memcg_used_bp"),
-    Feature("metric:node_memcg_free_bp", _v("6.19"), "quota goal metric node_memcg_free_bp"),
+    Feature(
+        "metric:node_memcg_used_bp",
+        _v("6.19"),
+        "quota goal metric node_memcg_used_bp",
+        observed=_LANE,
+    ),
+    Feature(
+        "metric:node_memcg_free_bp",
+        _v("6.19"),
+        "quota goal metric node_memcg_free_bp",
+        observed=_LANE,
+    ),
     Feature(
         "nr_snapshots",
         _v("7.0"),
@@ -301,8 +325,10 @@ _ROWS: tuple[Feature, ...] = (
         ("stats", "max_nr_snapshots"),
         observed=_LANE,
     ),
-    Feature("metric:active_mem_bp", _v("7.0"), "quota goal metric active_mem_bp"),
-    Feature("metric:inactive_mem_bp", _v("7.0"), "quota goal metric inactive_mem_bp"),
+    Feature("metric:active_mem_bp", _v("7.0"), "quota goal metric active_mem_bp", observed=_LANE),
+    Feature(
+        "metric:inactive_mem_bp", _v("7.0"), "quota goal metric inactive_mem_bp", observed=_LANE
+    ),
     Feature(
         "goal_tuner",
         _v("7.1"),
@@ -310,12 +336,12 @@ _ROWS: tuple[Feature, ...] = (
         ("quotas", "goal_tuner"),
         observed=_LANE,
     ),
-    Feature("action:collapse", _v("7.2"), "DAMOS action collapse", provisional=True),
+    Feature("action:collapse", _v("7.2"), "DAMOS action collapse", observed=_LANE),
     Feature(
         "metric:node_eligible_mem_bp",
         _v("7.2"),
         "quota goal metric node_eligible_mem_bp",
-        provisional=True,
+        observed=_LANE,
     ),
     Feature("pause", _v("7.2"), "contexts/<C>/pause", ("context", "pause"), observed=_LANE),
     Feature(

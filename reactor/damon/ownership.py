@@ -165,8 +165,18 @@ class OwnershipStore:
 
 
 def owned_indices(record: OwnershipRecord, status: DamonSysfsStatus) -> frozenset[int]:
-    """Indices of existing kdamonds that are reactor's: listed, and at the recorded pid."""
-    return frozenset(k.index for k in status.kdamonds if record.pid_of(k.index) == k.pid)
+    """Indices of existing kdamonds that are reactor's: listed, and at the recorded pid.
+
+    A listed kdamond that is off (pid -1) is still reactor's: a vaddr kdamond stops by
+    itself when its targets exit, and nobody can restart it without getting a new pid,
+    which would no longer match the record.
+    """
+    return frozenset(
+        k.index
+        for k in status.kdamonds
+        if (recorded := record.pid_of(k.index)) is not None
+        and (recorded == k.pid or (k.pid == -1 and k.state == "off"))
+    )
 
 
 def foreign_kdamonds(record: OwnershipRecord, status: DamonSysfsStatus) -> tuple[KdamondInfo, ...]:

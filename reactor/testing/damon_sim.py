@@ -250,6 +250,28 @@ class CtxParams:
         return PAGE_SIZE
 
 
+def check_ctx_inputs(params: CtxParams, targets_running: int | None = None) -> None:
+    """The checks made before anything is merged (``on``, and ``commit`` with a count).
+
+    A failure leaves a running kdamond untouched: 7.2.12 keeps running after each of these
+    (the reference had placed a self-stop on them). ``targets_running`` is the running
+    context's number of targets at ``commit`` (None at ``on``). As 7.2.12 does, a
+    ``node_eligible_mem_bp`` goal on a non-paddr context passes ``on`` (the goal is kept)
+    and fails a ``commit`` with ENOMEM.
+    """
+    if params.min_region_sz & (params.min_region_sz - 1):
+        raise kernel_error(errno_mod.EINVAL, "min region size is not a power of two")
+    if targets_running is None:
+        return
+    if params.ops != "paddr" and any(
+        g.metric == "node_eligible_mem_bp" for s in params.schemes for g in s.quota.goals
+    ):
+        raise kernel_error(errno_mod.ENOMEM, "node_eligible_mem_bp needs paddr")
+    extra = params.targets[targets_running:]
+    if any(t.obsolete for t in extra):
+        raise kernel_error(errno_mod.EINVAL, "obsolete target has no running counterpart")
+
+
 # ----------------------------------------------------------------------------- runtime
 
 
@@ -1019,7 +1041,15 @@ class SimContext:
     # -- online commits ------------------------------------------------------------------
 
     def commit(self, src: CtxParams, *, stop_on_failure: bool) -> None:
-        """damon_commit_ctx(): merge a validated context into this running one."""
+        """damon_commit_ctx(): merge a validated context into this running one.
+
+        An obsolete target without a running counterpart is refused before anything is
+        merged, and the kdamond keeps running (seen on 7.2.12); so are a non-power-of-two
+        minimum region size and a non-paddr ``node_eligible_mem_bp`` goal
+        (:func:`check_ctx_inputs`). ``stop_on_failure`` stops the kdamond if the merge
+        itself fails midway (the kernel's "maybe corrupted" path).
+        """
+        check_ctx_inputs(src, len(self.targets))
         try:
             self._commit(src)
         except OSError:
@@ -1028,12 +1058,6 @@ class SimContext:
             raise
 
     def _commit(self, src: CtxParams) -> None:
-        if src.min_region_sz & (src.min_region_sz - 1):
-            raise kernel_error(errno_mod.EINVAL, "min region size is not a power of two")
-        if src.ops != "paddr" and any(
-            g.metric == "node_eligible_mem_bp" for s in src.schemes for g in s.quota.goals
-        ):
-            raise kernel_error(errno_mod.EINVAL, "node_eligible_mem_bp needs paddr")
         merged = []
         for i, p in enumerate(src.schemes):
             if i < len(self.schemes):
@@ -1058,9 +1082,6 @@ class SimContext:
                     if s.charge_target == i:
                         s.charge_target, s.charge_addr_from = None, 0
         for st in src.targets[len(self.targets) :]:
-            if st.obsolete:
-                self.targets = targets
-                raise kernel_error(errno_mod.EINVAL, "obsolete target has no running counterpart")
             targets.append(Target(st.pid, set_regions([], list(st.regions), src.min_region_sz)))
         self.targets = targets
         new_attrs = self._with_samples(Attrs(**{**src.attrs.__dict__, "aggr_samples": 0}))

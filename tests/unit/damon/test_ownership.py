@@ -79,3 +79,11 @@ def test_auto_backend_falls_back_to_native_beside_a_foreign_kdamond() -> None:
     assert not choose_backend("damon", status, ()).usable
     mine = OwnershipRecord(BOOT).with_pid(0, 77)
     assert choose_backend("auto", status, owned_indices(mine, status)).backend == "damon"
+
+
+def test_a_listed_kdamond_that_stopped_by_itself_stays_reactors() -> None:
+    """Reactor's kdamond that stopped (its target exited: pid -1, off) is still its own;
+    one restarted by someone else (a new pid) is not."""
+    record = OwnershipRecord(BOOT).with_pid(0, 4321).with_pid(1, 4322)
+    status = _status((0, "off", -1), (1, "on", 999))
+    assert owned_indices(record, status) == {0}

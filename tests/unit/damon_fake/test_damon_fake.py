@@ -330,3 +330,35 @@ def test_real_backend_refuses_outside_the_lane() -> None:
     if lane_refusal() is not None:
         with pytest.raises(RuntimeError, match="refusing to drive a real DAMON sysfs"):
             RealBackend()
+
+
+def test_node_eligible_goal_on_vaddr_commit_is_enomem_with_a_sentence() -> None:
+    """As on 7.2.12: on passes, commit is ENOMEM, the kdamond runs on, the driver says why."""
+    from reactor.damon.commands import DamonSysfsError, send_state
+
+    backend = FakeBackend()
+    s = Sysfs(backend)
+    s.kdamonds(1)
+    s.stage(pids=(backend.spawn_process().pid,))
+    g = f"{s.scheme()}/quotas/goals"
+    s.w(f"{g}/nr_goals", 1)
+    s.w(f"{g}/0/target_metric", "node_eligible_mem_bp")
+    s.w(f"{g}/0/target_value", 5000)
+    send_state(backend.fs, 0, "on")
+    with pytest.raises(DamonSysfsError) as info:
+        send_state(backend.fs, 0, "commit")
+    assert info.value.errno == errno.ENOMEM
+    assert "node_eligible_mem_bp goal in a context that is not paddr" in str(info.value)
+    assert s.running()
+
+
+def test_empty_write_to_an_nr_file_keeps_the_children() -> None:
+    """A 0-byte write never reaches the store: nr_schemes keeps its staged children."""
+    backend = FakeBackend()
+    s = Sysfs(backend)
+    s.kdamonds(1)
+    s.w("kdamonds/0/contexts/nr_contexts", 1)
+    s.w(f"{s.ctx()}/schemes/nr_schemes", 1)
+    s.w(f"{s.scheme()}/action", "pageout")
+    s.w(f"{s.ctx()}/schemes/nr_schemes", "")
+    assert s.r(f"{s.scheme()}/action") == "pageout"

@@ -1,0 +1,564 @@
+"""Guest only: reactor's DamonDriver on the real 7.2 kernel (issue 5, "How it is checked").
+
+Each test drives DAMON through reactor.damon.DamonDriver on RealKernelFS("/",
+allow_damon_writes=True) with a temporary run dir, on real child processes started by the
+conformance backend (a 4 MiB hot buffer written every 2 ms, a 32 MiB cold one touched
+once, in separate VMAs), which ends them by pid and turns every kdamond off afterwards.
+Intervals suit TCG: 10 ms sampling, 200 ms aggregation (docs/kernel-lane.md).
+
+The quota-goal test compares every effective_bytes value it reads with
+controllers.kernel.KernelQuotaTwin. The tolerance is derived, not guessed:
+
+- value: none. The scheme has no ``ms`` quota, so the kernel's time-based throughput
+  estimate (the only measured, non-integer input of damos_set_effective_quota, §5.6)
+  never enters; esz is exact integer arithmetic on the goal score, which the twin copies.
+- timing: which window of the twin's series the kernel is in. The scheme is evaluated
+  once per apply interval (100 ms = 10 samples; a sample lasts at least its 10 ms, so
+  evaluations are >= 100 ms apart) and its charge window is 50 ms, so every evaluation
+  opens exactly one new window; a committed current value takes effect at the next one.
+  After ``t`` seconds in a phase at most ``floor(t / 0.1) + 1`` windows have passed (TCG
+  may make it fewer, never more). Each read must equal the twin's esz after some window
+  count within that bound, consistent with every earlier read.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from controllers.kernel import KernelQuotaState, KernelQuotaTwin, QuotaInput
+from reactor.config.damon import DamonSection, Kdamond
+from reactor.damon import DamonDriver, ForeignKdamond
+from reactor.damon.probe import choose_backend, read_damon_status
+from reactor.damon.snapshot import TriedRegions
+from reactor.damon.sysfs import read_kdamond
+from reactor.kernelfs import RealKernelFS
+from tests.conformance import Workload
+from tests.conformance.real_backend import RealBackend
+
+KDAMONDS = "/sys/kernel/mm/damon/admin/kdamonds"
+MiB = 1 << 20
+SAMPLE_US = 10_000
+AGGR_US = 200_000
+INTERVALS = {"sample_us": SAMPLE_US, "aggr_us": AGGR_US, "ops_update_us": 1_000_000}
+ALL = {"action": "stat"}  # the model's default pattern matches every region
+COLD = {
+    "nr_accesses": {"min": "0 samples", "max": "0 samples"},
+    "age": {"min": "0 aggr_intervals", "max": "max"},
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio: the driver's writes run in worker threads on real time."""
+    return "asyncio"
+
+
+@pytest.fixture
+def damon() -> Iterator[RealBackend]:
+    """The conformance suite's real backend: children by pid, every kdamond off afterwards."""
+    backend = RealBackend()
+    assert backend.fs.read_text(f"{KDAMONDS}/nr_kdamonds").strip() == "0", "leaked kdamonds"
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> DamonDriver:
+    """A driver over the guest's real DAMON sysfs, with its ownership record in tmp_path."""
+    return DamonDriver(RealKernelFS("/", allow_damon_writes=True), run_dir=str(tmp_path))
+
+
+def section(*contexts: dict[str, Any]) -> DamonSection:
+    """One kdamond per context."""
+    return DamonSection.model_validate({"kdamonds": [{"contexts": [c]} for c in contexts]})
+
+
+def vaddr(
+    pid: int,
+    *schemes: dict[str, Any],
+    intervals: dict[str, int] | None = None,
+    regions: tuple[tuple[int, int], ...] = (),
+) -> dict[str, Any]:
+    """A vaddr context on ``pid``; ``regions`` seed the target's initial regions."""
+    return {
+        "ops": "vaddr",
+        "targets": [{"pid": pid, "regions": [{"start": a, "end": b} for a, b in regions]}],
+        "intervals": intervals or INTERVALS,
+        # fine-grained from the start: 10 regions over a Python process's few hundred MiB
+        # take many aggregations to single out the 4 MiB hot buffer (500 starve the
+        # workload of CPU under TCG: every count collapses)
+        "nr_regions": {"min": 100, "max": 1000},
+        "schemes": list(schemes),
+    }
+
+
+def overlaps(r: tuple[int, int], lo: int, hi: int) -> bool:
+    return r[0] < hi and r[1] > lo
+
+
+def hot_cold(tried: TriedRegions, work: Workload) -> tuple[list[int], list[int]]:
+    """nr_accesses of regions touching the hot buffer, and of regions inside the cold one."""
+    hot = [r.nr_accesses for r in tried.regions if overlaps((r.start, r.end), *work.hot)]
+    cold = [
+        r.nr_accesses for r in tried.regions if r.start >= work.cold[0] and r.end <= work.cold[1]
+    ]
+    return hot, cold
+
+
+async def until_hot(
+    driver: DamonDriver, work: Workload, least: int, scheme: int = 0, timeout: float = 10.0
+) -> TriedRegions:
+    """Kdamond 0's tried regions of ``scheme`` once the hot buffer counts >= ``least``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(1.0)
+        tried = (await driver.update_schemes_tried_regions(0))[scheme]
+        hot, _ = hot_cold(tried, work)
+        if max(hot, default=0) >= least or time.monotonic() > deadline:
+            return tried
+
+
+async def until_busy(driver: DamonDriver, least: int, timeout: float = 12.0) -> TriedRegions:
+    """Kdamond 0's tried regions of scheme 0 once some region counts >= ``least``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(1.0)
+        tried = (await driver.update_schemes_tried_regions(0))[0]
+        busiest = max((r.nr_accesses for r in tried.regions), default=0)
+        if busiest >= least or time.monotonic() > deadline:
+            return tried
+
+
+def tree(path: str) -> dict[str, str]:
+    """Every file under ``path`` and its content (directories recursed)."""
+    out: dict[str, str] = {}
+    for entry in sorted(Path(path).iterdir()):
+        if entry.is_dir():
+            out.update(tree(str(entry)))
+        else:
+            out[str(entry)] = entry.read_text()
+    return out
+
+
+def write(path: str, value: object) -> None:
+    """One write(2), as another tool would do it."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+
+@pytest.mark.anyio
+async def test_vaddr_shows_hot_and_cold_while_paddr_runs_beside(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """A vaddr kdamond counts accesses on the hot buffer and none on the cold one, while a
+    paddr kdamond runs beside it."""
+    work = damon.spawn_process()
+    await driver.open()
+    # Seeded with the two buffers: vaddr keeps user-given regions (damon_va_init fills
+    # only empty targets) until its first ops update, which a 60 s update interval puts
+    # past the test; regions then split inside each buffer and never straddle the two.
+    seeded = vaddr(
+        work.pid,
+        ALL,
+        intervals=dict(INTERVALS, ops_update_us=60_000_000),
+        regions=(work.hot, work.cold),
+    )
+    await driver.apply(
+        section(
+            seeded,
+            {"ops": "paddr", "targets": [], "intervals": INTERVALS, "schemes": [ALL]},
+        )
+    )
+    status = driver.status()
+    assert [(k.state, k.operations) for k in status.kdamonds] == [("on", "vaddr"), ("on", "paddr")]
+    assert len({k.pid for k in status.kdamonds}) == 2 and all(k.pid > 0 for k in status.kdamonds)
+    assert driver.owned() == {0, 1}
+    tried = await until_hot(driver, work, 10)
+    hot, cold = hot_cold(tried, work)
+    span = sum(r.size_bytes for r in tried.regions)
+    print(
+        f"vaddr tried regions: hot nr_accesses {hot}, cold {cold} "
+        f"({len(tried.regions)} regions over {span >> 20} MiB)"
+    )
+    # written every 2 ms: nearly every 10 ms sample of a region inside it hits
+    assert hot and max(hot) >= 10, (hot, len(tried.regions), span)
+    assert cold and all(n == 0 for n in cold), cold
+    (paddr_stats,) = await driver.update_schemes_stats(1)
+    print(f"paddr stats: {paddr_stats}")
+    assert paddr_stats.nr_tried > 0 and paddr_stats.sz_tried_bytes > 0
+    assert [k.state for k in driver.status().kdamonds] == ["on", "on"]
+    await driver.stop_all()
+    assert [k.state for k in driver.status().kdamonds] == ["off", "off"]
+
+
+# --------------------------------------------------------------------------- quota goals
+
+
+class TwinSeries:
+    """The effective quotas KernelQuotaTwin allows, given reads so far (see module docs)."""
+
+    def __init__(self, twin: KernelQuotaTwin, window_s: float) -> None:
+        self.twin = twin
+        self.window_s = window_s
+        self.states: set[tuple[int, int]] = {(twin.initial_state().esz_bp, 0)}
+        self.current = 0
+        self.started = time.monotonic()
+        self.phase_states: dict[tuple[int, int], int] = {}
+        self.series: list[int] = []
+
+    def phase(self, current: int) -> None:
+        """A new current value was committed (the write returned) now."""
+        self.current = current
+        self.started = time.monotonic()
+        self.phase_states = dict.fromkeys(self.states, 0)
+
+    def step(self, state: tuple[int, int]) -> tuple[int, int]:
+        bp, _ = state
+        now = 0.0
+        twin_state = KernelQuotaState(esz_bp=bp, esz=state[1])
+        new, _ = self.twin.step(twin_state, QuotaInput((self.current,)), now)
+        return new.esz_bp, new.esz
+
+    def observe(self, value: int, read_at: float) -> None:
+        """Check ``value`` (read back at ``read_at``) against the reachable part of the series."""
+        limit = math.floor((read_at - self.started) / self.window_s) + 1
+        reach: dict[tuple[int, int], int] = {}
+        frontier = dict(self.phase_states)
+        while frontier:
+            nxt: dict[tuple[int, int], int] = {}
+            for state, used in frontier.items():
+                if reach.get(state, limit + 1) <= used:
+                    continue
+                reach[state] = used
+                if used < limit:
+                    nxt[self.step(state)] = min(nxt.get(self.step(state), limit + 1), used + 1)
+            frontier = nxt
+        allowed = sorted({esz for (_, esz) in reach})
+        assert value in allowed, (
+            f"effective_bytes {value} is not in the twin's series {allowed} "
+            f"(current {self.current}, <= {limit} windows since the commit)"
+        )
+        self.phase_states = {s: u for s, u in reach.items() if s[1] == value}
+        self.states = set(self.phase_states)
+        self.series.append(value)
+
+
+@pytest.mark.anyio
+async def test_pageout_quota_goal_follows_the_kernel_twin(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """Committed user_input current values move effective_bytes along the series that
+    KernelQuotaTwin predicts."""
+    work = damon.spawn_process()
+    target, cap, reset_ms, apply_us = 10_000, 16 * MiB, 50, 100_000
+    scheme = {
+        "action": "pageout",
+        "access_pattern": COLD,
+        "apply_interval_us": apply_us,
+        "quotas": {
+            "sz_bytes": cap,
+            "reset_interval_ms": reset_ms,
+            "goals": [{"metric": "user_input", "target_value": target, "current_value": target}],
+        },
+    }
+    twin = KernelQuotaTwin(bytes=cap, reset_interval_ms=reset_ms, goal_targets=(target,))
+    series = TwinSeries(twin, apply_us / 1e6)
+    await driver.open()
+    series.phase(target)
+    await driver.apply(section(vaddr(work.pid, scheme)))
+    pid = driver.status().kdamonds[0].pid
+    observed: dict[int, list[int]] = {}
+    for current, reads in ((target, 2), (0, 3), (target * 3 // 2, 3)):
+        if current != target or observed:
+            await driver.commit_quota_goals(0, {(0, 0): current})
+            series.phase(current)
+        got = observed.setdefault(current, [])
+        for _ in range(reads):
+            time.sleep(0.5)
+            (esz,) = await driver.update_schemes_effective_quotas(0)
+            series.observe(esz, time.monotonic())
+            got.append(esz)
+    print(f"effective_bytes by committed current value: {observed}")
+    assert observed[target] == [1, 1]  # goal met: the tuner stays at its floor, 1 byte
+    grow, shrink = observed[0], observed[target * 3 // 2]
+    assert grow[0] > 1 and grow == sorted(grow) and grow[-1] > grow[0]  # score 0: doubles
+    assert shrink == sorted(shrink, reverse=True) and shrink[-1] < grow[-1]  # 1.5x: halves
+    assert driver.status().kdamonds[0].pid == pid
+
+
+# ------------------------------------------------------------------------------ migration
+
+
+def numa_pages(pid: int, start: int) -> dict[int, int]:
+    """Pages per node of the VMA starting at ``start`` (from /proc/<pid>/numa_maps)."""
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        words = line.split()
+        if int(words[0], 16) == start:
+            return {
+                int(w[1 : w.index("=")]): int(w.split("=")[1])
+                for w in words
+                if w.startswith("N") and "=" in w
+            }
+    raise AssertionError(f"no VMA at {start:#x} in /proc/{pid}/numa_maps")
+
+
+@pytest.mark.anyio
+async def test_migrate_cold_moves_the_cold_buffer_to_node_1(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """A vaddr migrate_cold scheme with target_nid 1 moves the cold buffer's pages to node 1."""
+    work = damon.spawn_process()
+    before = numa_pages(work.pid, work.cold[0])
+    # cold for a whole second (5 aggregations): a region that still mixes hot pages into
+    # a mostly cold range while regions converge is less likely to be moved with them
+    stably_cold = {**COLD, "age": {"min": "5 aggr_intervals", "max": "max"}}
+    scheme = {"action": "migrate_cold", "target_nid": 1, "access_pattern": stably_cold}
+    await driver.open()
+    await driver.apply(section(vaddr(work.pid, scheme)))
+    cold_pages = (work.cold[1] - work.cold[0]) // 4096
+    deadline = time.monotonic() + 15.0  # leaves early once 90 % moved
+    after = before
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = numa_pages(work.pid, work.cold[0])
+        if after.get(1, 0) >= 0.9 * cold_pages:
+            break
+    hot = numa_pages(work.pid, work.hot[0])
+    (stats,) = await driver.update_schemes_stats(0)
+    print(f"cold buffer pages per node before {before}, after {after}; hot buffer {hot}; {stats}")
+    assert before.get(1, 0) == 0
+    assert after.get(1, 0) >= 0.9 * cold_pages
+    assert hot.get(0, 0) >= 0.75 * (work.hot[1] - work.hot[0]) // 4096, hot
+    assert stats.sz_applied_bytes >= after[1] * 4096 * 0.9
+
+
+# --------------------------------------------------------------------------- online commit
+
+
+@pytest.mark.anyio
+async def test_online_commit_changes_intervals_and_quota_of_a_running_kdamond(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """An online commit keeps the kdamond's pid and takes effect: nr_accesses follow the new
+    aggr/sample ratio and effective_bytes the new cap."""
+    work = damon.spawn_process()
+
+    def kd(aggr_us: int, cap: int) -> Kdamond:
+        capped = {"action": "stat", "quotas": {"sz_bytes": cap, "reset_interval_ms": 100}}
+        ctx = vaddr(work.pid, ALL, capped, intervals=dict(INTERVALS, aggr_us=aggr_us))
+        return section(ctx).kdamonds[0]
+
+    await driver.open()
+    await driver.apply(DamonSection(kdamonds=(kd(AGGR_US, MiB),)))
+    pid = driver.status().kdamonds[0].pid
+    # The busiest region (the interpreter's own memory or the hot buffer, whichever DAMON
+    # singles out first) is accessed in every sample once regions have converged (a few
+    # seconds under TCG): its count is the aggr/sample ratio.
+    tried = await until_busy(driver, AGGR_US // SAMPLE_US - 1)
+    before = max(r.nr_accesses for r in tried.regions)
+    hot_before, _ = hot_cold(tried, work)
+    esz_before = (await driver.update_schemes_effective_quotas(0))[1]
+    new_aggr = 5 * SAMPLE_US
+    await driver.commit(0, kd(new_aggr, 4 * MiB))
+    time.sleep(1.0)
+    tried, _ = await driver.update_schemes_tried_regions(0)
+    after = max(r.nr_accesses for r in tried.regions)
+    hot_after, _ = hot_cold(tried, work)
+    esz_after = (await driver.update_schemes_effective_quotas(0))[1]
+    status = driver.status().kdamonds[0]
+    intervals = read_kdamond(driver.fs, 0).contexts[0].intervals
+    print(
+        f"pid {pid} -> {status.pid}; max nr_accesses {before} (hot {max(hot_before, default=0)}) "
+        f"at {AGGR_US // SAMPLE_US} samples/aggr -> {after} (hot {max(hot_after, default=0)}) at "
+        f"{new_aggr // SAMPLE_US}; effective_bytes {esz_before} -> {esz_after}"
+    )
+    assert (status.state, status.pid) == ("on", pid)
+    assert intervals.aggr_us == new_aggr
+    old_ratio, new_ratio = AGGR_US // SAMPLE_US, new_aggr // SAMPLE_US
+    assert old_ratio - 1 <= before <= old_ratio
+    assert new_ratio - 1 <= after <= new_ratio
+    assert (esz_before, esz_after) == (MiB, 4 * MiB)
+
+
+# ------------------------------------------------------------------------ foreign kdamonds
+
+
+@pytest.mark.anyio
+async def test_a_foreign_kdamond_is_never_written_and_is_named(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """A kdamond someone else started is refused by index and pid, never written, and makes
+    the auto backend choice fall back to native."""
+    ram = next(
+        (int(lo, 16), int(hi, 16) + 1)
+        for lo, _, hi in (
+            line.split(" : ")[0].strip().partition("-")
+            for line in Path("/proc/iomem").read_text().splitlines()
+            if line.endswith(" : System RAM") and not line.startswith(" ")
+        )
+        if int(hi, 16) - int(lo, 16) > 64 * MiB
+    )
+    ctx = f"{KDAMONDS}/0/contexts/0"
+    write(f"{KDAMONDS}/nr_kdamonds", 1)
+    write(f"{KDAMONDS}/0/contexts/nr_contexts", 1)
+    write(f"{ctx}/operations", "paddr")
+    write(f"{ctx}/targets/nr_targets", 1)
+    write(f"{ctx}/targets/0/regions/nr_regions", 1)
+    write(f"{ctx}/targets/0/regions/0/start", ram[0])
+    write(f"{ctx}/targets/0/regions/0/end", ram[1])
+    write(f"{KDAMONDS}/0/state", "on")
+    pid = int(Path(f"{KDAMONDS}/0/pid").read_text())
+    assert pid > 0
+    before = tree(KDAMONDS)
+
+    await driver.open()
+    work = damon.spawn_process()
+    with pytest.raises(ForeignKdamond) as applied:
+        await driver.apply(section(vaddr(work.pid, ALL)))
+    with pytest.raises(ForeignKdamond) as commanded:
+        await driver.command(0, "update_schemes_stats")
+    with pytest.raises(ForeignKdamond):
+        await driver.stage(0, section(vaddr(work.pid, ALL)).kdamonds[0])
+    with pytest.raises(ForeignKdamond):
+        await driver.stop(0)
+    await driver.stop_all()  # only reactor's own: nothing
+    for exc in (applied.value, commanded.value):
+        message = str(exc)
+        assert f"kdamond 0 (state on, pid {pid}, ops paddr" in message, message
+        assert [(k.index, k.pid) for k in exc.foreign] == [(0, pid)]
+    print(f"ForeignKdamond: {applied.value}")
+    assert tree(KDAMONDS) == before
+    assert driver.owned() == frozenset()
+
+    choice = choose_backend("auto", read_damon_status(driver.fs), driver.owned())
+    print(f"backend choice: {choice}")
+    assert (choice.backend, choice.usable) == ("native", True)
+    assert f"kdamond 0 (state on, pid {pid}, ops paddr)" in choice.reason
+    strict = choose_backend("damon", read_damon_status(driver.fs), driver.owned())
+    assert (strict.backend, strict.usable) == ("damon", False)
+
+
+# ------------------------------------------------------------------------------ damo oracle
+
+
+@pytest.fixture
+def damo_reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """damo's sysfs reader in-process, rooted at the guest's /sys, with every write refused."""
+    import damo as pkg  # type: ignore[import-untyped]
+
+    monkeypatch.syspath_prepend(str(Path(pkg.__file__ or "").parent))
+    import _damo_fs  # type: ignore[import-not-found]
+    import _damon_sysfs  # type: ignore[import-not-found]
+
+    def no_write(path: str, content: str) -> str:
+        raise AssertionError(f"damo tried to write {content!r} to {path}")
+
+    monkeypatch.setattr(_damo_fs, "write_file", no_write)
+    monkeypatch.setattr(_damon_sysfs, "sysfs_root", "/sys")
+    yield _damon_sysfs
+    for name in [m for m in sys.modules if m.startswith(("_damo", "_damon"))]:
+        del sys.modules[name]
+
+
+@pytest.mark.anyio
+async def test_damo_reads_reactors_kdamonds_like_reactor(
+    damon: RealBackend, driver: DamonDriver, damo_reader: ModuleType
+) -> None:
+    """damo, in-process in the guest, reads reactor's running kdamonds as reactor reads
+    them."""
+    work = damon.spawn_process()
+    pageout = {
+        "action": "pageout",
+        "access_pattern": {
+            "sz_bytes": {"min": 4096, "max": 64 * MiB},
+            "nr_accesses": {"min": "0 samples", "max": "2 samples"},
+            "age": {"min": "5 aggr_intervals", "max": "max"},
+        },
+        "quotas": {
+            "sz_bytes": 8 * MiB,
+            "reset_interval_ms": 1000,
+            "goals": [{"metric": "user_input", "target_value": 500, "current_value": 100}],
+            "weights": {"sz_permil": 0, "nr_accesses_permil": 300, "age_permil": 700},
+        },
+    }
+    migrate = {"action": "migrate_cold", "target_nid": 1, "access_pattern": COLD}
+    paddr = {"ops": "paddr", "targets": [], "intervals": INTERVALS, "schemes": [ALL]}
+    await driver.open()
+    await driver.apply(section(vaddr(work.pid, pageout, migrate), paddr))
+    time.sleep(0.5)
+    kdamonds = damo_reader.current_kdamonds()
+    assert len(kdamonds) == 2
+    for k, theirs in enumerate(kdamonds):
+        ours = read_kdamond(driver.fs, k, outputs=True)
+        assert (theirs.state, int(theirs.pid)) == (ours.state, ours.pid)
+        (c_theirs,), (c_ours,) = theirs.contexts, ours.contexts
+        assert c_theirs.ops == c_ours.ops
+        assert (
+            c_theirs.intervals.sample,
+            c_theirs.intervals.aggr,
+            c_theirs.intervals.ops_update,
+        ) == (
+            c_ours.intervals.sample_us,
+            c_ours.intervals.aggr_us,
+            c_ours.intervals.ops_update_us,
+        )
+        assert (c_theirs.nr_regions.minimum, c_theirs.nr_regions.maximum) == (
+            c_ours.nr_regions.min,
+            c_ours.nr_regions.max,
+        )
+        assert [t.pid for t in c_theirs.targets] == [
+            t.pid for t in c_ours.targets
+        ] or c_ours.ops == "paddr"
+        assert [[(r.start, r.end) for r in t.regions] for t in c_theirs.targets] == [
+            [(r.start, r.end) for r in t.regions] for t in c_ours.targets
+        ]
+        assert len(c_theirs.schemes) == len(c_ours.schemes)
+        for s_theirs, s_ours in zip(c_theirs.schemes, c_ours.schemes, strict=True):
+            ap_t, ap_o = s_theirs.access_pattern, s_ours.access_pattern
+            assert s_theirs.action == s_ours.action
+            assert int(s_theirs.target_nid) == (
+                s_ours.target_nid if s_ours.target_nid is not None else -1
+            )
+            assert ap_t.sz_bytes == [ap_o.sz_bytes.min, ap_o.sz_bytes.max]
+            assert [b.samples for b in ap_t.nr_acc_min_max] == [
+                int(ap_o.nr_accesses.min.value),
+                int(ap_o.nr_accesses.max.value),
+            ]
+            assert [b.aggr_intervals for b in ap_t.age_min_max] == [
+                int(ap_o.age.min.value),
+                int(ap_o.age.max.value),
+            ]
+            q_t, q_o = s_theirs.quotas, s_ours.quotas
+            assert (q_t.time_ms, q_t.sz_bytes, q_t.reset_interval_ms) == (
+                q_o.time_ms,
+                q_o.sz_bytes,
+                q_o.reset_interval_ms,
+            )
+            assert (q_t.weight_nr_accesses_permil, q_t.weight_age_permil) == (
+                q_o.weights.nr_accesses_permil,
+                q_o.weights.age_permil,
+            )
+            assert q_t.goal_tuner.strip() == q_o.goal_tuner  # damo keeps the newline
+            assert [(g.metric, g.target_value, g.current_value) for g in q_t.goals] == [
+                (g.metric, g.target_value, g.current_value) for g in q_o.goals
+            ]
+            assert s_theirs.watermarks.metric == s_ours.watermarks.metric
+    assert errno.EACCES  # damo never wrote (its write_file raises)
