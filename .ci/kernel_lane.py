@@ -57,7 +57,10 @@ DEBIAN_SUITE = os.environ.get("REACTOR_LANE_SUITE", "forky")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 VNG_VERSION = os.environ.get("REACTOR_LANE_VNG", "1.42")
 #: Hard limit on one guest boot (boot + setup + tests + power-off), seconds.
-GUEST_TIMEOUT = float(os.environ.get("REACTOR_LANE_TIMEOUT", "600"))
+GUEST_TIMEOUT = float(os.environ.get("REACTOR_LANE_TIMEOUT", "720"))
+#: A boot that has not written its marker by then is hung (seen once: silent after
+#: "Poking KASLR"); it is ended and retried like a crashed boot. Boots take 6-10 s here.
+BOOT_TIMEOUT = float(os.environ.get("REACTOR_LANE_BOOT_TIMEOUT", "120"))
 KEEP_RUNS = 5
 BOOT_ATTEMPTS = int(os.environ.get("REACTOR_LANE_BOOT_ATTEMPTS", "3"))
 
@@ -416,8 +419,15 @@ def boot(cache: Cache, vng: Path, kver: str, mode: str, extra: list[str]) -> Pat
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    booted = rundir / "booted"
     try:
-        proc.wait(timeout=GUEST_TIMEOUT)
+        while proc.poll() is None and not booted.exists():
+            if time.monotonic() - t > BOOT_TIMEOUT:
+                end_tree(proc)
+                reason = f"no boot marker within {BOOT_TIMEOUT:.0f} s (boot hung)"
+                raise BootError(f"{kver} did not boot: {reason}\n{console_tail(rundir)}", reason)
+            time.sleep(0.5)
+        proc.wait(timeout=max(1.0, GUEST_TIMEOUT - (time.monotonic() - t)))
     except subprocess.TimeoutExpired:
         end_tree(proc)
         raise LaneError(
@@ -433,7 +443,6 @@ def boot(cache: Cache, vng: Path, kver: str, mode: str, extra: list[str]) -> Pat
     # vng returns 255 in "console fallback" mode (no udev on the host): the exit code of the
     # guest command is not relayed, so the result files decide.
     say(f"guest powered off after {time.monotonic() - t:.1f} s (vng exit {proc.returncode})")
-    booted = rundir / "booted"
     if not booted.exists() or booted.read_text().strip() != nonce:
         reason = boot_failure_reason(rundir)
         raise BootError(f"{kver} did not boot: {reason}\n{console_tail(rundir)}", reason)
