@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reactor.testing import FakeKernelFS
+from reactor.testing import FakeDamon, FakeKernelFS
 
 CAPTURED = Path(__file__).parent / "fixtures" / "captured"
 HOST = CAPTURED / "host-6.18"
@@ -51,3 +51,22 @@ def host_node() -> FakeKernelFS:
     for path, name in HOST_CAPTURES.items():
         fs.set_file(path, (HOST / name).read_text())
     return fs
+
+
+#: The process the DAMON-backed fakes simulate: a hot and a cold range.
+DAMON_PID = 4242
+DAMON_HOT = (0x7F0000000000, 0x7F0000400000)  # 4 MiB, accessed in every sample
+DAMON_COLD = (0x7F0001000000, 0x7F0003000000)  # 32 MiB, never accessed
+
+
+def damon_node() -> tuple[FakeKernelFS, FakeDamon]:
+    """This host's captures plus a free DAMON at the guest's version (7.2.12), writable,
+    with one simulated process (:data:`DAMON_PID`) holding a hot and a cold range."""
+    fs = FakeKernelFS(allow_damon_writes=True)
+    for path, name in HOST_CAPTURES.items():
+        fs.set_file(path, (HOST / name).read_text())
+    fs.set_file("/proc/sys/kernel/osrelease", "7.2.12+deb14-amd64\n")
+    fs.set_file("/proc/sys/kernel/random/boot_id", "5eed0000-0000-4000-8000-000000000001\n")
+    damon = FakeDamon(fs, kernel="7.2.12")
+    damon.add_process(DAMON_PID, [(*DAMON_HOT, 1.0), (*DAMON_COLD, 0.0)])
+    return fs, damon

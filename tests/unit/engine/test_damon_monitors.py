@@ -13,11 +13,9 @@ from reactor.config import load_config_text
 from reactor.engine.runtime import Reactor
 from reactor.errors import SourceFailed
 from reactor.testing import FakeDamon, FakeKernelFS
-from tests.captures import HOST, HOST_CAPTURES
+from tests.captures import DAMON_COLD, DAMON_HOT, DAMON_PID, damon_node
 
-PID = 4242
-HOT = (0x7F0000000000, 0x7F0000400000)  # 4 MiB, accessed in every sample
-COLD = (0x7F0001000000, 0x7F0003000000)  # 32 MiB, never accessed
+PID, HOT, COLD = DAMON_PID, DAMON_HOT, DAMON_COLD
 
 
 @pytest.fixture
@@ -27,15 +25,8 @@ def anyio_backend() -> str:
 
 
 def fake_machine() -> tuple[FakeKernelFS, FakeDamon]:
-    """A node with this host's /proc captures and a free DAMON at the guest's version."""
-    fs = FakeKernelFS(allow_damon_writes=True)
-    for path, name in HOST_CAPTURES.items():
-        fs.set_file(path, (HOST / name).read_text())
-    fs.set_file("/proc/sys/kernel/osrelease", "7.2.12+deb14-amd64\n")
-    fs.set_file("/proc/sys/kernel/random/boot_id", "5eed0000-0000-4000-8000-000000000001\n")
-    damon = FakeDamon(fs, kernel="7.2.12")
-    damon.add_process(PID, [(*HOT, 1.0), (*COLD, 0.0)])
-    return fs, damon
+    """This host's /proc captures and a free DAMON at the guest's version."""
+    return damon_node()
 
 
 def config(run_dir: Path, extra: str = "") -> Any:
