@@ -21,13 +21,11 @@ from typing import Literal, TypeAlias
 from reactor.errors import KernelFormatError
 
 __all__ = (
-    "PF_KTHREAD",
     "ROLLUP_FIELDS",
     "Piece",
     "PieceKind",
     "Vma",
     "classify",
-    "is_kernel_thread",
     "parse_numa_maps",
     "parse_rollup",
     "parse_smaps",
@@ -37,8 +35,6 @@ __all__ = (
     "swap_backed_mounts",
 )
 
-#: include/linux/sched.h: the task is a kernel thread.
-PF_KTHREAD = 0x00200000
 KIB = 1024
 
 _HEAD = re.compile(
@@ -195,19 +191,6 @@ def parse_rollup(text: str, path: str) -> dict[str, int]:
     if "Rss" not in out:
         raise KernelFormatError(path, "no 'Rss: N kB' line", line=text[:200])
     return out
-
-
-def is_kernel_thread(stat_text: str, path: str) -> bool:
-    """Whether ``/proc/PID/stat`` describes a kernel thread (PF_KTHREAD in ``flags``).
-
-    The command name may contain spaces and parentheses, so fields are counted after
-    its last ``)``; ``flags`` is field 9 of the line.
-    """
-    close = stat_text.rfind(")")
-    rest = stat_text[close + 1 :].split()
-    if close < 0 or len(rest) < 7:
-        raise KernelFormatError(path, "not a stat line", line=stat_text.strip()[:120])
-    return bool(int(rest[6]) & PF_KTHREAD)
 
 
 _NUMA_NODE = re.compile(r"\bN(\d+)=(\d+)\b")

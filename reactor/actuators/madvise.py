@@ -48,7 +48,6 @@ from reactor.actuators._procfs import (
     Piece,
     Vma,
     classify,
-    is_kernel_thread,
     parse_smaps_totals,
     swap_backed_mounts,
 )
@@ -71,6 +70,7 @@ from reactor.actuators.base import (
 from reactor.errors import KernelInterfaceError, TargetVanished
 from reactor.kernelfs import KernelFS
 from reactor.kernelfs.syscalls import MADV_COLD, MADV_COLLAPSE, MADV_PAGEOUT, MADV_WILLNEED
+from reactor.sampler.procfs import is_kernel_thread
 from reactor.signals.meminfo import parse_meminfo
 
 __all__ = (

@@ -35,7 +35,6 @@ import numpy.typing as npt
 from reactor.actuators._procfs import (
     Vma,
     classify,
-    is_kernel_thread,
     parse_numa_maps,
     parse_smaps,
 )
@@ -60,6 +59,7 @@ from reactor.actuators.base import (
 )
 from reactor.errors import KernelInterfaceError, TargetVanished
 from reactor.kernelfs import KernelFS
+from reactor.sampler.procfs import is_kernel_thread
 from reactor.signals.tiers import parse_nodelist
 
 __all__ = ("MigrateActuator", "NodeUnavailable", "memory_nodes")

@@ -50,6 +50,8 @@ __all__ = (
     "ScanResult",
     "UffdWriteProtect",
     "guarded_mmap",
+    "migrate_pages",
+    "move_pages",
     "pidfd_open",
     "process_madvise",
     "pwrite_kernel_file",
@@ -60,8 +62,20 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # System call numbers (x86_64; arm64 uses the generic table where these agree).
 _SYSCALLS = {
-    "x86_64": {"userfaultfd": 323, "pidfd_open": 434, "process_madvise": 440},
-    "aarch64": {"userfaultfd": 282, "pidfd_open": 434, "process_madvise": 440},
+    "x86_64": {
+        "userfaultfd": 323,
+        "pidfd_open": 434,
+        "process_madvise": 440,
+        "move_pages": 279,
+        "migrate_pages": 256,
+    },
+    "aarch64": {
+        "userfaultfd": 282,
+        "pidfd_open": 434,
+        "process_madvise": 440,
+        "move_pages": 239,
+        "migrate_pages": 238,
+    },
 }
 
 # linux/fs.h: PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg) with a 96-byte argument.
@@ -207,6 +221,63 @@ def process_madvise(pidfd: int, ranges: Sequence[tuple[int, int]], advice: int) 
         raise KernelInterfaceError(
             "process_madvise", f"advice {advice} refused", errno=exc.errno
         ) from exc
+
+
+def _on_process(name: str, pid: int, *args: object) -> int:
+    """A system call on process ``pid``: TargetVanished for ESRCH, else
+    KernelInterfaceError naming the call, with the errno."""
+    try:
+        return _syscall(name, ctypes.c_int(pid), *args)
+    except OSError as exc:
+        if exc.errno == errno_mod.ESRCH:
+            raise TargetVanished(f"pid {pid}") from exc
+        raise KernelInterfaceError(name, f"pid {pid}", errno=exc.errno) from exc
+
+
+def move_pages(
+    pid: int, pages: npt.NDArray[np.uint64], node: int | None, flags: int
+) -> npt.NDArray[np.int32]:
+    """move_pages(2): per page its node after the call, or a negative errno; ``node``
+    None only queries."""
+    count = len(pages)
+    addrs = np.ascontiguousarray(pages, dtype=np.uint64)
+    status = np.full(count, -errno_mod.ENOENT, dtype=np.int32)
+    nodes_ptr: ctypes.c_void_p | None = None
+    if node is not None:
+        nodes = np.full(count, node, dtype=np.int32)
+        nodes_ptr = ctypes.c_void_p(nodes.ctypes.data)
+    _on_process(
+        "move_pages",
+        pid,
+        ctypes.c_ulong(count),
+        ctypes.c_void_p(addrs.ctypes.data),
+        nodes_ptr,
+        ctypes.c_void_p(status.ctypes.data),
+        ctypes.c_int(flags),
+    )
+    return status
+
+
+def _node_mask(nodes: Sequence[int], words: int) -> ctypes.Array[ctypes.c_ulong]:
+    mask = (ctypes.c_ulong * words)()
+    for node in nodes:
+        mask[node // 64] |= 1 << (node % 64)
+    return mask
+
+
+def migrate_pages(pid: int, old_nodes: Sequence[int], new_nodes: Sequence[int]) -> int:
+    """migrate_pages(2): the number of pages that could not be moved."""
+    words = max([*old_nodes, *new_nodes, 0]) // 64 + 1
+    old, new = _node_mask(old_nodes, words), _node_mask(new_nodes, words)
+    # the kernel reads maxnode - 1 bits (a historical off-by-one every libnuma caller
+    # follows), so pass one more than the mask holds
+    return _on_process(
+        "migrate_pages",
+        pid,
+        ctypes.c_ulong(words * 64 + 1),
+        ctypes.byref(old),
+        ctypes.byref(new),
+    )
 
 
 @dataclass(frozen=True)
