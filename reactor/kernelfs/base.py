@@ -43,6 +43,12 @@ class KeptFile(Protocol):
 
     def pread(self, size: int, offset: int) -> bytes: ...
 
+    def read_bytes(self) -> bytes:
+        """Re-read the whole file from offset 0 as bytes (procfs hands out about a page
+        per read: smaps of thousands of mappings is hundreds of reads, which the real
+        implementation loops over in C)."""
+        ...
+
     def close(self) -> None: ...
 
 

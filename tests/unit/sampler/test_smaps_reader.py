@@ -66,3 +66,68 @@ def test_ranges_keep_the_mappings_they_touch() -> None:
         assert np.array_equal(got.start, want.start) and np.array_equal(got.rss, want.rss)
         assert got.path == want.path
     assert np.array_equal(parse_smaps_bytes(raw, ranges=ranges).start, want.start)
+
+
+def test_any_changed_byte_of_any_mapping_line_is_noticed() -> None:
+    """Every byte of every mapping line is compared (word by word): a same-length change
+    anywhere in one (any digit of an address, offset, device or inode, the permissions
+    after an mprotect) makes the reader parse afresh and report the new line."""
+    raw = _raw()
+    heads = [
+        m.span()
+        for m in re.finditer(rb"^[0-9a-f]+-[0-9a-f]+ [^\n]*$", raw, re.MULTILINE)
+        if b"[vsyscall]" not in m.group()  # a changed digit there overflows int64
+    ]
+    assert len(heads) > 10
+    # the first, last and three lines between (every byte of each): words are aligned
+    # to the text, so these land at different offsets within their words
+    for k in sorted({0, 1, len(heads) // 3, len(heads) // 2, len(heads) - 1}):
+        a, b = heads[k]
+        for pos in range(a, b):
+            if raw[pos] in b"0123456789abcdef":
+                new = b"1" if raw[pos] != ord("1") else b"2"
+            elif pos - a < 40 and raw[pos] in b"rwx":  # permissions
+                new = b"-"
+            else:
+                continue
+            reader = SmapsReader()
+            reader.parse(raw)
+            changed = bytearray(raw)
+            changed[pos] = new[0]
+            got = reader.parse(bytes(changed))
+            assert reader.fresh == 2, (k, pos - a, raw[a:b])
+            want = parse_smaps(bytes(changed).decode())
+            assert np.array_equal(got.start, want.start) and got.perms == want.perms
+
+
+def test_a_count_wider_than_its_column_is_parsed_afresh() -> None:
+    """The kernel pads counts to 8 digits: a 9-digit count moves the line's end, so the
+    reader parses afresh instead of reading a cut-off number."""
+    raw = _raw()
+    reader = SmapsReader()
+    reader.parse(raw)
+    wide = 123_456_789
+    m = list(re.finditer(rb"^Referenced:( +)(\d+) kB$", raw, re.MULTILINE))[2]
+    changed = raw[: m.start()] + b"Referenced: " + str(wide).encode() + b" kB" + raw[m.end() :]
+    got = reader.parse(changed)
+    assert reader.fresh == 2
+    assert got.referenced[2] == wide * 1024
+
+
+def test_a_wider_count_behind_a_shorter_line_is_parsed_afresh() -> None:
+    """A 9-digit Rss whose line still ends where it did (a line before it in the same
+    mapping is one byte shorter) is not read as its last 8 digits."""
+    raw = _raw()
+    reader = SmapsReader()
+    reader.parse(raw)
+    size = list(re.finditer(rb"^Size:( +)", raw, re.MULTILINE))[2]
+    rss = list(re.finditer(rb"^Rss:( +)(\d+) kB$", raw, re.MULTILINE))[2]
+    assert size.end() < rss.start()
+    wide = b"Rss:" + b"123456789".rjust(len(rss.group(1)) + len(rss.group(2)) + 1) + b" kB"
+    changed = (
+        raw[: size.end() - 1] + raw[size.end() : rss.start()] + wide + raw[rss.end() :]
+    )
+    assert len(changed) == len(raw)
+    got = reader.parse(changed)
+    assert reader.fresh == 2
+    assert got.rss[2] == 123_456_789 * 1024
