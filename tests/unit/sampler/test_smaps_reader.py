@@ -124,9 +124,7 @@ def test_a_wider_count_behind_a_shorter_line_is_parsed_afresh() -> None:
     rss = list(re.finditer(rb"^Rss:( +)(\d+) kB$", raw, re.MULTILINE))[2]
     assert size.end() < rss.start()
     wide = b"Rss:" + b"123456789".rjust(len(rss.group(1)) + len(rss.group(2)) + 1) + b" kB"
-    changed = (
-        raw[: size.end() - 1] + raw[size.end() : rss.start()] + wide + raw[rss.end() :]
-    )
+    changed = raw[: size.end() - 1] + raw[size.end() : rss.start()] + wide + raw[rss.end() :]
     assert len(changed) == len(raw)
     got = reader.parse(changed)
     assert reader.fresh == 2
