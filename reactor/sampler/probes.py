@@ -261,8 +261,15 @@ class ReferencedSession(_ProcSession):
         """The whole of smaps as bytes (megabytes with thousands of mappings: no text
         decoding), through a descriptor and buffer kept for the session."""
         try:
-            if self._smaps is None:
-                self._smaps = self.fs.keep(f"/proc/{self.pid}/smaps")
+            if self._smaps is not None:
+                raw = self._smaps.read_bytes()
+                if raw:
+                    return raw
+                # An open smaps is bound to the address space it was opened on: after
+                # an exec (a started command through a shell or a pyenv shim) it reads
+                # empty for good. Open it again: the process's current one.
+                self._smaps.close()
+            self._smaps = self.fs.keep(f"/proc/{self.pid}/smaps")
             return self._smaps.read_bytes()
         except KernelInterfaceError as exc:
             raise _vanished_or_raise(self.pid, exc) from exc
