@@ -313,6 +313,15 @@ class DamonDriver:
         """Kdamond ``k`` as its files hold it (see :func:`reactor.damon.sysfs.read_kdamond`)."""
         return read_kdamond(self.fs, k, outputs=outputs)
 
+    async def read(self, k: int) -> Kdamond:
+        """:meth:`read_back` in the driver's worker thread, one job at a time with its
+        commands (a state command in flight holds the kernel's sysfs lock)."""
+        return await self._thread(
+            functools.partial(self.read_back, k),
+            timeout=self.command_timeout_s,
+            what=paths.kdamond_dir(k),
+        )
+
     # -- commands ----------------------------------------------------------------------------
 
     def _timeout_for(self, k: int, command: StateCommand) -> float:

@@ -122,6 +122,8 @@ class DamonMonitors:
         self.snapshot_every_s = snapshot_every_s
         self.driver = DamonDriver(fs, run_dir=config.reactor.run_dir, kernel_release=None)
         self.commands: dict[str, OwnedCommand] = {}
+        #: the pids each monitor's kdamond follows (a started command's included)
+        self.pids: dict[str, list[int]] = {}
 
     def _pids(self) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {}
@@ -143,7 +145,8 @@ class DamonMonitors:
         """Lay out and start reactor's kdamonds; publish snapshots until cancelled."""
         try:
             await self.driver.open()
-            section = section_for(self.config, self._pids())
+            self.pids = self._pids()
+            section = section_for(self.config, self.pids)
             await self.driver.apply(section)
             _log.info(
                 "damon_kdamonds_started",
@@ -161,6 +164,68 @@ class DamonMonitors:
                 _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
             for command in self.commands.values():
                 command.stop()
+
+    async def reconfigure(self, config: Config) -> str | None:
+        """Commit a reloaded config's monitors and ``damon`` section into the running
+        kdamonds, online (each keeps its pid). Returns None when done, or why it cannot
+        be done online (then nothing was changed).
+
+        Online means the same kdamonds, contexts, operations and targets: what changes is
+        each context's intervals, region bounds and schemes. A monitor's kdamond keeps
+        the schemes policies added after its snapshot scheme; a scheme a policy tunes
+        (``scheme: k/c/s``) keeps the quota the policy committed (the policy owns it).
+        """
+        old, pids = self.config, self.pids
+        if [(m.name, m.ops, m.targets) for m in old.monitors] != [
+            (m.name, m.ops, m.targets) for m in config.monitors
+        ]:
+            return "monitors were added, removed, renamed or retargeted"
+        new = section_for(config, pids)
+        tuned = {
+            tuple(int(x) for x in p.scheme.split("/"))
+            for p in config.policies
+            if p.enabled and p.scheme is not None
+        }
+        n_monitors = len(config.monitors)
+        plans = []
+        for k, want in enumerate(new.kdamonds):
+            running = await self.driver.read(k)
+            if len(running.contexts) != len(want.contexts):
+                return f"kdamond {k} would change its number of contexts"
+            contexts = []
+            for c, (have, ctx) in enumerate(zip(running.contexts, want.contexts, strict=True)):
+                same_targets = [t.pid for t in have.targets] == [t.pid for t in ctx.targets]
+                if have.ops != ctx.ops or not same_targets:
+                    return f"kdamond {k} context {c} would change its operations or targets"
+                if k < n_monitors:  # the snapshot scheme, then what policies added
+                    schemes = (ctx.schemes[0], *have.schemes[1:])
+                else:
+                    if len(have.schemes) != len(ctx.schemes):
+                        return f"kdamond {k} context {c} would change its number of schemes"
+                    schemes = tuple(
+                        s.model_copy(update={"quotas": h.quotas})
+                        if (k - n_monitors, c, i) in tuned
+                        else s
+                        for i, (h, s) in enumerate(zip(have.schemes, ctx.schemes, strict=True))
+                    )
+                contexts.append(
+                    have.model_copy(
+                        update={
+                            "intervals": ctx.intervals,
+                            "nr_regions": ctx.nr_regions,
+                            "schemes": schemes,
+                        }
+                    )
+                )
+            plans.append((k, running, running.model_copy(update={"contexts": tuple(contexts)})))
+        committed = []
+        for k, running, kd in plans:
+            if kd != running:
+                await self.driver.commit(k, kd)
+                committed.append(k)
+        self.config = config
+        _log.info("damon_reconfigured", committed=committed, online=True)
+        return None
 
     def _intervals(self, k: int, monitor: MonitorConfig) -> tuple[float, float]:
         """The kdamond's intervals as staged now (a self-tuning policy may have committed

@@ -137,6 +137,24 @@ class NativeMonitors:
                     await tg.start(sampler.run)
             task_status.started()
 
+    def reconfigure(self, monitors: Sequence[MonitorConfig]) -> str | None:
+        """Take reloaded monitors online: new intervals and region bounds go to the
+        running samplers (each adopts them at its next aggregation boundary). Returns
+        None when done, or why it cannot be done online (then nothing was changed)."""
+        kept = tuple(m for m in monitors if m.ops != "paddr")
+        old = {m.name: native_targets(m) for m in self.monitors}
+        if {m.name: native_targets(m) for m in kept} != old or {m.name: m.probe for m in kept} != {
+            m.name: m.probe for m in self.monitors
+        }:
+            return "monitors were added, removed, renamed, retargeted or given another probe"
+        for monitor in kept:
+            sampler = self.samplers.get(monitor.name)
+            settings = sampler_settings(monitor)
+            if sampler is not None and sampler.settings != settings:
+                sampler.update_settings(settings)
+        self.monitors = kept
+        return None
+
     def _sink(self, name: str) -> Any:
         def publish(snapshot: Snapshot) -> None:
             view = self._views[name]

@@ -430,7 +430,10 @@ class Reactor:
         if old.signals.psi.triggers != config.signals.psi.triggers:
             needs_restart += ("signals.psi.triggers",)
         if old.monitors != config.monitors or old.damon != config.damon:
-            needs_restart += ("monitors/damon",)
+            why = await self._reconfigure_monitors(config)
+            if why is not None:
+                _log.warning("monitors_not_reloaded", reason=why)
+                needs_restart += ("monitors/damon",)
         self.config = config
         specs = {s.topic: s for s in build_source_specs(config, self.fs)}
         kept, stopped = [], []
@@ -473,6 +476,21 @@ class Reactor:
                 effect="these keys take effect at the next start; the rest is applied",
             )
         return result
+
+    async def _reconfigure_monitors(self, config: Config) -> str | None:
+        """The monitors and ``damon`` sections of a reload, online where they can be
+        (intervals, region bounds, schemes and quotas of running kdamonds and samplers);
+        why not otherwise."""
+        if self.damon is not None:
+            try:
+                return await self.damon.reconfigure(config)
+            except ReactorError as exc:
+                return f"commit failed: {exc}"
+        if self.native is not None:
+            if config.damon != self.config.damon:
+                return "the damon section is inactive on the native backend"
+            return self.native.reconfigure(config.monitors)
+        return "no monitors are running"
 
     async def _reload_policies(
         self, config: Config

@@ -97,3 +97,70 @@ async def test_a_foreign_kdamond_stops_startup_and_is_left_alone(tmp_path: Path)
     assert f"pid {pid}" in str(error) and "reactor.backend is damon" in str(error)
     assert len(fs.writes) == before, "no write may reach a foreign kdamond"
     assert any(e["event"] == "backend" and not e["usable"] for e in logs)
+
+
+EXPERT = """
+damon:
+  kdamonds:
+    - contexts:
+        - ops: vaddr
+          targets: [{{pid: 4242}}]
+          intervals: {{sample_us: 10 ms, aggr_us: {aggr}}}
+          schemes:
+            - action: pageout
+              access_pattern: {{nr_accesses: {{min: 0 %, max: 0 %}}}}
+              quotas: {{sz_bytes: {quota}, reset_interval_ms: 1 s}}
+"""
+
+
+def _effective(fs: FakeKernelFS, k: int) -> dict[str, str]:
+    base = "/sys/kernel/mm/damon/admin/kdamonds"
+    ctx = f"{base}/{k}/contexts/0"
+    return {
+        "sample_us": fs.read_text(f"{ctx}/monitoring_attrs/intervals/sample_us").strip(),
+        "aggr_us": fs.read_text(f"{ctx}/monitoring_attrs/intervals/aggr_us").strip(),
+        "nr_schemes": fs.read_text(f"{ctx}/schemes/nr_schemes").strip(),
+    }
+
+
+@pytest.mark.anyio
+async def test_a_reload_commits_new_intervals_and_quota_online(tmp_path: Path) -> None:
+    """A reload that changes the monitor's intervals and the damon section's quota and
+    aggregation commits them into the running kdamonds: same pids, new values in the
+    files, the kernel's effective quota follows; nothing asks for a restart."""
+    fs, damon = fake_machine()
+    first = config(tmp_path, EXPERT.format(aggr="100 ms", quota="1 MiB"))
+    second = load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+        f"  run_dir: {tmp_path}\n"
+        "monitors:\n  - name: app\n    targets: {pids: [4242]}\n"
+        "    sample: 20ms\n    aggregation: 400ms\n" + EXPERT.format(aggr="200 ms", quota="4 MiB"),
+        "t.yaml",
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(first, fs=fs) as reactor:
+            pids = (damon.kdamond_pid(0), damon.kdamond_pid(1))
+            assert None not in pids
+            before = (_effective(fs, 0), _effective(fs, 1))
+            result = await reactor.reload(second)
+            assert result.needs_restart == ()
+            assert (damon.kdamond_pid(0), damon.kdamond_pid(1)) == pids
+            after = (_effective(fs, 0), _effective(fs, 1))
+            assert before[0]["sample_us"] == "10000" and after[0]["sample_us"] == "20000"
+            assert after[0]["aggr_us"] == "400000"
+            assert before[1]["aggr_us"] == "100000" and after[1]["aggr_us"] == "200000"
+            quota = "/sys/kernel/mm/damon/admin/kdamonds/1/contexts/0/schemes/0/quotas/bytes"
+            assert fs.read_text(quota).strip() == str(4 << 20)
+            # a change of targets cannot be committed: it asks for a restart, changes nothing
+            moved = load_config_text(
+                "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+                f"  run_dir: {tmp_path}\n"
+                "monitors:\n  - name: app\n    targets: {pids: [4243]}\n",
+                "t.yaml",
+            )
+            writes = len(fs.writes)
+            result = await reactor.reload(moved)
+            assert result.needs_restart == ("monitors/damon",)
+            assert len(fs.writes) == writes
+        tg.cancel_scope.cancel()
