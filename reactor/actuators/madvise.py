@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import errno as errno_mod
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -171,10 +172,12 @@ class TargetStates:
         self.reads = 0
         self.hits = 0
 
-    def peek(self, pid: int) -> TargetState | None:
-        """The kept reading of ``pid`` if it is younger than ``max_age_s``, else None."""
+    def peek(self, pid: int, max_age_s: float | None = None) -> TargetState | None:
+        """The kept reading of ``pid`` if it is younger than ``max_age_s`` (default: the
+        instance's), else None."""
+        limit = self.max_age_s if max_age_s is None else max_age_s
         state = self._states.get(pid)
-        if state is None or self.max_age_s <= 0 or self.clock() - state.taken_at > self.max_age_s:
+        if state is None or limit <= 0 or self.clock() - state.taken_at > limit:
             return None
         self.hits += 1
         return state
@@ -318,7 +321,8 @@ class MadviseActuator(Actuator):
         try:
             if not self.limits.dry_run:
                 pidfd = await self._blocking(key, partial(self.calls.pidfd_open, pid))
-            before = self.states.peek(pid)
+            # a dry run measures nothing: any kept reading plans as well as a fresh one
+            before = self.states.peek(pid, math.inf if self.limits.dry_run else None)
             if before is None:
                 before = await self._blocking(key, partial(self.states.read, pid))
         except BaseException as exc:

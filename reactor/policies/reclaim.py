@@ -58,6 +58,9 @@ __all__ = ("BACKOFF_MAX_FACTOR", "CgroupReclaim", "NativeReclaim", "policy_limit
 #: at most this many min_ages.
 BACKOFF_MAX_FACTOR = 64
 
+#: the oldest target reading a reclaim decision uses (see ReclaimPolicy._decision_age)
+DECISION_AGE_MAX_S = 10.0
+
 _SHARED: weakref.WeakKeyDictionary[KernelFS, TargetStates] = weakref.WeakKeyDictionary()
 
 
@@ -115,6 +118,12 @@ class NativeReclaim(QuotaPolicy):
         if cfg.rate_limit != old.rate_limit:
             self.limits = policy_limits(cfg, self.ctx.config.reactor.dry_run)
             self.actuator = MadviseActuator(self.ctx.fs, limits=self.limits, states=self.states)
+
+    def _decision_age(self) -> float:
+        """How old a target reading may be for choosing pieces: half a tick, or up to
+        ``min_age`` (capped at 10 s), the time a candidate is left alone anyway."""
+        tick = self.ctx.config.reactor.tick
+        return max(tick / 2, min(self.cfg.min_age, DECISION_AGE_MAX_S))
 
     def _excluded(self, pid: int) -> bool:
         ex = self.cfg.exclude
@@ -241,8 +250,11 @@ class NativeReclaim(QuotaPolicy):
             if left <= 0:
                 break
             try:
-                # read once per tick by whichever policy comes first (a page walk)
-                before = self.states.peek(pid)
+                # read by whichever policy comes first (a page walk) and kept for the
+                # decision age: which pieces are file-backed does not change, and a
+                # piece that emptied meanwhile only costs a pageout that frees nothing
+                # (backed off); the actuator re-reads before it acts, to measure
+                before = self.states.peek(pid, self._decision_age())
                 if before is None:
                     before = await anyio.to_thread.run_sync(partial(self.states.get, pid))
             except (KernelInterfaceError, TargetVanished):
