@@ -346,7 +346,9 @@ async def test_migrate_cold_moves_the_cold_buffer_to_node_1(
     await driver.apply(section(vaddr(work.pid, demote, promote)))
     cold_pages = (work.cold[1] - work.cold[0]) // 4096
     hot_pages = (work.hot[1] - work.hot[0]) // 4096
-    deadline = time.monotonic() + 20.0  # leaves early once both hold
+    # a liveness limit, not a speed claim: under TCG, with the host busy, one run had
+    # moved 87 % of the cold buffer after 20 s (it keeps going); leaves once both hold
+    deadline = time.monotonic() + 45.0
     after, hot = before, numa_pages(work.pid, work.hot[0])
     hot_history: list[int] = []
     while time.monotonic() < deadline:

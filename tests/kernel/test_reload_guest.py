@@ -1,0 +1,124 @@
+"""Guest only: a reload commits new intervals and a new quota into reactor's running kdamond.
+
+Issue 7: "A reload changes a running kdamond's quota and intervals while its pid stays
+the same, with visible effect (effective_bytes reaches the new cap; the largest
+nr_accesses follows the new aggr/sample ratio)."
+
+The daemon runs in this process (``Reactor``, the library form of ``reactor serve``) on
+the damon backend with one kdamond from its ``damon`` section: vaddr on the conformance
+suite's child (4 MiB written every 2 ms, 32 MiB cold), a ``stat`` scheme over everything
+and a second ``stat`` scheme with a size quota. ``Reactor.reload`` is what SIGHUP calls
+after validating the file (tests/host/test_cli_serve.py covers the signal itself).
+
+Bounds, derived before running (the same as the driver's online-commit test):
+
+* sampling 10 ms: a region accessed in every sample counts aggr/sample per aggregation:
+  20 at 200 ms, 5 at 50 ms; the busiest region (the hot buffer or the interpreter's own
+  memory) reaches ratio - 1 or the ratio (a sample landing on the aggregation boundary).
+* a quota without goals has its effective size equal to ``sz_bytes`` (no time quota):
+  1 MiB before, 4 MiB after the reload.
+* the kdamond keeps its pid: commit never restarts it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from reactor.config import Config, load_config_text
+from reactor.engine.runtime import Reactor
+from reactor.kernelfs import RealKernelFS
+from tests.conformance.real_backend import RealBackend
+
+MiB = 1 << 20
+SAMPLE_US = 10_000
+KDAMONDS = "/sys/kernel/mm/damon/admin/kdamonds"
+
+CONFIG = """
+reactor:
+  backend: damon
+  tick: 1s
+  run_dir: {run_dir}
+damon:
+  kdamonds:
+    - contexts:
+        - ops: vaddr
+          targets: [{{pid: {pid}}}]
+          intervals: {{sample_us: {sample}, aggr_us: {aggr}, ops_update_us: 1000000}}
+          nr_regions: {{min: 100, max: 1000}}
+          schemes:
+            - action: stat
+            - action: stat
+              quotas: {{sz_bytes: {cap}, reset_interval_ms: 100}}
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def damon() -> Iterator[RealBackend]:
+    """The conformance suite's real backend: children by pid, every kdamond off afterwards."""
+    backend = RealBackend()
+    assert backend.fs.read_text(f"{KDAMONDS}/nr_kdamonds").strip() == "0", "leaked kdamonds"
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.mark.anyio
+async def test_a_reload_commits_intervals_and_quota_into_the_running_kdamond(
+    damon: RealBackend, tmp_path: Path
+) -> None:
+    """Same pid, new aggr_us and quota after the reload; the effect is visible."""
+    work = damon.spawn_process()
+
+    def config(aggr_us: int, cap: int) -> Config:
+        text = CONFIG.format(
+            run_dir=tmp_path, pid=work.pid, sample=SAMPLE_US, aggr=aggr_us, cap=cap
+        )
+        return load_config_text(text, "reload.yaml")
+
+    async def busiest() -> int:
+        tried = (await driver.update_schemes_tried_regions(0))[0]
+        return max((r.nr_accesses for r in tried.regions), default=0)
+
+    old_aggr, new_aggr = 200_000, 50_000
+    old_ratio, new_ratio = old_aggr // SAMPLE_US, new_aggr // SAMPLE_US
+    async with Reactor(config(old_aggr, MiB), fs=RealKernelFS("/")) as reactor:
+        assert reactor.damon is not None
+        driver = reactor.damon.driver
+        pid = driver.status().kdamonds[0].pid
+        before = 0
+        deadline = time.monotonic() + 15
+        while before < old_ratio - 1 and time.monotonic() < deadline:
+            await anyio.sleep(1.0)
+            before = await busiest()
+        esz_before = (await driver.update_schemes_effective_quotas(0))[1]
+        result = await reactor.reload(config(new_aggr, 4 * MiB))
+        await anyio.sleep(1.0)
+        after = await busiest()
+        esz_after = (await driver.update_schemes_effective_quotas(0))[1]
+        status = driver.status().kdamonds[0]
+        aggr_file = f"{KDAMONDS}/0/contexts/0/monitoring_attrs/intervals/aggr_us"
+        aggr_now = int(Path(aggr_file).read_text())
+        print(
+            f"reload: needs_restart {result.needs_restart}; pid {pid} -> {status.pid}; "
+            f"max nr_accesses {before} at {old_ratio} samples/aggr -> {after} at {new_ratio}; "
+            f"effective_bytes {esz_before} -> {esz_after}"
+        )
+        assert result.needs_restart == ()
+        assert (status.state, status.pid) == ("on", pid)
+        assert aggr_now == new_aggr
+        assert old_ratio - 1 <= before <= old_ratio
+        assert new_ratio - 1 <= after <= new_ratio
+        assert (esz_before, esz_after) == (MiB, 4 * MiB)
+    # reactor stopped its own kdamond on the way out
+    assert Path(f"{KDAMONDS}/0/state").read_text().strip() == "off"
