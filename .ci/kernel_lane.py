@@ -57,7 +57,7 @@ DEBIAN_SUITE = os.environ.get("REACTOR_LANE_SUITE", "forky")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 VNG_VERSION = os.environ.get("REACTOR_LANE_VNG", "1.42")
 #: Hard limit on one guest boot (boot + setup + tests + power-off), seconds.
-GUEST_TIMEOUT = float(os.environ.get("REACTOR_LANE_TIMEOUT", "720"))
+GUEST_TIMEOUT = float(os.environ.get("REACTOR_LANE_TIMEOUT", "840"))
 #: A boot that has not written its marker by then is hung (seen once: silent after
 #: "Poking KASLR"); it is ended and retried like a crashed boot. Boots take 6-10 s here.
 BOOT_TIMEOUT = float(os.environ.get("REACTOR_LANE_BOOT_TIMEOUT", "120"))
