@@ -137,9 +137,22 @@ def run_case(probe: str, size: int, probes: Any, aggregations: int) -> dict[str,
             name="w", pids=(w.pid,), ranges=ranges, probe=probe.removesuffix("-chunks")
         )
         sample_s = _interval(_round_time(s0, s1))
-        aggr_s = sample_s * AGGR_S / SAMPLE_S
-        sampler, snaps = anyio.run(_sample, target, probes, aggr_s * aggregations + 0.3, sample_s)
-        s2 = w.stats()
+        first_try: dict[str, float] | None = None
+        r1 = s1  # the workload's stats when the measured run started
+        while True:
+            aggr_s = sample_s * AGGR_S / SAMPLE_S
+            run = anyio.run(_sample, target, probes, aggr_s * aggregations + 0.3, sample_s)
+            s2 = w.stats()
+            sampled_round = _round_time(r1, s2)
+            slower = _interval(sampled_round)
+            # the probe slows the target (clear_refs makes every touch set its accessed
+            # bit again): if its touch rounds no longer fit the interval, the truth does
+            # not hold; measure again, once, at three of the rounds seen while sampled
+            if first_try is not None or slower <= sample_s:
+                break
+            first_try = {"sample_interval_s": sample_s, "round_s_sampled": sampled_round}
+            sample_s, r1 = slower, s2
+        sampler, snaps = run
         truth = w.truth()
     monitor = sampler_stats(sampler)
     snap = snaps[-1]
@@ -151,7 +164,7 @@ def run_case(probe: str, size: int, probes: Any, aggregations: int) -> dict[str,
     # The probe's kernel work happens on both sides: page walks in the sampler's thread,
     # and (uffd-wp) write-protect faults in the target: its extra system time.
     base_rate = (s1["sys_s"] - s0["sys_s"]) / (s1["elapsed_s"] - s0["elapsed_s"])
-    run_rate = (s2["sys_s"] - s1["sys_s"]) / (s2["elapsed_s"] - s1["elapsed_s"])
+    run_rate = (s2["sys_s"] - r1["sys_s"]) / (s2["elapsed_s"] - r1["elapsed_s"])
     target_kernel = max(0.0, run_rate - base_rate) * sample_s
     sampler_kernel = monitor.probe.kernel_s / samples
     kernel = sampler_kernel + target_kernel
@@ -162,6 +175,7 @@ def run_case(probe: str, size: int, probes: Any, aggregations: int) -> dict[str,
         "rss_bytes": size,
         "granularity_bytes": snap.granularity_bytes if probe != "referenced" else size,
         "sample_interval_s": round(sample_s, 3),
+        "first_try": first_try,
         "regions": len(snap.regions),
         "precision": round(precision, 4),
         "recall": round(recall, 4),
@@ -173,7 +187,7 @@ def run_case(probe: str, size: int, probes: Any, aggregations: int) -> dict[str,
         "engine_s_per_sample": round(monitor.engine_s / samples, 5),
         "cpu_s_per_gib_sample": round((kernel + user) / gib, 5),
         "user_over_kernel": round(user / kernel, 4) if kernel > 0 else None,
-        "target_slowdown": round(_round_time(s1, s2) / max(_round_time(s0, s1), 1e-9) - 1, 4),
+        "target_slowdown": round(_round_time(r1, s2) / max(_round_time(s0, s1), 1e-9) - 1, 4),
         "met": bool(
             recall >= TARGET_RECALL
             and precision >= TARGET_PRECISION
