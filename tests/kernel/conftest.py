@@ -51,6 +51,8 @@ if _WHY is not None:
         "run `make test-kernel`, never pytest tests/kernel on a host"
     )
 
+from tests.conformance.real_backend import RealBackend  # noqa: E402 - after the guard
+
 # The checkout is read-only in the guest: no example database on disk.
 with contextlib.suppress(ImportError):
     from hypothesis import settings
@@ -89,3 +91,22 @@ def kdamonds() -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 write(state, "off")
     write(KDAMONDS / "nr_kdamonds", 0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio (modules that need another say so): DAMON writes run in worker threads
+    on real time."""
+    return "asyncio"
+
+
+@pytest.fixture
+def damon() -> Iterator[RealBackend]:
+    """The conformance suite's real backend (children by pid, every kdamond off and
+    ``nr_kdamonds`` 0 afterwards), starting from no kdamond at all."""
+    backend = RealBackend()
+    assert backend.fs.read_text(f"{KDAMONDS}/nr_kdamonds").strip() == "0", "leaked kdamonds"
+    try:
+        yield backend
+    finally:
+        backend.close()

@@ -58,23 +58,6 @@ COLD = {
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """asyncio: the driver's writes run in worker threads on real time."""
-    return "asyncio"
-
-
-@pytest.fixture
-def damon() -> Iterator[RealBackend]:
-    """The conformance suite's real backend: children by pid, every kdamond off afterwards."""
-    backend = RealBackend()
-    assert backend.fs.read_text(f"{KDAMONDS}/nr_kdamonds").strip() == "0", "leaked kdamonds"
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
-@pytest.fixture
 def driver(tmp_path: Path) -> DamonDriver:
     """A driver over the guest's real DAMON sysfs, with its ownership record in tmp_path."""
     return DamonDriver(RealKernelFS("/", allow_damon_writes=True), run_dir=str(tmp_path))

@@ -23,7 +23,6 @@ Bounds, derived before running (the same as the driver's online-commit test):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -55,22 +54,6 @@ damon:
             - action: stat
               quotas: {{sz_bytes: {cap}, reset_interval_ms: 100}}
 """
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def damon() -> Iterator[RealBackend]:
-    """The conformance suite's real backend: children by pid, every kdamond off afterwards."""
-    backend = RealBackend()
-    assert backend.fs.read_text(f"{KDAMONDS}/nr_kdamonds").strip() == "0", "leaked kdamonds"
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 @pytest.mark.anyio
