@@ -86,22 +86,30 @@ async def test_a_reload_commits_intervals_and_quota_into_the_running_kdamond(
             before = await busiest()
         esz_before = (await driver.update_schemes_effective_quotas(0))[1]
         result = await reactor.reload(config(new_aggr, 4 * MiB))
-        await anyio.sleep(1.0)
-        after = await busiest()
+        # no count may pass the new ratio from the first aggregation after the commit;
+        # the busiest region shows it once the workload has run through whole
+        # aggregations again (the daemon's own sources share the guest's two vCPUs)
+        after, seen = 0, []
+        deadline = time.monotonic() + 15
+        while after < new_ratio - 1 and time.monotonic() < deadline:
+            await anyio.sleep(1.0)
+            after = await busiest()
+            seen.append(after)
         esz_after = (await driver.update_schemes_effective_quotas(0))[1]
         status = driver.status().kdamonds[0]
         aggr_file = f"{KDAMONDS}/0/contexts/0/monitoring_attrs/intervals/aggr_us"
         aggr_now = int(Path(aggr_file).read_text())
         print(
             f"reload: needs_restart {result.needs_restart}; pid {pid} -> {status.pid}; "
-            f"max nr_accesses {before} at {old_ratio} samples/aggr -> {after} at {new_ratio}; "
+            f"max nr_accesses {before} at {old_ratio} samples/aggr -> {seen} at {new_ratio}; "
             f"effective_bytes {esz_before} -> {esz_after}"
         )
         assert result.needs_restart == ()
         assert (status.state, status.pid) == ("on", pid)
         assert aggr_now == new_aggr
         assert old_ratio - 1 <= before <= old_ratio
-        assert new_ratio - 1 <= after <= new_ratio
+        assert max(seen) <= new_ratio
+        assert new_ratio - 1 <= after
         assert (esz_before, esz_after) == (MiB, 4 * MiB)
     # reactor stopped its own kdamond on the way out
     assert Path(f"{KDAMONDS}/0/state").read_text().strip() == "off"
