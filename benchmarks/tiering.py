@@ -14,22 +14,27 @@ moved to the slow node 1 and COLD to the fast node 0 (``move_pages``), so the ri
 layout is the opposite one. Every 0.5 s the benchmark reads the child's
 ``/proc/PID/numa_maps`` (pages per node of each buffer) and node 0's used ratio.
 
-- ``reactor``: ``reactor serve`` with a tiering policy on the child's pid (fast node 0,
-  slow node 1; goal ``fast_tier_used_ratio`` at the ratio measured just before the
-  daemon starts; quota 8..64 MiB per 1 s, tick 1 s; backend ``--reactor-backend``,
-  default native: its own sampler (soft-dirty, 100 ms / 1 s) and ``move_pages`` within
-  the quotas; ``damon`` puts migrate_hot/migrate_cold schemes on reactor's kdamond and
-  commits their quotas each tick, but on the lane's kernel its start is refused, see
-  docs/policies.md). Time 0 is the daemon's ``started`` event.
+- ``reactor`` (``--backend native``, the default) and ``reactor_damon``
+  (``--backend damon``; ``--backend native,damon`` runs both): ``reactor serve`` with a
+  tiering policy on the child's pid (fast node 0, slow node 1; goal
+  ``fast_tier_used_ratio`` at the ratio measured just before the daemon starts; quota
+  8..64 MiB per 1 s, tick 1 s). native: its own sampler (soft-dirty, 100 ms / 1 s) and
+  ``move_pages`` within the quotas; damon: migrate_hot/migrate_cold schemes on reactor's
+  kdamond whose quotas the controllers commit online each tick. Time 0 is the daemon's
+  ``started`` event.
 - ``damos``: the same two schemes (:func:`reactor.policies.tiering.migrate_schemes`,
   same access patterns: cold = nr_accesses 0 for 2 s, hot = nr_accesses >= 50 %) on a
   kdamond of their own with fixed quotas (``--damos-quota-mib`` per 1 s, default 16), no
   controller. Time 0 is the kdamond's start.
 
-DAMON monitors at 10 ms / 200 ms with 10..1000 regions (TCG is ~50x slower than hardware).
+DAMON (reactor_damon and damos alike) monitors at ``DAMON_SAMPLE_US`` /
+``DAMON_AGGR_US`` (10 ms / 200 ms) with ``DAMON_MIN_REGIONS`` (100)..1000 regions (TCG is
+~50x slower than hardware).
 Reported per run: the series (seconds, hot bytes on node 0, cold bytes on node 1, node 0's
-used ratio), the time until 90 % of HOT sits on node 0 and 90 % of COLD on node 1, the
-mean share of HOT on node 0 over the run, and the bytes the run reports migrated.
+used ratio as reactor reads it (node0/meminfo MemFree) and with the per-CPU free lists
+counted as free (/proc/zoneinfo), see tests/kernel/test_policy_tiering_guest.py), the
+time until 90 % of HOT sits on node 0 and 90 % of COLD on node 1, the mean share of HOT
+on node 0 over the run, and the bytes the run reports migrated.
 """
 
 from __future__ import annotations
@@ -49,7 +54,21 @@ import anyio
 
 from benchmarks.sampler_vs_damon import refusal
 
-__all__ = ("CHILD", "Workload", "main", "numa_pages", "place", "start_workload")
+__all__ = (
+    "CHILD",
+    "DAMON_AGGR_US",
+    "DAMON_MIN_REGIONS",
+    "DAMON_SAMPLE_US",
+    "Workload",
+    "fast_ratio",
+    "fresh_ratio",
+    "main",
+    "node_free_fresh",
+    "numa_pages",
+    "place",
+    "reactor_config",
+    "start_workload",
+)
 
 MIB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -57,6 +76,18 @@ RESULT_NAME = "tiering.json"
 ROOT = Path(__file__).resolve().parents[1]
 QUOTA_MIN, QUOTA_MAX = 8 * MIB, 64 * MIB
 SAMPLE_S = 0.5
+#: DAMON's minimum region count for every DAMON run (reactor's kdamond and plain DAMOS):
+#: vaddr starts from the target's three mapped areas cut into this many pieces and never
+#: merges regions past (total / min), so the 16 MiB buffers span ~8 regions each from the
+#: first aggregation (with the usual 10 a region covered tens of MiB of the child's mmap
+#: area). Plain DAMOS still moved almost nothing in 15 s under TCG with 100 (see
+#: tests/kernel/test_policy_tiering_guest.py for what its migrate_cold quota was spent on).
+DAMON_MIN_REGIONS = 100
+#: DAMON's sampling and aggregation intervals (µs) for every DAMON run. Under TCG
+#: migrate_hot found 40 to 3,935 of HOT's 4,096 pages in 20 s over five runs at
+#: 10 ms / 200 ms; 50 ms / 1 s was no better (one run: 2,059 pages, found only after 17 s,
+#: the regions adapting once a second).
+DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 
 #: Guard page, HOT, guard page, COLD, guard page in one private anonymous mapping (the
 #: guards split it into VMAs of exactly the two buffers); prints the layout as JSON, then
@@ -165,16 +196,61 @@ def fast_ratio() -> float:
     return ratio
 
 
-def reactor_config(tmp: Path, backend: str, pid: int, target: float) -> Path:
-    """A tiering policy on ``pid``: fast node 0, slow node 1, the used-ratio goal."""
+def node_free_fresh(node: int = 0) -> dict[str, int]:
+    """Node ``node``'s memory from /proc/zoneinfo, summed over its zones (bytes):
+    ``managed``, ``free`` (nr_free_pages: the buddy allocator's free pages, what
+    ``nodeN/meminfo`` MemFree reports), ``pcp`` (pages on the per-CPU free lists: free but
+    not counted in nr_free_pages until drained), ``pcp_high`` (the lists' ``high`` sum:
+    how far MemFree can lag the truth) and ``threshold`` (vm stats threshold x CPUs: the
+    per-CPU counter deltas not yet folded into nr_free_pages)."""
+    out = dict.fromkeys(("managed", "free", "pcp", "pcp_high", "threshold"), 0)
+    mine = False
+    for line in Path("/proc/zoneinfo").read_text().splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "Node":
+            mine = words[1].rstrip(",") == str(node)
+        elif not mine:
+            continue
+        elif words[0] == "managed" and len(words) == 2:
+            out["managed"] += int(words[1]) * PAGE
+        elif words[0] == "nr_free_pages" and len(words) == 2:
+            out["free"] += int(words[1]) * PAGE
+        elif words[0] == "count:":
+            out["pcp"] += int(words[1]) * PAGE
+        elif words[0] == "high:":
+            out["pcp_high"] += int(words[1]) * PAGE
+        elif words[:3] == ["vm", "stats", "threshold:"]:
+            out["threshold"] += int(words[3]) * PAGE
+    return out
+
+
+def fresh_ratio(node: int = 0) -> float:
+    """Node ``node``'s used ratio counting the per-CPU free lists as free (zoneinfo)."""
+    z = node_free_fresh(node)
+    return 1.0 - (z["free"] + z["pcp"]) / z["managed"]
+
+
+def reactor_config(
+    tmp: Path, backend: str, pid: int, target: float, *, enabled: bool = True
+) -> Path:
+    """A tiering policy on ``pid``: fast node 0, slow node 1, the used-ratio goal
+    (``enabled: false`` starts the daemon with the policy off, for a later reload).
+    ``startup_timeout`` 60 s: the native sampler's probe detection took 14-20 s under TCG,
+    past the default 5 + 10 s."""
     if backend == "native":
         monitor = "probe: soft-dirty\n    sample: 100ms\n    aggregation: 1s"
     else:
-        monitor = "sample: 10ms\n    aggregation: 200ms"
+        monitor = (
+            f"sample: {DAMON_SAMPLE_US // 1000}ms\n"
+            f"    aggregation: {DAMON_AGGR_US // 1000}ms\n"
+            f"    regions: {{min: {DAMON_MIN_REGIONS}, max: 1000}}"
+        )
     path = tmp / f"tiering-{backend}.yaml"
     path.write_text(
         f"""
-reactor: {{backend: {backend}, tick: 1s}}
+reactor: {{backend: {backend}, tick: 1s, startup_timeout: 60s}}
 signals:
   psi: {{enabled: false}}
   meminfo: {{enabled: false}}
@@ -188,6 +264,7 @@ monitors:
 policies:
   - name: tiers
     kind: tiering
+    enabled: {str(enabled).lower()}
     monitor: work
     fast_nodes: [0]
     slow_nodes: [1]
@@ -207,6 +284,7 @@ def _point(w: Workload, t: float) -> list[float]:
         pages["hot"].get(0, 0) * PAGE,
         pages["cold"].get(1, 0) * PAGE,
         round(fast_ratio(), 4),
+        round(fresh_ratio(), 4),
     ]
 
 
@@ -277,8 +355,12 @@ def _damos_section(pid: int, quota: int) -> Any:
     ctx = {
         "ops": "vaddr",
         "targets": [{"pid": pid}],
-        "intervals": {"sample_us": 10_000, "aggr_us": 200_000, "ops_update_us": 1_000_000},
-        "nr_regions": {"min": 10, "max": 1000},
+        "intervals": {
+            "sample_us": DAMON_SAMPLE_US,
+            "aggr_us": DAMON_AGGR_US,
+            "ops_update_us": 1_000_000,
+        },
+        "nr_regions": {"min": DAMON_MIN_REGIONS, "max": 1000},
         "schemes": [cold, hot],
     }
     return DamonSection.model_validate({"kdamonds": [{"contexts": [ctx]}]})
@@ -328,23 +410,46 @@ def summarize(run: dict[str, Any], hot_bytes: int, cold_bytes: int) -> dict[str,
     }
 
 
+#: Run names for reactor's backends.
+RUN_BACKENDS = {"reactor": "native", "reactor_damon": "damon"}
+
+
+def run_names(runs: str, backends: str) -> list[str]:
+    """The runs in order: ``--runs`` with ``reactor`` standing for one run per
+    ``--backend`` (``reactor`` = native, ``reactor_damon`` = damon)."""
+    out: list[str] = []
+    for name in runs.split(","):
+        if name == "reactor":
+            out += [n for b in backends.split(",") for n, v in RUN_BACKENDS.items() if v == b]
+        else:
+            out.append(name)
+    return out
+
+
 def run_all(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Both runs, each on a freshly started and placed workload."""
+    """Every run, each on a freshly started and placed workload."""
     hot, cold = args.hot_mib * MIB, args.cold_mib * MIB
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="reactor-tiering-") as tmp:
-        for name in args.runs.split(","):
+        for name in run_names(args.runs, args.backend):
             w = start_workload(hot, cold)
             try:
                 place(w)
-                if name == "reactor":
-                    keep = out / f"tiering_serve_{args.reactor_backend}.jsonl"
-                    run = run_reactor(w, args.reactor_backend, args.duration, Path(tmp), keep)
+                if name in RUN_BACKENDS:
+                    backend = RUN_BACKENDS[name]
+                    keep = out / f"tiering_serve_{backend}.jsonl"
+                    run = run_reactor(w, backend, args.duration, Path(tmp), keep)
                 elif name == "damos":
                     quota = args.damos_quota_mib * MIB
-                    run = anyio.run(_damos, w, quota, args.duration, tmp, backend="asyncio")
+                    # reactor's damon run leaves its kdamond (off) behind; with the same
+                    # ownership record the plain run takes it over instead of refusing it
+                    # as a foreign one
+                    run_dir = str(Path(tmp) / "run-damon")
+                    run = anyio.run(_damos, w, quota, args.duration, run_dir, backend="asyncio")
                 else:
-                    raise SystemExit(f"tiering: unknown run {name!r} (reactor, damos)")
+                    raise SystemExit(
+                        f"tiering: unknown run {name!r} ({', '.join([*RUN_BACKENDS, 'damos'])})"
+                    )
             finally:
                 w.stop()
             runs[name] = {**summarize(run, hot, cold), **run}
@@ -353,7 +458,13 @@ def run_all(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "workload": {"hot_bytes": hot, "cold_bytes": cold, "start": "hot on node 1, cold on 0"},
         "duration_s": args.duration,
         "sample_s": SAMPLE_S,
-        "series_columns": ["s", "hot_fast_bytes", "cold_slow_bytes", "fast_used_ratio"],
+        "series_columns": [
+            "s",
+            "hot_fast_bytes",
+            "cold_slow_bytes",
+            "fast_used_ratio",
+            "fast_used_ratio_with_pcp",
+        ],
         "runs": runs,
     }
 
@@ -378,9 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hot-mib", type=int, default=16)
     parser.add_argument("--cold-mib", type=int, default=16)
     parser.add_argument("--damos-quota-mib", type=int, default=16)
-    parser.add_argument("--reactor-backend", choices=("damon", "native"), default="native")
+    parser.add_argument(
+        "--backend",
+        "--reactor-backend",
+        default="native",
+        help="reactor's backend(s), comma-separated: native, damon (run names reactor, "
+        "reactor_damon)",
+    )
     parser.add_argument("--runs", default="reactor,damos", help="comma-separated")
     args = parser.parse_args(argv)
+    bad = set(args.backend.split(",")) - set(RUN_BACKENDS.values())
+    if bad:
+        parser.error(f"--backend: unknown {', '.join(sorted(bad))} (native, damon)")
     why = refusal()
     if why is not None:
         print(f"tiering: refusing to run: {why}", file=sys.stderr)

@@ -513,6 +513,14 @@ class DamonTiering(TieringPolicy):
                 raise
         self._scheme_nodes = (self.nodes.demote_to, self.nodes.promote_to)
         self.committed = (self.demote_state.output, self.promote_state.output)
+        self.baseline_new_schemes()
+
+    def baseline_new_schemes(self) -> None:
+        """Both schemes were just added: their stats start at zero, so the first tick
+        counts what they applied since the commit (without this baseline the first stats
+        read only set it, and a set promoted before the first tick was never reported:
+        seen in the guest, 15 MiB promoted within 3 s of the start, 0 reported)."""
+        self._stats = {self.s_cold: (0, 0), self.s_hot: (0, 0)}
 
     async def restore(self) -> None:
         """Turn both schemes into ``stat`` schemes while the kdamond runs (indexes stay)."""

@@ -242,3 +242,31 @@ async def test_damon_tiering_adds_two_migrate_schemes_and_commits_quotas(tmp_pat
     assert cold[-1] > cold[0] and hot[-1] <= hot[0], (cold, hot)
     (pol,) = status["policies"]
     assert pol["kind"] == "tiering" and pol["controller"]["demote_quota"] > 0
+
+
+@pytest.mark.anyio
+async def test_damon_tiering_reports_what_new_schemes_applied_before_the_first_tick() -> None:
+    """The schemes' stats start at zero when start() adds them: the first tick reports
+    everything they applied since (the guest promoted a whole hot set before it)."""
+    from types import SimpleNamespace
+
+    from reactor.policies.tiering import DamonTiering
+
+    class Driver:
+        async def update_schemes_stats(self, k: int) -> list[Any]:
+            assert k == 0
+            return [
+                SimpleNamespace(sz_tried_bytes=0, sz_applied_bytes=0),
+                SimpleNamespace(sz_tried_bytes=3 * MIB, sz_applied_bytes=2 * MIB),
+                SimpleNamespace(sz_tried_bytes=16 * MIB, sz_applied_bytes=15 * MIB),
+            ]
+
+    policy = object.__new__(DamonTiering)
+    policy.ctx = SimpleNamespace(config=SimpleNamespace(reactor=SimpleNamespace(dry_run=False)))  # type: ignore[assignment]
+    policy.driver = Driver()  # type: ignore[assignment]
+    policy.k, policy.s_cold, policy.s_hot = 0, 1, 2
+    policy.baseline_new_schemes()
+    acted = await policy._acted()
+    assert acted.fields["demoted_bytes"] == 2 * MIB
+    assert acted.fields["promoted_bytes"] == 15 * MIB
+    assert acted.measured_bytes == 17 * MIB and acted.requested_bytes == 19 * MIB
