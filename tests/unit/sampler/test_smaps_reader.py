@@ -129,3 +129,27 @@ def test_a_wider_count_behind_a_shorter_line_is_parsed_afresh() -> None:
     got = reader.parse(changed)
     assert reader.fresh == 2
     assert got.rss[2] == 123_456_789 * 1024
+
+
+def test_a_text_that_ends_on_a_count_line_is_parsed_every_time() -> None:
+    """Mappings whose last line is a kept count (AnonHugePages here, the fields after it
+    dropped) in a text without a final newline: parsed right twice, never indexing past
+    the end."""
+    raw = _raw()
+    lines = raw.decode().split("\n")
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            skipping = False
+        if not skipping and line:
+            kept.append(line)
+        if line.startswith("AnonHugePages:"):
+            skipping = True
+    text = "\n".join(kept).encode()  # no newline after the last count
+    want = parse_smaps(text.decode())
+    reader = SmapsReader()
+    for _ in range(2):
+        got = reader.parse(text)
+        assert np.array_equal(got.anon_huge, want.anon_huge)
+        assert np.array_equal(got.rss, want.rss)
