@@ -286,6 +286,17 @@ class Policy:
         self.log = _log.bind(policy=cfg.name, kind=cfg.kind, monitor=cfg.monitor)
 
     # -- helpers for subclasses --------------------------------------------------------
+    def tick_bytes(self, quota: float, dt: float) -> int:
+        """Bytes one tick may act on: ``quota`` per ``quota.per`` scaled to the tick (a
+        late tick counts at most three ticks), cut to ``max_bytes_per_tick``."""
+        assert self.cfg.quota is not None
+        tick = self.ctx.config.reactor.tick
+        span = dt if dt > 0 else tick
+        nbytes = int(quota * min(span, 3 * tick) / self.cfg.quota.per)
+        if self.cfg.max_bytes_per_tick is not None:
+            nbytes = min(nbytes, self.cfg.max_bytes_per_tick)
+        return nbytes
+
     def note_once(self, key: str, event: str, **fields: Any) -> None:
         """Log ``event`` once per policy (e.g. why anonymous memory is not paged out)."""
         if key in self._noted:

@@ -35,16 +35,6 @@ class QuotaPolicy(Policy):
         self.controller = new
         self.log.info("policy_updated", output=self.state.output, goals=len(cfg.goals))
 
-    def tick_bytes(self, quota: float, dt: float) -> int:
-        """Bytes one tick may act on: the quota per ``quota.per`` scaled to the tick,
-        cut to ``max_bytes_per_tick``."""
-        assert self.cfg.quota is not None
-        span = dt if dt > 0 else self.ctx.config.reactor.tick
-        nbytes = int(quota * min(span, 3 * self.ctx.config.reactor.tick) / self.cfg.quota.per)
-        if self.cfg.max_bytes_per_tick is not None:
-            nbytes = min(nbytes, self.cfg.max_bytes_per_tick)
-        return nbytes
-
     async def tick(self, now: float, dt: float) -> None:
         """Read goals, step the controller, act with the quota, log one line."""
         inputs = read_goals(self.ctx.bus, self.cfg, self.ctx.config, now)

@@ -176,15 +176,6 @@ class TieringPolicy(Policy):
             cap = min(cap, self.cfg.max_bytes_per_tick * self.cfg.quota.per / tick_s)
         return max(cap, 4096.0)
 
-    def tick_bytes(self, quota: float, dt: float) -> int:
-        """Bytes one tick may move: the quota scaled to the tick, cut to the per-tick cap."""
-        assert self.cfg.quota is not None
-        span = dt if dt > 0 else self.ctx.config.reactor.tick
-        nbytes = int(quota * min(span, 3 * self.ctx.config.reactor.tick) / self.cfg.quota.per)
-        if self.cfg.max_bytes_per_tick is not None:
-            nbytes = min(nbytes, self.cfg.max_bytes_per_tick)
-        return nbytes
-
     async def tick(self, now: float, dt: float) -> None:
         """Goals -> both controllers -> :meth:`act` with both quotas -> one log line."""
         inputs = read_goals(self.ctx.bus, self.cfg, self.ctx.config, now)

@@ -103,7 +103,6 @@ class ProbeCost:
     kernel_s: float = 0.0
     user_s: float = 0.0
     calls: int = 0
-    _user_open: float | None = field(default=None, repr=False)
     _user_in_call: float = field(default=0.0, repr=False)
 
     @contextmanager
