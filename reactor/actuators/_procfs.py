@@ -12,6 +12,7 @@ converted to bytes. Fields are looked up by name; a mapping without ``Rss`` or
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = (
     "PieceKind",
     "Vma",
     "classify",
+    "mapping_kind",
     "parse_numa_maps",
     "parse_rollup",
     "parse_smaps",
@@ -246,10 +248,15 @@ class Piece:
 
 def piece_kind(vma: Vma, shmem_mounts: Sequence[str] = ()) -> PieceKind:
     """What kind of memory a mapping holds (see :data:`PieceKind`)."""
-    if vma.inode == 0 and not vma.path.startswith("/"):
+    return mapping_kind(vma.inode, vma.path, shmem_mounts)
+
+
+def mapping_kind(inode: int, path: str, shmem_mounts: Sequence[str] = ()) -> PieceKind:
+    """:func:`piece_kind` of a mapping given by its inode and path column."""
+    if inode == 0 and not path.startswith("/"):
         # [heap], [stack], private anonymous maps; a shared anonymous map is /dev/zero
         return "anon"
-    path = vma.path.removesuffix(" (deleted)")
+    path = path.removesuffix(" (deleted)")
     if path.startswith(_SHMEM_PREFIXES):
         return "shmem"
     for point in shmem_mounts:
@@ -275,10 +282,12 @@ def classify(
             merged.append([start, end])
     pieces: list[Piece] = []
     covered = 0
-    ordered = sorted(vmas, key=lambda v: v.start)
-    starts = [v.start for v in ordered]
+    ordered = vmas
+    if any(a.start > b.start for a, b in itertools.pairwise(vmas)):
+        ordered = sorted(vmas, key=lambda v: v.start)  # smaps is in address order already
     for start, end in merged:
-        for vma in ordered[max(0, bisect.bisect_right(starts, start) - 1) :]:
+        i = max(0, bisect.bisect_right(ordered, start, key=lambda v: v.start) - 1)
+        for vma in itertools.islice(ordered, i, None):
             if vma.end <= start:
                 continue
             if vma.start >= end:

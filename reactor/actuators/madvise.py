@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import errno as errno_mod
-import itertools
 import math
 import os
 import time
@@ -535,19 +534,19 @@ def _plan_measures(plan: _Plan, before: TargetState) -> dict[str, int]:
 
 
 def _mapped_rss(vmas: Sequence[Vma], pieces: Sequence[Piece]) -> int:
-    """Rss of the mappings the pieces lie in (whole mappings: smaps counts per mapping)."""
+    """Rss of the mappings the pieces lie in (whole mappings: smaps counts per mapping).
+    ``vmas`` in address order (a :class:`TargetState`'s are)."""
     spans = sorted((p.start, p.start + p.length) for p in pieces)
     if not spans:
         return 0
-    firsts = [s for s, _ in spans]
-    reach = list(itertools.accumulate((e for _, e in spans), max))
-    total = 0
-    for v in vmas:
-        # the spans starting before the mapping's end: does the farthest one reach in?
-        i = bisect.bisect_left(firsts, v.end)
-        if i and reach[i - 1] > v.start:
-            total += v.rss
-    return total
+    hit: set[int] = set()
+    for lo, hi in spans:
+        i = max(0, bisect.bisect_right(vmas, lo, key=lambda v: v.start) - 1)
+        while i < len(vmas) and vmas[i].start < hi:
+            if vmas[i].end > lo:
+                hit.add(i)
+            i += 1
+    return sum(vmas[i].rss for i in hit)
 
 
 def _effect(before: TargetState, after: TargetState, pieces: Sequence[Piece]) -> dict[str, int]:

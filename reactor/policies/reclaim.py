@@ -12,9 +12,12 @@ Three actuators, one controller (:mod:`reactor.policies.control`): the quota is 
   out, is not looked at again within ``min_age`` (sooner if swap appears). A mapping
   whose pageout freed nothing (shared library pages other processes map, dirty file
   pages) backs off for ``min_age`` x 2**strikes, at most 64 ``min_age``; freeing bytes
-  clears it. The reading of a target (smaps) is shared by every native reclaim policy
-  for half a tick (:func:`shared_states`): one page walk per process per tick, and the
-  actuator plans from the same reading. Measured: bytes that left the target's RSS.
+  clears it. Which mappings hold what comes from the monitor's own snapshot when its
+  probe reads smaps (``referenced``: :attr:`~reactor.sampler.snapshot.Snapshot.mappings`,
+  the same moment as the cold regions, no extra page walk); otherwise from a reading of
+  the target's smaps shared by every native reclaim policy (:func:`shared_states`) and
+  kept for the decision age. The actuator reads the target again before and after it
+  acts, to measure. Measured: bytes that left the target's RSS.
 * **cgroup** (:class:`CgroupReclaim`): with ``cgroup`` set, the tick's bytes are written
   to the group's ``memory.reclaim`` (v2); measured: the group's usage drop.
 * **damon** (:mod:`reactor.policies.damon`): the quota of a DAMOS pageout scheme.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from reactor.actuators._procfs import Vma, piece_kind
+from reactor.actuators._procfs import PieceKind, mapping_kind, piece_kind
 from reactor.actuators.base import Limits, RefusedAction, Span, take_bytes
 from reactor.actuators.cgroup import CgroupReclaimer
 from reactor.actuators.madvise import (
@@ -45,12 +48,13 @@ from reactor.errors import KernelInterfaceError, TargetVanished
 from reactor.kernelfs import KernelFS
 from reactor.policies.base import Acted, PolicyContext
 from reactor.policies.quota import QuotaPolicy
-from reactor.policies.regions import Candidate, cold_regions
+from reactor.policies.regions import Candidate, PickCache, cold_regions, target_pid
 from reactor.signals.meminfo import parse_meminfo
 
 if TYPE_CHECKING:
     from controllers.compose import CompositeOutput
     from reactor.config import PolicyConfig
+    from reactor.sampler.procfs import Mappings
 
 __all__ = ("BACKOFF_MAX_FACTOR", "CgroupReclaim", "NativeReclaim", "policy_limits", "shared_states")
 
@@ -72,6 +76,54 @@ def shared_states(fs: KernelFS, max_age_s: float) -> TargetStates:
         states = _SHARED[fs] = TargetStates(fs, max_age_s=max_age_s)
     states.max_age_s = max_age_s
     return states
+
+
+class _Resident:
+    """What a decision needs of a target's mappings, in address order: where each one
+    is, its resident bytes and what kind of memory it holds (from a smaps reading or
+    from the monitor's sampled mappings)."""
+
+    __slots__ = ("ends", "kind", "rss", "starts", "state")
+
+    def __init__(
+        self,
+        starts: list[int],
+        ends: list[int],
+        rss: Callable[[int], int],
+        kind: Callable[[int], PieceKind],
+        state: TargetState | None = None,
+    ) -> None:
+        self.starts, self.ends, self.rss, self.kind = starts, ends, rss, kind
+        #: the smaps reading this view is of (None: the monitor's sampled mappings)
+        self.state = state
+
+    @classmethod
+    def of_state(cls, state: TargetState) -> _Resident:
+        vmas = state.vmas  # address order
+        return cls(
+            [v.start for v in vmas],
+            [v.end for v in vmas],
+            lambda i: vmas[i].rss,  # parse_smaps made sure every mapping has one
+            lambda i: piece_kind(vmas[i]),
+            state,
+        )
+
+    @classmethod
+    def of_mappings(cls, maps: Mappings) -> _Resident:
+        rss = maps.rss.tolist()
+        inode, path = maps.inode, maps.path
+        return cls(
+            maps.start.tolist(),
+            maps.end.tolist(),
+            rss.__getitem__,
+            lambda i: mapping_kind(int(inode[i]), path[i]),
+        )
+
+    def overlapping(self, start: int, end: int) -> range:
+        """Indices of the mappings that may overlap ``[start, end)`` (check each)."""
+        i = max(0, bisect.bisect_right(self.starts, start) - 1)
+        j = bisect.bisect_left(self.starts, end, lo=i)
+        return range(i, j)
 
 
 @dataclass
@@ -110,6 +162,7 @@ class NativeReclaim(QuotaPolicy):
         #: (pid, mapping start, mapping end) whose last pageout freed nothing
         self._fruitless: dict[tuple[int, int, int], _Backoff] = {}
         self._comm: dict[int, str] = {}
+        self._cold = PickCache()
 
     def update(self, cfg: PolicyConfig) -> None:
         """Take new goals and bounds; a changed rate limit gets a fresh bucket."""
@@ -124,6 +177,19 @@ class NativeReclaim(QuotaPolicy):
         ``min_age`` (capped at 10 s), the time a candidate is left alone anyway."""
         tick = self.ctx.config.reactor.tick
         return max(tick / 2, min(self.cfg.min_age, DECISION_AGE_MAX_S))
+
+    async def _resident(self, pid: int, sampled: Mappings | None) -> _Resident:
+        """The target's mappings to choose pieces from: the monitor's sampled ones (the
+        moment its cold regions are from), else a smaps reading kept for the decision
+        age (read by whichever policy comes first: which pieces are file-backed does not
+        change, and a piece that emptied meanwhile only costs a pageout that frees
+        nothing, backed off). The actuator re-reads before it acts, to measure."""
+        if sampled is not None:
+            return _Resident.of_mappings(sampled)
+        state = self.states.peek(pid, self._decision_age())
+        if state is None:
+            state = await anyio.to_thread.run_sync(partial(self.states.get, pid))
+        return _Resident.of_state(state)
 
     def _excluded(self, pid: int) -> bool:
         ex = self.cfg.exclude
@@ -148,27 +214,22 @@ class NativeReclaim(QuotaPolicy):
         return parse_meminfo(text, "/proc/meminfo").swap_total_bytes
 
     def _pieces(
-        self, pid: int, cands: list[Candidate], swap: bool, now: float, state: TargetState
+        self, pid: int, cands: list[Candidate], swap: bool, now: float, res: _Resident
     ) -> tuple[list[Span], int, list[Candidate]]:
         """File pieces of ``cands`` (in their order) with something resident and not
-        backing off in ``state`` (the target's reading), the anonymous/shmem bytes
+        backing off in ``res`` (the target's mappings), the anonymous/shmem bytes
         dropped for lack of swap, and the candidates with nothing to page out."""
-        vmas = state.vmas  # address order
-        starts = [v.start for v in vmas]
         out: list[Span] = []
         anon = 0
         empty: list[Candidate] = []
         for cand in cands:
             found = len(out)
             end = cand.start + cand.length
-            i = max(0, bisect.bisect_right(starts, cand.start) - 1)
-            for vma in vmas[i:]:
-                if vma.start >= end:
-                    break
-                lo, hi = max(cand.start, vma.start), min(end, vma.end)
-                if hi <= lo or _rss(vma) == 0 or self._backing_off(pid, vma, now):
+            for i in res.overlapping(cand.start, end):
+                lo, hi = max(cand.start, res.starts[i]), min(end, res.ends[i])
+                if hi <= lo or res.rss(i) == 0 or self._backing_off(pid, res, i, now):
                     continue
-                if piece_kind(vma) != "file" and not swap:
+                if res.kind(i) != "file" and not swap:
                     anon += hi - lo
                     continue
                 out.append((lo, hi - lo))
@@ -176,15 +237,15 @@ class NativeReclaim(QuotaPolicy):
                 empty.append(cand)
         return out, anon, empty
 
-    def _backing_off(self, pid: int, vma: Vma, now: float) -> bool:
-        entry = self._fruitless.get((pid, vma.start, vma.end))
+    def _backing_off(self, pid: int, res: _Resident, i: int, now: float) -> bool:
+        entry = self._fruitless.get((pid, res.starts[i], res.ends[i]))
         return entry is not None and now < entry.until
 
     def _judge(
         self,
         pid: int,
         issued: Sequence[Span],
-        before: TargetState,
+        before: _Resident,
         after: TargetState,
         now: float,
     ) -> None:
@@ -192,20 +253,16 @@ class NativeReclaim(QuotaPolicy):
         pages other processes map, dirty file pages): min_age x 2**strikes, capped at
         ``BACKOFF_MAX_FACTOR`` min_ages; a mapping that gave something back is forgiven."""
         rss_after = {(v.start, v.end): v.rss for v in after.vmas}
-        starts = [v.start for v in before.vmas]
-        touched: dict[tuple[int, int], Vma] = {}
+        touched: dict[tuple[int, int], int] = {}
         for start, length in issued:
-            i = max(0, bisect.bisect_right(starts, start) - 1)
-            for vma in before.vmas[i:]:
-                if vma.start >= start + length:
-                    break
-                if vma.end > start:
-                    touched[(vma.start, vma.end)] = vma
+            for i in before.overlapping(start, start + length):
+                if before.ends[i] > start:
+                    touched[(before.starts[i], before.ends[i])] = before.rss(i)
         min_age = max(self.cfg.min_age, 1e-3)
-        for (lo, hi), vma in touched.items():
+        for (lo, hi), rss in touched.items():
             key = (pid, lo, hi)
             left = rss_after.get((lo, hi))
-            if left is not None and left >= vma.rss:
+            if left is not None and left >= rss:
                 strikes = self._fruitless[key].strikes + 1 if key in self._fruitless else 1
                 wait = min_age * min(2**strikes, BACKOFF_MAX_FACTOR)
                 self._fruitless[key] = _Backoff(now + wait, strikes)
@@ -223,8 +280,12 @@ class NativeReclaim(QuotaPolicy):
         view, why = self.access_view(now)
         if view is None:
             return Acted(fields={"access": why, "budget_bytes": budget})
-        cands = cold_regions(view, max_access=self.cfg.max_access, min_age_s=self.cfg.min_age)
-        min_age = self.cfg.min_age
+        max_access, min_age = self.cfg.max_access, self.cfg.min_age
+        cands = self._cold.get(
+            view,
+            (max_access, min_age),
+            partial(cold_regions, view, max_access=max_access, min_age_s=min_age),
+        )
         self._issued = {k: t for k, t in self._issued.items() if now - t < min_age}
         swap = self._swap_total() > 0
         if swap != self._swap_seen:
@@ -244,19 +305,18 @@ class NativeReclaim(QuotaPolicy):
                 "cold_bytes": sum(c.length for c in cands),
             }
         )
+        sampled = {
+            pid: snap.mappings
+            for key, snap in view.snapshots.items()
+            if snap.mappings is not None and (pid := target_pid(key)) is not None
+        }
         left = budget
         outcomes = []
         for pid, pcands in by_pid.items():
             if left <= 0:
                 break
             try:
-                # read by whichever policy comes first (a page walk) and kept for the
-                # decision age: which pieces are file-backed does not change, and a
-                # piece that emptied meanwhile only costs a pageout that frees nothing
-                # (backed off); the actuator re-reads before it acts, to measure
-                before = self.states.peek(pid, self._decision_age())
-                if before is None:
-                    before = await anyio.to_thread.run_sync(partial(self.states.get, pid))
+                before = await self._resident(pid, sampled.get(pid))
             except (KernelInterfaceError, TargetVanished):
                 self.states.drop(pid)
                 continue  # the process exited between the snapshot and now
@@ -294,7 +354,7 @@ class NativeReclaim(QuotaPolicy):
                 acted.measured_bytes += max(0, -outcome.rss_delta_bytes)
             _mark(self._issued, pid, pcands, issued, now)
             after = self.states.peek(pid) if outcome.status in ("applied", "partial") else None
-            if after is not None and after is not before:
+            if after is not None and after is not before.state:
                 self._judge(pid, cut, before, after, now)
             outcomes.append(
                 {
@@ -309,10 +369,6 @@ class NativeReclaim(QuotaPolicy):
             )
         acted.fields["outcomes"] = outcomes or None
         return acted
-
-
-def _rss(vma: Vma) -> int:
-    return vma.rss  # parse_smaps made sure every mapping has one
 
 
 def _mark(

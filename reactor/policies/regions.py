@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from reactor.engine.monitors import AccessView
     from reactor.sampler.snapshot import Snapshot
 
-__all__ = ("Candidate", "access_share", "cold_regions", "hot_regions", "target_pid")
+__all__ = (
+    "Candidate",
+    "PickCache",
+    "access_share",
+    "cold_regions",
+    "hot_regions",
+    "target_pid",
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,25 @@ class Candidate:
     length: int
     nr_accesses: int
     age_s: float
+
+
+class PickCache:
+    """The candidates last picked from a view, kept while the view and the picking
+    parameters stay the same: a monitor publishes a new view per aggregation (a view is
+    replaced, never changed), while a policy ticks every second; re-picking hundreds of
+    regions each tick would be the same work for the same answer."""
+
+    def __init__(self) -> None:
+        self._view: AccessView | None = None
+        self._key: tuple[object, ...] = ()
+        self._picked: list[Candidate] = []
+
+    def get(
+        self, view: AccessView, key: tuple[object, ...], pick: Callable[[], list[Candidate]]
+    ) -> list[Candidate]:
+        if view is not self._view or key != self._key:
+            self._view, self._key, self._picked = view, key, pick()
+        return self._picked
 
 
 def target_pid(key: str) -> int | None:

@@ -55,7 +55,7 @@ from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
 from reactor.policies.base import PAGE_SIZE, Acted, Policy, PolicyContext, read_goals
 from reactor.policies.control import carry_state, quota_controller
 from reactor.policies.reclaim import policy_limits
-from reactor.policies.regions import Candidate, cold_regions, hot_regions
+from reactor.policies.regions import Candidate, PickCache, cold_regions, hot_regions
 
 if TYPE_CHECKING:
     from controllers.compose import CompositeOutput, CompositeState, GoalComposite
@@ -244,6 +244,7 @@ class NativeTiering(TieringPolicy):
         self.actuator = MigrateActuator(
             ctx.fs, limits=policy_limits(cfg, ctx.config.reactor.dry_run)
         )
+        self._cold, self._hot = PickCache(), PickCache()
 
     def update(self, cfg: PolicyConfig) -> None:
         """New settings; a changed rate limit gets a fresh bucket."""
@@ -352,8 +353,13 @@ class NativeTiering(TieringPolicy):
         fields: dict[str, Any] = {"demote_budget_bytes": d_budget, "promote_budget_bytes": p_budget}
         if view is None:
             return Acted(fields={**fields, "access": why})
-        cold = cold_regions(view, max_access=self.cfg.max_access, min_age_s=self.cfg.min_age)
-        hot = hot_regions(view, hot_access=self.cfg.hot_access)
+        max_access, min_age, hot_access = self.cfg.max_access, self.cfg.min_age, self.cfg.hot_access
+        cold = self._cold.get(
+            view,
+            (max_access, min_age),
+            partial(cold_regions, view, max_access=max_access, min_age_s=min_age),
+        )
+        hot = self._hot.get(view, (hot_access,), partial(hot_regions, view, hot_access=hot_access))
         try:
             down = await self._move(
                 cold, nodes.slow, nodes.demote_to, d_budget, "cold: demote", survey=False

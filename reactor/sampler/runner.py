@@ -117,6 +117,8 @@ class _Monitor:
     engine: RegionEngine | MappingEngine = field(init=False)
     pages: PageCounter | None = None
     stats: MonitorStats = field(init=False)
+    #: a per-mapping probe's last reading (with Rss), for :attr:`Snapshot.mappings`
+    last_mappings: Mappings | None = None
 
     def __post_init__(self) -> None:
         import numpy as np
@@ -161,6 +163,7 @@ class _Monitor:
         else:
             assert isinstance(observed, Mappings)
             self.engine.observe(observed.start, observed.end, observed.referenced)
+            self.last_mappings = observed
         self.stats.engine_s += time.thread_time() - t0
         self.stats.samples += 1
 
@@ -185,6 +188,7 @@ class _Monitor:
             taken_at=now,
             max_nr_accesses=self.settings.samples_per_aggr,
             pages=pages,
+            mappings=self.last_mappings,
         )
 
 

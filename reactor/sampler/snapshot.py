@@ -12,10 +12,13 @@ what a per-mapping probe measures exactly (the DAMON backend leaves it 0).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from reactor.sampler.procfs import Mappings
 
 __all__ = ("REGION_DTYPE", "PageAccesses", "Region", "Snapshot", "regions_array")
 
@@ -86,7 +89,10 @@ class Snapshot:
     ``page-idle``, or ``damon``), ``granularity_bytes`` the finest unit it can tell apart
     (a page; or, for per-mapping probes, the smallest mapping). ``taken_at`` is the
     runtime's monotonic clock in seconds. ``pages`` is set by per-page probes that
-    track every page (a Snapshot then also answers per-page questions).
+    track every page (a Snapshot then also answers per-page questions). ``mappings`` is
+    set by per-mapping probes that read smaps (``referenced``): the target's mappings
+    with their ``Rss`` as of the aggregation's last sample, which a policy can decide
+    from without reading the process again.
     """
 
     target: str
@@ -98,6 +104,7 @@ class Snapshot:
     taken_at: float
     max_nr_accesses: int
     pages: PageAccesses | None = None
+    mappings: Mappings | None = None
 
     def region_list(self) -> tuple[Region, ...]:
         """The regions as :class:`Region` objects (convenient; the array is faster)."""

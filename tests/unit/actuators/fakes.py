@@ -100,47 +100,71 @@ class FakeProcess:
         base = f"/proc/{self.pid}"
         flags = 0x00200000 if self.kernel_thread else 0x400000
         self.fs.set_file(f"{base}/stat", f"{self.pid} (fake worker) S 1 1 1 0 -1 {flags} 0 0\n")
-        self.fs.set_file(f"{base}/smaps", "".join(self._smaps_entry(m) for m in self.mappings))
+        ordered = sorted(self.mappings, key=lambda m: m.start)  # the kernel's order
+        self.fs.set_file(f"{base}/smaps", "".join(self._smaps_entry(m) for m in ordered))
         self.fs.set_file(f"{base}/smaps_rollup", self._rollup())
         self.fs.set_file(f"{base}/mounts", "/dev/vda / ext4 rw 0 0\ntmpfs /dev/shm tmpfs rw 0 0\n")
         numa = "".join(
             f"{m.start:x} default anon={int(m.resident.sum())} N0={int(m.resident.sum())} "
             "kernelpagesize_kB=4\n"
-            for m in self.mappings
+            for m in ordered
         )
         self.fs.set_file(f"{base}/numa_maps", numa)
 
     def _counts(self, m: FakeMapping) -> dict[str, int]:
+        """Every count line of one mapping, in bytes, in the order and with the names the
+        kernel prints them (6.x ``show_smap``; the host's smaps shows the same)."""
         rss = int(m.resident.sum()) * PAGE
         dirty = int((m.resident & m.dirty).sum()) * PAGE
         anon = rss if m.kind == "anon" else 0
+        shared_dirty = dirty if m.kind != "anon" else 0
+        private_dirty = dirty if m.kind == "anon" else 0
         return {
+            "Size": m.size,
+            "KernelPageSize": PAGE,
+            "MMUPageSize": PAGE,
             "Rss": rss,
-            "Shared_Dirty": dirty if m.kind != "anon" else 0,
-            "Private_Dirty": dirty if m.kind == "anon" else 0,
+            "Pss": rss,
+            "Pss_Dirty": dirty,
+            "Shared_Clean": 0,
+            "Shared_Dirty": shared_dirty,
+            "Private_Clean": rss - dirty,
+            "Private_Dirty": private_dirty,
+            "Referenced": rss,
             "Anonymous": anon,
+            "KSM": 0,
+            "LazyFree": 0,
             "AnonHugePages": int((m.resident & m.huge).sum()) * PAGE if m.kind == "anon" else 0,
+            "ShmemPmdMapped": 0,
+            "FilePmdMapped": 0,
+            "Shared_Hugetlb": 0,
+            "Private_Hugetlb": 0,
             "Swap": int(m.swapped.sum()) * PAGE,
+            "SwapPss": int(m.swapped.sum()) * PAGE,
+            "Locked": 0,
         }
+
+    @staticmethod
+    def _lines(counts: dict[str, int]) -> str:
+        # the kernel pads each label so that the count, right-aligned in 8 columns,
+        # ends at column 24 ("Rss:                   8 kB")
+        return "".join(f"{k + ':':<16}{v // 1024:>8} kB\n" for k, v in counts.items())
 
     def _smaps_entry(self, m: FakeMapping) -> str:
         inode = 0 if m.kind == "anon" else 4242
         dev = "00:00" if m.kind == "anon" else "fe:00"
         perms = "rw-p" if m.kind == "anon" else "rw-s"
         head = f"{m.start:x}-{m.end:x} {perms} 00000000 {dev} {inode}   {m.path}\n"
-        c = self._counts(m)
-        body = "".join(f"{k}: {v // 1024:>8} kB\n" for k, v in c.items())
-        return (
-            head + f"Size: {m.size // 1024} kB\n" + body + f"THPeligible: 0\nVmFlags: {m.vmflags}\n"
-        )
+        tail = f"{'THPeligible:':<16}{0:>8}\nVmFlags: {m.vmflags}\n"
+        return head + self._lines(self._counts(m)) + tail
 
     def _rollup(self) -> str:
         total: dict[str, int] = {}
         for m in self.mappings:
             for k, v in self._counts(m).items():
-                total[k] = total.get(k, 0) + v
-        body = "".join(f"{k}: {v // 1024:>8} kB\n" for k, v in total.items())
-        return "00400000-7fff00000000 ---p 00000000 00:00 0   [rollup]\n" + body
+                if k not in ("Size", "KernelPageSize", "MMUPageSize"):
+                    total[k] = total.get(k, 0) + v
+        return "00400000-7fff00000000 ---p 00000000 00:00 0   [rollup]\n" + self._lines(total)
 
     def adjust_cached(self, delta_bytes: int) -> None:
         text = self.fs.file_text("/proc/meminfo")
