@@ -341,9 +341,17 @@ def _monitor_metrics(monitors: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
             ["monitor"],
         ),
     }
+    cpu = _counter(
+        "reactor_monitor_sampling_cpu_seconds",
+        "CPU seconds reactor's native sampler spent on the monitor (probe system calls "
+        "with their page walks, parsing, region engine); absent on the DAMON backend",
+        ["monitor"],
+    )
     for mon in monitors:
         name = str(mon.get("name"))
         up.add_metric([name, str(mon.get("backend"))], 1 if mon.get("state") == "running" else 0)
+        if (value := _num(mon.get("sampling_cpu_s"))) is not None:
+            cpu.add_metric([name], value)
         if (value := _num(mon.get("last_sample_age_s"))) is not None:
             age.add_metric([name], value)
         if mon.get("stale"):
@@ -356,7 +364,7 @@ def _monitor_metrics(monitors: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
         for key, fam in sizes.items():
             if (value := _num(summary.get(key))) is not None:
                 fam.add_metric([name], value)
-    yield from (up, regions, targets, age, *sizes.values())
+    yield from (up, regions, targets, age, cpu, *sizes.values())
 
 
 def _policy_metrics(policies: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:

@@ -130,6 +130,10 @@ class MonitorStatus(TypedDict):
     (None before it); intervals are seconds. ``stale`` is true when the newest snapshot
     is older than three aggregation intervals. ``summary`` is the newest snapshot's
     summary (monitored and accessed bytes, the hottest region's access count).
+    ``sampling_cpu_s``: CPU seconds the native sampler has spent on this monitor since
+    start (its probe's system calls with the page walks they cost the kernel, parsing,
+    the region engine), in reactor's own process; None on the DAMON backend, where the
+    kdamond samples in the kernel.
     """
 
     name: str
@@ -143,6 +147,7 @@ class MonitorStatus(TypedDict):
     last_sample_age_s: float | None
     stale: bool
     summary: dict[str, float | int] | None
+    sampling_cpu_s: float | None
 
 
 class GoalStatus(TypedDict):
@@ -313,9 +318,15 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
                 last_sample_age_s=None if age is None else round(age, 6),
                 stale=age is None or age > 3 * aggregation_s,
                 summary=summary,
+                sampling_cpu_s=_sampling_cpu_s(native, monitor.name),
             )
         )
     return out
+
+
+def _sampling_cpu_s(native: Any, name: str) -> float | None:
+    sampler = getattr(native, "samplers", {}).get(name) if native is not None else None
+    return None if sampler is None else round(sampler.cpu_seconds(), 6)
 
 
 def to_json(doc: Mapping[str, Any]) -> str:
@@ -647,6 +658,11 @@ def format_status(doc: Mapping[str, Any]) -> str:
         lines.append(
             f"  {mon.get('name')}: {mon.get('backend')} {mon.get('state')}, "
             f"{mon.get('targets')} target(s), {mon.get('nr_regions')} regions"
+            + (
+                f", sampling CPU {mon['sampling_cpu_s']:.3f} s"
+                if mon.get("sampling_cpu_s") is not None
+                else ""
+            )
             + (f" ({mon['reason']})" if mon.get("reason") else "")
         )
     lines.append("policies:" + ("" if doc.get("policies") else " none"))

@@ -226,6 +226,12 @@ class NativeSampler:
         self.ticker: Ticker | None = None
         self._pending: SamplerSettings | None = None
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent sampling and aggregating every target since start, gone
+        ones included: the probe's system calls (and the page walks they make the kernel
+        do), parsing, the region engine; on the sampler thread's CPU clock."""
+        return sum(s.probe.kernel_s + s.user_s for s in self.stats.values())
+
     # ------------------------------------------------------------ probes and targets
     def probe_for(self, spec: TargetSpec) -> ProbeInfo:
         """The probe ``spec`` asks for (or the best available one for ``auto``)."""

@@ -143,6 +143,7 @@ DOC: dict[str, Any] = {
             "last_sample_age_s": 0.5,
             "stale": False,
             "summary": {"monitored_bytes": 2**20, "accessed_bytes": 2**18},
+            "sampling_cpu_s": 12.5,
         }
     ],
     "policies": [
@@ -263,6 +264,7 @@ async def test_metrics_endpoint_exports_the_status_document() -> None:
         key("reactor_monitor_regions", monitor="node"): 40,
         key("reactor_monitor_snapshot_age_seconds", monitor="node"): 0.5,
         key("reactor_monitor_accessed_bytes", monitor="node"): 2**18,
+        key("reactor_monitor_sampling_cpu_seconds_total", monitor="node"): 12.5,
         key("reactor_policy_info", policy="cold", action="reclaim"): 1,
         key("reactor_policy_output", policy="cold", unit="bytes"): 65536,
         key("reactor_policy_held", policy="cold"): 0,

@@ -55,6 +55,14 @@ async def test_snapshots_per_aggregation_with_referenced() -> None:
     assert snap.granularity_bytes == 2**20
     assert [r.nr_accesses for r in snap.region_list()] == [5, 0]
     assert sampler.latest["app:4250"] is snap
+    # the per-mapping probe hands its last smaps reading on: the mappings and their Rss
+    assert snap.mappings is not None
+    assert list(zip(snap.mappings.start.tolist(), snap.mappings.end.tolist(), strict=True)) == [
+        (int(r["start"]), int(r["end"])) for r in snap.regions
+    ]
+    assert int(snap.mappings.rss.sum()) > 0
+    # what sampling cost, for `reactor status`: the thread CPU the work took (> 0)
+    assert sampler.cpu_seconds() > 0
 
 
 @pytest.mark.anyio
