@@ -26,11 +26,11 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   under the goal, the kernel's doubles every 500 ms from 1 byte (past 4 MiB in ~11 s).
   So saved_bytes > 0 in all three.
 * uncontrolled: 512 MiB per 500 ms exceeds everything the scheme matches (~230 MiB),
-  so HOT is paged out every 200 ms aggregation and refaults. Its peak stall share above
-  the goal was to be asserted; the first lane run showed PSI some at 0 throughout with
-  MGLRU on (a DAMOS-paged-out page faulted back from zram is no memstall there), so the
-  benchmark now turns MGLRU off for its runs (restored after) and the PSI of the
-  uncontrolled run is reported, not asserted (``scenario_fails`` in the summary).
+  so HOT is paged out every 200 ms aggregation and refaults from zram: memory PSI some
+  above the goal at some sample (peak > 0.5 %) is asserted, the scenario's premise. With
+  MGLRU on, the first lane run showed PSI some at 0 throughout (a DAMOS-paged-out page
+  faulted back from zram is no memstall there), so the benchmark turns MGLRU off for its
+  runs (restored after); with it off, four lane runs peaked at 11.5-13.2 %.
 * reactor: the controller moves the quota (from 4 MiB it probes up while PSI is low):
   the recording shows at least two distinct quotas, all within [4 MiB, 512 MiB].
 * kernel: the section kdamond carries one ``some_mem_psi_us`` goal with target
@@ -72,8 +72,11 @@ def test_reclaim_benchmark_reports_savings_and_pressure_side_by_side(
         assert run["record_ticks"] >= DURATION // 2, (name, brief[name])
         assert run["saved_bytes"] > 0, (name, brief[name])
     goal = result["goal"]["target_share"]
-    fails = runs["uncontrolled"]["psi_peak_share"] > goal
-    print(f"scenario_fails (uncontrolled PSI peak > goal): {fails}")
+    assert runs["uncontrolled"]["psi_peak_share"] > goal, (
+        "the uncontrolled run never put memory PSI above the goal: the scenario does not "
+        "test the controllers",
+        brief["uncontrolled"],
+    )
     quotas = {q for _, q in runs["reactor"]["quotas"]}
     assert len(quotas) >= 2, brief["reactor"]
     assert all(reclaim.QUOTA_MIN <= q <= 512 * MIB for q in quotas), brief["reactor"]
