@@ -44,6 +44,8 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -525,6 +527,81 @@ def check_results(rundir: Path) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- host commands
 
 
+@dataclass(frozen=True)
+class KernelChoice:
+    """Which kernels to boot, in order, and which cached kernels to keep.
+
+    ``candidates`` are ``(release, why)`` pairs: the next one boots only when the one
+    before did not boot. ``keep`` always holds the last kernel that passed (while
+    last-passed.json names it, it is the fallback of the next run, so pruning it would
+    leave that run with nothing when the newest cannot be had).
+    """
+
+    candidates: tuple[tuple[str, str], ...]
+    keep: frozenset[str]
+
+
+def choose_kernels(
+    *,
+    requested: str | None,
+    newest: str | None,
+    newest_why: str = "",
+    newest_error: str | None = None,
+    last_passed: dict[str, str] | None,
+    last_ready: bool,
+) -> KernelChoice:
+    """Pure: the kernels to try, from what could be had (no I/O here).
+
+    ``requested`` is ``--kernel`` (already fetched): only it runs, since another kernel
+    would answer another question. Otherwise the newest kernel runs when it could be
+    resolved and fetched (``newest``), and the last kernel that passed (``last_passed``,
+    if its tree is in the cache: ``last_ready``) is its fallback for a boot failure, or
+    runs alone when the newest cannot be had (``newest_error`` says why). No candidate
+    at all is a LaneError that says why.
+    """
+    last = last_passed["kernel"] if last_passed else None
+    kept = {last} if last else set()
+    if requested:
+        return KernelChoice(
+            ((requested, "requested with --kernel"),), frozenset({requested, *kept})
+        )
+    candidates: list[tuple[str, str]] = []
+    if newest:
+        candidates.append((newest, newest_why or "newest"))
+    if last and last != newest and last_ready:
+        when = last_passed.get("date", "?") if last_passed else "?"
+        why = (
+            f"fallback if {newest} does not boot: last passed {when}"
+            if newest
+            else f"fallback, the newest cannot be had ({newest_error}): last passed {when}"
+        )
+        candidates.append((last, why))
+    if not candidates:
+        if last and not last_ready:
+            before = f"the last kernel that passed, {last}, is not in the cache"
+        else:
+            before = "no kernel passed before (no last-passed.json)"
+        raise LaneError(f"no kernel to run: the newest cannot be had ({newest_error}) and {before}")
+    return KernelChoice(tuple(candidates), frozenset({k for k, _ in candidates} | kept))
+
+
+def boot_first(
+    candidates: Sequence[tuple[str, str]], boot: Callable[[str], Path]
+) -> tuple[str, str, Path]:
+    """Boot the candidates in order until one boots: ``(release, why, run dir)``; the
+    last one's BootError is raised when none boots."""
+    for i, (kver, why) in enumerate(candidates):
+        say(f"kernel {kver} ({why})")
+        try:
+            return kver, why, boot(kver)
+        except BootError as exc:
+            say(f"FAIL: {exc}")
+            if i + 1 == len(candidates):
+                raise
+            say("falling back to the next kernel")
+    raise LaneError("no kernel to boot")
+
+
 def host_main(args: argparse.Namespace) -> int:
     cache = Cache(Path(os.environ.get("REACTOR_LANE_CACHE", DEFAULT_CACHE)))
     if os.geteuid() != 0:
@@ -536,52 +613,45 @@ def host_main(args: argparse.Namespace) -> int:
         vng = ensure_vng(cache)
         say(f"cache {cache.root}, virtme-ng {VNG_VERSION}, guest python {guest_python()}")
         last = cache.read_last_passed()
-        candidates: list[tuple[str, str]] = []  # (kernel, why)
         newest: str | None = None
+        newest_why, newest_error = "", None
         if args.kernel:
             fetch_kernel(cache, args.kernel)
-            candidates.append((args.kernel, "requested with --kernel"))
         else:
             try:
                 newest, debver = resolve_newest_kernel(cache)
                 say(f"newest {DEBIAN_SUITE} kernel: {newest} (Debian {debver})")
                 fetch_kernel(cache, newest)
-                candidates.append((newest, f"newest in Debian {DEBIAN_SUITE}, {debver}"))
+                newest_why = f"newest in Debian {DEBIAN_SUITE}, {debver}"
             except LaneError as exc:
                 say(f"WARNING: the newest kernel cannot be had: {exc}")
-            if last and last["kernel"] != newest and cache.kernel_ready(last["kernel"]):
-                candidates.append((last["kernel"], f"fallback: last passed {last.get('date')}"))
-        if not candidates:
-            raise LaneError("no kernel to run: the newest cannot be had and none passed before")
-        keep = {k for k, _ in candidates}
-        prune_kernels(cache, keep)
+                newest, newest_error = None, str(exc).splitlines()[0]
+        choice = choose_kernels(
+            requested=args.kernel,
+            newest=newest,
+            newest_why=newest_why,
+            newest_error=newest_error,
+            last_passed=last,
+            last_ready=last is not None and cache.kernel_ready(last["kernel"]),
+        )
+        prune_kernels(cache, set(choice.keep))
         prune_runs(cache)
-        for i, (kver, why) in enumerate(candidates):
-            say(f"kernel {kver} ({why})")
-            try:
-                rundir = boot_with_retries(cache, vng, kver, args)
-            except BootError as exc:
-                say(f"FAIL: {exc}")
-                if i + 1 < len(candidates):
-                    say("falling back to the next kernel")
-                    continue
-                raise
-            if args.cmd == "capture":
-                return finish_capture(rundir, kver)
-            ok, summary = check_results(rundir)
-            say(f"kernel that ran: {kver} ({why})")
-            if not ok:
-                raise LaneError(f"guest tests failed on {kver}: {summary}")
-            say(f"PASS on {kver}: {summary}")
-            if not args.kernel:
-                cache.last_passed.write_text(
-                    json.dumps(
-                        {"kernel": kver, "why": why, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-                    )
-                    + "\n"
-                )
-            return 0
-    raise LaneError("unreachable")
+        kver, why, rundir = boot_first(
+            choice.candidates, lambda k: boot_with_retries(cache, vng, k, args)
+        )
+        if args.cmd == "capture":
+            return finish_capture(rundir, kver)
+        ok, summary = check_results(rundir)
+        say(f"kernel that ran: {kver} ({why})")
+        if not ok:
+            raise LaneError(f"guest tests failed on {kver}: {summary}")
+        say(f"PASS on {kver}: {summary}")
+        if not args.kernel:
+            cache.last_passed.write_text(
+                json.dumps({"kernel": kver, "why": why, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+                + "\n"
+            )
+        return 0
 
 
 def boot_with_retries(cache: Cache, vng: Path, kver: str, args: argparse.Namespace) -> Path:

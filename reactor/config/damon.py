@@ -162,14 +162,32 @@ class Region(Section):
 
 
 class Target(Section):
-    """A monitoring target: a process (``pid``, vaddr/fvaddr) or physical memory (paddr)."""
+    """A monitoring target: a process (``pid``, vaddr/fvaddr) or physical memory (paddr).
+
+    ``numa_node`` (a reactor extension, not a DAMON file) makes a paddr target without
+    regions cover that node's System RAM instead of all of it: one paddr kdamond per
+    node is how tiering watches each tier. The driver reads the node's memory blocks
+    when it stages the target, so the staged (and read-back) target has plain regions.
+    """
 
     pid: int | None = None
     obsolete: bool = False
     regions: Annotated[tuple[Region, ...], _Tuple] = ()
+    numa_node: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _sorted(self) -> Target:
+        if self.numa_node is not None and self.regions:
+            fail_many(
+                [
+                    (
+                        "numa_node",
+                        f"numa_node {self.numa_node} chooses the regions (that node's System "
+                        f"RAM): give numa_node or regions, got both ({len(self.regions)} "
+                        "region(s))",
+                    )
+                ]
+            )
         issues = [
             (
                 f"regions[{i}].start",
@@ -719,6 +737,15 @@ class MonitoringContext(Section):
                 )
                 for i, t in enumerate(self.targets)
                 if t.pid is None or t.pid <= 0
+            )
+            issues.extend(
+                (
+                    f"targets[{i}].numa_node",
+                    f"numa_node is for paddr targets (a node's physical memory), got ops "
+                    f"{self.ops}",
+                )
+                for i, t in enumerate(self.targets)
+                if t.numa_node is not None
             )
         if self.addr_unit == 0:
             issues.append(("addr_unit", "expected addr_unit >= 1, got 0"))

@@ -31,7 +31,7 @@ from reactor.damon.memory import IomemHidden, node_ram_ranges, read_system_ram
 from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
 from reactor.damon.probe import choose_backend, read_damon_status
 from reactor.damon.snapshot import SchemeStats, TriedRegion, TriedRegions, TunedIntervals
-from reactor.damon.sysfs import Stager, as_staged, read_kdamond
+from reactor.damon.sysfs import ObsoleteRemoval, Stager, as_staged, read_kdamond
 
 __all__ = (
     "DamonDriver",
@@ -41,6 +41,7 @@ __all__ = (
     "IomemHidden",
     "KdamondNotRunning",
     "KernelFeatures",
+    "ObsoleteRemoval",
     "OwnershipRecord",
     "OwnershipStore",
     "SchemeStats",

@@ -43,7 +43,7 @@ from reactor.config.damon import DamonSection, Kdamond
 from reactor.damon import paths
 from reactor.damon.commands import DamonSysfsError, StateCommand, send_state, translate
 from reactor.damon.features import KernelFeatures, command_feature, probe_features
-from reactor.damon.memory import read_system_ram
+from reactor.damon.memory import node_ram_ranges, read_system_ram
 from reactor.damon.ownership import (
     ForeignKdamond,
     OwnershipRecord,
@@ -66,7 +66,16 @@ from reactor.damon.snapshot import (
     read_tried_regions,
     read_tuned_intervals,
 )
-from reactor.damon.sysfs import Stager, check_kdamond, read_kdamond, read_nr_kdamonds
+from reactor.damon.sysfs import (
+    NodeRanges,
+    ObsoleteRemoval,
+    Stager,
+    check_kdamond,
+    read_kdamond,
+    read_nr_kdamonds,
+    require_node_ram,
+    without_obsolete_targets,
+)
 from reactor.errors import KernelInterfaceError
 from reactor.kernelfs import KernelFS
 
@@ -83,12 +92,22 @@ class DamonTimeout(KernelInterfaceError):
     """A DAMON write did not finish within its deadline (errno ETIMEDOUT)."""
 
 
-def _needs_ram(section: DamonSection) -> bool:
-    return any(
-        ctx.ops == "paddr" and (not ctx.targets or any(not t.regions for t in ctx.targets))
-        for kd in section.kdamonds
-        for ctx in kd.contexts
-    )
+def _ram_needs(kdamonds: Sequence[Kdamond]) -> tuple[bool, frozenset[int]]:
+    """Whether some paddr target takes all System RAM, and which nodes' RAM others take."""
+    system, nodes = False, set()
+    for kd in kdamonds:
+        for ctx in kd.contexts:
+            if ctx.ops != "paddr":
+                continue
+            system |= not ctx.targets
+            for t in ctx.targets:
+                if t.regions:
+                    continue
+                if t.numa_node is None:
+                    system = True
+                else:
+                    nodes.add(t.numa_node)
+    return system, frozenset(nodes)
 
 
 class DamonDriver:
@@ -218,15 +237,25 @@ class DamonDriver:
 
     # -- layout ----------------------------------------------------------------------------
 
-    async def apply(self, section: DamonSection, *, paddr_ram: Ranges | None = None) -> None:
+    async def apply(
+        self,
+        section: DamonSection,
+        *,
+        paddr_ram: Ranges | None = None,
+        node_ram: NodeRanges | None = None,
+    ) -> None:
         """Make reactor's kdamonds run ``section``: lay out, stage, start or commit.
 
         If the number of kdamonds changes, reactor's running kdamonds are stopped,
         ``nr_kdamonds`` is written, and all of them are staged and started again (logged as
         ``damon_kdamonds_resized``); otherwise each running kdamond gets an online
-        ``commit`` and each stopped one is started. Refused with :class:`ForeignKdamond`
-        if any existing kdamond is not reactor's. ``paddr_ram`` gives the regions of paddr
-        targets without any (default: every System RAM range of /proc/iomem).
+        ``commit`` (:meth:`commit`, obsolete targets included) and each stopped one is
+        started, without its obsolete targets (there is nothing to remove them from, and
+        ``on`` would monitor them). Refused with :class:`ForeignKdamond` if any existing
+        kdamond is not reactor's. ``paddr_ram`` gives the regions of paddr targets without
+        any (default: every System RAM range of /proc/iomem), ``node_ram`` those of paddr
+        targets with a ``numa_node`` (default: the node's memory blocks cut to System RAM,
+        :func:`~reactor.damon.memory.node_ram_ranges`).
         """
         features = self.features
         status = self.status()
@@ -240,19 +269,48 @@ class DamonDriver:
             )
         for i, kd in enumerate(section.kdamonds):
             check_kdamond(kd, features, index=i)
-        ram: Ranges = ()
-        if _needs_ram(section):
-            ram = paddr_ram if paddr_ram is not None else read_system_ram(self.fs)
+        ram, nodes = self._ram(section.kdamonds, paddr_ram, node_ram)
         n = len(section.kdamonds)
         if len(status.kdamonds) != n:
             await self._resize(status, n)
         for k, kd in enumerate(section.kdamonds):
-            running = self.fs.read_text(paths.state_file(k)).strip() == "on"
-            await self.stage(k, kd, paddr_ram=ram)
-            if running:
-                await self.command(k, "commit")
-            else:
-                await self.start(k)
+            if self.fs.read_text(paths.state_file(k)).strip() == "on":
+                await self.commit(k, kd, paddr_ram=ram, node_ram=nodes)
+                continue
+            fresh, removal = without_obsolete_targets(kd)
+            if removal is not None:
+                self._log_removal(k, removal, "kdamond not running: obsolete targets left out")
+            await self.stage(k, fresh, paddr_ram=ram, node_ram=nodes)
+            await self.start(k)
+
+    def _ram(
+        self, kdamonds: Sequence[Kdamond], paddr_ram: Ranges | None, node_ram: NodeRanges | None
+    ) -> tuple[Ranges, NodeRanges]:
+        """System RAM and per-node RAM ranges for the paddr targets without regions (read
+        from the filesystem unless given)."""
+        system, nodes = _ram_needs(kdamonds)
+        ram: Ranges = ()
+        if system:
+            ram = paddr_ram if paddr_ram is not None else read_system_ram(self.fs)
+        given = dict(node_ram or {})
+        per_node: dict[int, Ranges] = {}
+        for n in sorted(nodes):
+            per_node[n] = given[n] if n in given else self._node_ram(n)
+        for n in nodes:
+            require_node_ram(per_node, n)  # before anything is written
+        return ram, per_node
+
+    def _node_ram(self, node: int) -> Ranges:
+        try:
+            return node_ram_ranges(self.fs, node)
+        except KernelInterfaceError as exc:
+            raise KernelInterfaceError(
+                exc.path,
+                f"a paddr target with numa_node {node} needs that node's memory blocks, and "
+                f"they cannot be read ({exc}); is there a NUMA node {node} "
+                "(/sys/devices/system/node/online)?",
+                errno=exc.errno,
+            ) from exc
 
     async def _resize(self, status: DamonSysfsStatus, n: int) -> None:
         running = [info.index for info in status.kdamonds if info.state == "on"]
@@ -291,14 +349,26 @@ class DamonDriver:
         except KernelInterfaceError as exc:
             raise translate(self.fs, exc, str(n)) from exc
 
-    async def stage(self, k: int, kd: Kdamond, *, paddr_ram: Ranges = ()) -> None:
-        """Write ``kd`` into reactor's kdamond ``k`` (staged only: start or commit applies it)."""
+    async def stage(
+        self,
+        k: int,
+        kd: Kdamond,
+        *,
+        paddr_ram: Ranges | None = None,
+        node_ram: NodeRanges | None = None,
+    ) -> None:
+        """Write ``kd`` into reactor's kdamond ``k`` (staged only: start or commit applies it).
+
+        paddr targets without regions get ``paddr_ram`` (or ``node_ram[n]`` with
+        ``numa_node`` n); ranges not given are read as :meth:`apply` reads them.
+        """
+        ram, nodes = self._ram((kd,), paddr_ram, node_ram)
         stager = Stager(self.fs, self.features)
         await self._thread(
             self._guarded(
                 k,
                 f"staging kdamond {k}",
-                functools.partial(stager.stage_kdamond, k, kd, paddr_ram),
+                functools.partial(stager.stage_kdamond, k, kd, ram, nodes),
             ),
             timeout=self.stage_timeout_s,
             what=paths.kdamond_dir(k),
@@ -380,14 +450,80 @@ class DamonDriver:
             if info.state == "on" and info.index in self.owned():
                 await self.stop(info.index)
 
-    async def commit(self, k: int, kd: Kdamond, *, paddr_ram: Ranges = ()) -> None:
+    async def commit(
+        self,
+        k: int,
+        kd: Kdamond,
+        *,
+        paddr_ram: Ranges | None = None,
+        node_ram: NodeRanges | None = None,
+    ) -> ObsoleteRemoval | None:
         """Online update: stage ``kd`` into running kdamond ``k`` and ``commit`` it.
 
         On a failed commit the kernel may stop the kdamond (newer kernels); the error's
         sentence says so, and :meth:`state` tells.
+
+        Targets marked ``obsolete`` leave the running context, and the kernel shifts the
+        later ones down but leaves the staged target directories as they were. So after a
+        successful commit the driver drops them from its model and stages the result
+        (``nr_targets`` changes, so the target directories are rebuilt): the tree, what
+        :meth:`read_back` returns and the kernel then agree, and the next commit of the
+        read-back moves no target's regions onto another. ``target`` filters name targets
+        by index and the kernel resolves them against the new array, so they are staged
+        renumbered for that same commit; one that named a removed target is dropped. The
+        removal is logged (``damon_obsolete_targets_removed``) and returned; None when no
+        target was obsolete.
         """
-        await self.stage(k, kd, paddr_ram=paddr_ram)
-        await self.command(k, "commit")
+        ram, nodes = self._ram((kd,), paddr_ram, node_ram)
+        after, removal = without_obsolete_targets(kd)
+        if removal is None:
+            await self.stage(k, kd, paddr_ram=ram, node_ram=nodes)
+            await self.command(k, "commit")
+            return None
+        # Filters renumbered for the array the kernel holds once this commit is done.
+        during = kd.model_copy(
+            update={
+                "contexts": tuple(
+                    c.model_copy(update={"schemes": a.schemes})
+                    for c, a in zip(kd.contexts, after.contexts, strict=True)
+                )
+            }
+        )
+        await self.stage(k, during, paddr_ram=ram, node_ram=nodes)
+        try:
+            await self.command(k, "commit")
+        except Exception:
+            if during != kd:  # the tree should say what the caller staged, not our renumbering
+                await self._restage_quietly(k, kd, ram, nodes)
+            raise
+        await self.stage(k, after, paddr_ram=ram, node_ram=nodes)
+        self._log_removal(k, removal, "committed; target directories rebuilt to match")
+        return removal
+
+    async def _restage_quietly(self, k: int, kd: Kdamond, ram: Ranges, nodes: NodeRanges) -> None:
+        try:
+            await self.stage(k, kd, paddr_ram=ram, node_ram=nodes)
+        except Exception as exc:  # the commit's own error is the one to raise
+            _log.warning("damon_restage_failed", kdamond=k, error=str(exc))
+
+    @staticmethod
+    def _log_removal(k: int, removal: ObsoleteRemoval, what: str) -> None:
+        _log.info(
+            "damon_obsolete_targets_removed",
+            kdamond=k,
+            targets=list(removal.removed),
+            pids=list(removal.pids),
+            filters_renumbered=[
+                f"scheme {f.scheme} {f.layer}[{f.index}]: target {f.old} -> {f.new}"
+                for f in removal.filters
+                if f.new is not None
+            ],
+            filters_dropped=[
+                f"scheme {f.scheme} {f.layer}[{f.index}]: named removed target {f.old}"
+                for f in removal.dropped_filters
+            ],
+            note=what,
+        )
 
     async def commit_quota_goals(self, k: int, current: Mapping[tuple[int, int], int]) -> None:
         """Feed ``user_input`` goals: write ``current_value`` of (scheme, goal) pairs, then

@@ -27,7 +27,8 @@ writes; the ownership checks are the driver's job (:mod:`reactor.damon.driver`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,13 +66,18 @@ from reactor.kernelfs import KernelFS
 
 __all__ = (
     "NODE_METRICS",
+    "NodeRanges",
+    "ObsoleteRemoval",
     "Stager",
+    "TargetFilterChange",
     "as_staged",
     "check_kdamond",
     "format_bool",
     "read_kdamond",
     "read_nr_kdamonds",
+    "require_node_ram",
     "route_filters",
+    "without_obsolete_targets",
 )
 
 #: Quota-goal metrics that take a node id / a memcg path (§4.2).
@@ -88,6 +94,8 @@ MEMCG_METRICS = frozenset({"node_memcg_used_bp", "node_memcg_free_bp"})
 UINT_MAX = 2**32 - 1
 
 Ranges = Sequence[tuple[int, int]]
+#: RAM ranges by NUMA node id (bytes), for paddr targets with ``numa_node``.
+NodeRanges = Mapping[int, Ranges]
 
 
 def format_bool(value: bool) -> str:
@@ -259,7 +267,23 @@ def _paddr_regions(ctx: MonitoringContext, ram: Ranges) -> tuple[Region, ...]:
     return tuple(Region(start=s // unit, end=-(-e // unit)) for s, e in ram)
 
 
-def _staged_targets(ctx: MonitoringContext, ram: Ranges) -> tuple[Target, ...]:
+def require_node_ram(node_ram: NodeRanges, node: int) -> Ranges:
+    """``node_ram[node]``, or an error naming the node when it has no ranges."""
+    ram = node_ram.get(node, ())
+    if not ram:
+        known = sorted(n for n, r in node_ram.items() if r) or "none"
+        raise KernelInterfaceError(
+            f"/sys/devices/system/node/node{node}",
+            f"a paddr target with numa_node {node} needs that node's System RAM ranges, and "
+            f"none were found (nodes with ranges: {known}); name a node that has memory "
+            "(/sys/devices/system/node/has_memory), or give the target regions",
+        )
+    return ram
+
+
+def _staged_targets(
+    ctx: MonitoringContext, ram: Ranges, node_ram: NodeRanges
+) -> tuple[Target, ...]:
     if ctx.ops != "paddr":
         return tuple(
             Target(
@@ -273,6 +297,8 @@ def _staged_targets(ctx: MonitoringContext, ram: Ranges) -> tuple[Target, ...]:
     out = []
     for t in targets:
         regions = tuple(Region(start=r.start, end=r.end) for r in t.regions)
+        if not regions and t.numa_node is not None:
+            regions = _paddr_regions(ctx, require_node_ram(node_ram, t.numa_node))
         if not regions:
             if not ram:
                 raise KernelInterfaceError(
@@ -294,13 +320,20 @@ def _staged_probe(p: Probe) -> Probe:
     )
 
 
-def as_staged(kd: Kdamond, features: KernelFeatures, paddr_ram: Ranges = ()) -> Kdamond:
+def as_staged(
+    kd: Kdamond,
+    features: KernelFeatures,
+    paddr_ram: Ranges = (),
+    node_ram: NodeRanges | None = None,
+) -> Kdamond:
     """``kd`` as the kernel will hold it once staged (what :func:`read_kdamond` returns).
 
     Access patterns in samples and aggregation intervals, filters routed to their layer
-    with only their type's argument, paddr regions filled from ``paddr_ram`` (bytes),
-    ``target_nid`` -1 as None, no read-back values (state, pid, stats, effective quota).
+    with only their type's argument, paddr regions filled from ``paddr_ram`` (bytes; or
+    from ``node_ram[n]`` for a target with ``numa_node`` n), ``target_nid`` -1 as None,
+    no read-back values (state, pid, stats, effective quota).
     """
+    node_ram = node_ram or {}
     contexts = []
     for ctx in kd.contexts:
         goal = ctx.intervals.intervals_goal if features.has("intervals_goal") else IntervalsGoal()
@@ -308,7 +341,7 @@ def as_staged(kd: Kdamond, features: KernelFeatures, paddr_ram: Ranges = ()) -> 
             MonitoringContext(
                 ops=ctx.ops,
                 addr_unit=ctx.addr_unit,
-                targets=_staged_targets(ctx, paddr_ram),
+                targets=_staged_targets(ctx, paddr_ram, node_ram),
                 intervals=ctx.intervals.model_copy(update={"intervals_goal": goal}),
                 nr_regions=ctx.nr_regions,
                 probes=tuple(map(_staged_probe, ctx.probes)),
@@ -317,6 +350,96 @@ def as_staged(kd: Kdamond, features: KernelFeatures, paddr_ram: Ranges = ()) -> 
             )
         )
     return Kdamond(refresh_ms=kd.refresh_ms, contexts=tuple(contexts))
+
+
+# --- obsolete targets ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetFilterChange:
+    """A ``target`` filter of scheme ``scheme`` whose ``damon_target_idx`` had to change.
+
+    ``layer`` is the list it sits in (``filters`` or ``core_filters``) and ``index`` its
+    position there in the committed model; ``new`` is None when the filter named a
+    removed target and was dropped.
+    """
+
+    scheme: int
+    layer: str
+    index: int
+    old: int
+    new: int | None
+
+
+@dataclass(frozen=True)
+class ObsoleteRemoval:
+    """What removing a kdamond's obsolete targets changed in its model.
+
+    ``removed`` are the removed targets' indices in the committed model, ``pids`` the
+    pids they had (None for paddr); ``filters`` lists every ``target`` filter that was
+    renumbered or dropped.
+    """
+
+    removed: tuple[int, ...]
+    pids: tuple[int | None, ...]
+    filters: tuple[TargetFilterChange, ...]
+
+    @property
+    def dropped_filters(self) -> tuple[TargetFilterChange, ...]:
+        """The filters that named a removed target (they are gone from the model)."""
+        return tuple(f for f in self.filters if f.new is None)
+
+
+def _renumbered(
+    scheme: Scheme, s: int, gone: Sequence[int]
+) -> tuple[Scheme, list[TargetFilterChange]]:
+    changes: list[TargetFilterChange] = []
+    update: dict[str, tuple[DamosFilter, ...]] = {}
+    for layer in ("filters", "core_filters"):
+        kept: list[DamosFilter] = []
+        for i, f in enumerate(getattr(scheme, layer)):
+            old = f.damon_target_idx
+            if f.filter_type != "target" or old is None:
+                kept.append(f)
+                continue
+            new = None if old in gone else old - sum(1 for g in gone if g < old)
+            if new != old:
+                changes.append(TargetFilterChange(s, layer, i, old, new))
+            if new is not None:
+                kept.append(f.model_copy(update={"damon_target_idx": new}))
+        update[layer] = tuple(kept)
+    return scheme.model_copy(update=update), changes
+
+
+def without_obsolete_targets(kd: Kdamond) -> tuple[Kdamond, ObsoleteRemoval | None]:
+    """``kd`` as the kernel holds it after a successful ``commit`` of ``kd``.
+
+    The kernel removes each target staged with ``obsolete_target`` Y and shifts the later
+    ones down (damon-sysfs.md §2.5, §3.4), but it leaves the sysfs target directories as
+    they were: mirroring the new array is the writer's job, and a stale tree would remove
+    the wrong target at the next commit. ``target`` filters name a target by its index,
+    which the kernel resolves against the new array, so each is renumbered, and one that
+    named a removed target is dropped. Returns ``(kd, None)`` when nothing is obsolete.
+    """
+    if not any(t.obsolete for ctx in kd.contexts for t in ctx.targets):
+        return kd, None
+    contexts: list[MonitoringContext] = []
+    removed: tuple[int, ...] = ()
+    pids: tuple[int | None, ...] = ()
+    changes: list[TargetFilterChange] = []
+    for ctx in kd.contexts:
+        gone = [i for i, t in enumerate(ctx.targets) if t.obsolete]
+        removed += tuple(gone)
+        pids += tuple(ctx.targets[i].pid for i in gone)
+        schemes = []
+        for s, scheme in enumerate(ctx.schemes):
+            renumbered, moved = _renumbered(scheme, s, gone)
+            schemes.append(renumbered)
+            changes.extend(moved)
+        targets = tuple(t for t in ctx.targets if not t.obsolete)
+        contexts.append(ctx.model_copy(update={"targets": targets, "schemes": tuple(schemes)}))
+    after = kd.model_copy(update={"contexts": tuple(contexts)})
+    return after, ObsoleteRemoval(removed, pids, tuple(changes))
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -378,10 +501,16 @@ class Stager:
 
     # -- the tree -------------------------------------------------------------------------
 
-    def stage_kdamond(self, k: int, kd: Kdamond, paddr_ram: Ranges = ()) -> None:
+    def stage_kdamond(
+        self,
+        k: int,
+        kd: Kdamond,
+        paddr_ram: Ranges = (),
+        node_ram: NodeRanges | None = None,
+    ) -> None:
         """Write ``kd`` under ``kdamonds/<k>`` (the directory must exist)."""
         check_kdamond(kd, self.features, index=k)
-        staged = as_staged(kd, self.features, paddr_ram)
+        staged = as_staged(kd, self.features, paddr_ram, node_ram)
         base = paths.kdamond_dir(k)
         if not staged.contexts and self.fs.read_text(base + "/state").strip() == "on":
             # Removing the context of a running kdamond crashes unpatched kernels (§3.2).

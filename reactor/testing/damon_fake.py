@@ -69,9 +69,11 @@ __all__ = (
     "GOAL_METRICS",
     "KDAMONDS",
     "MAX_PROBES",
+    "MODULES",
     "PAGE_SIZE",
     "STATE_COMMANDS",
     "FakeDamon",
+    "module_param",
     "parse_kernel_version",
 )
 
@@ -116,6 +118,21 @@ FEATURES: dict[str, tuple[int, int]] = {
     "call_ecanceled": (7, 1),
     "commit_stops_on_failure": (7, 1),
 }
+
+#: In-kernel DAMON modules that run an exclusive context, by first release, with their
+#: ``enabled`` parameter (damon-sysfs.md §3.2): while one runs, a sysfs ``on`` is EBUSY,
+#: and enabling one is EBUSY while any kdamond runs.
+MODULES: dict[str, tuple[int, int]] = {
+    "damon_reclaim": (5, 16),
+    "damon_lru_sort": (6, 0),
+    "damon_stat": (6, 17),
+}
+
+
+def module_param(name: str) -> str:
+    """The ``enabled`` parameter file of DAMON module ``name``."""
+    return f"/sys/module/{name}/parameters/enabled"
+
 
 #: DAMOS actions by release (§4.1).
 ACTIONS: dict[str, tuple[int, int]] = {
@@ -311,6 +328,10 @@ class FakeDamon:
         fs.mkdir(KDAMONDS)
         self._file(KDAMONDS + "/nr_kdamonds", "0", _Kind("nr", locked=True, child=self._kdamond))
         fs.add_write_hook(DAMON_ROOT, self._on_write)
+        for name, since in MODULES.items():
+            if self._v[:2] >= since:
+                fs.set_file(module_param(name), "Y\n" if name in self._exclusive else "N\n")
+                fs.add_write_hook(module_param(name), self._on_module_write)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -357,11 +378,28 @@ class FakeDamon:
         self._goal_metrics[(metric, nid)] = value
 
     def set_exclusive_user(self, name: str, running: bool) -> None:
-        """Start or stop an exclusive DAMON user (DAMON_RECLAIM, DAMON_STAT…)."""
+        """Start or stop an exclusive DAMON user (DAMON_RECLAIM, DAMON_STAT…), as if by its
+        module parameter but without its checks (``enabled`` follows when it exists)."""
         if running:
             self._exclusive.add(name)
         else:
             self._exclusive.discard(name)
+        if self._fs.exists(module_param(name)):
+            self._fs.set_file(module_param(name), "Y\n" if running else "N\n")
+
+    def _on_module_write(self, fs: FakeKernelFS, path: str, data: str) -> None:
+        """``/sys/module/damon_*/parameters/enabled``: damon_start(exclusive=true)."""
+        name = path.split("/")[3]
+        enable = kstrtobool(data)
+        if enable == (name in self._exclusive):
+            return  # the kernel returns at once when the value does not change
+        if enable:
+            self._sync_state()
+            busy = [f"kdamond {i}" for i, kd in enumerate(self._kd) if kd.running]
+            busy += sorted(self._exclusive)
+            if busy:
+                raise kernel_error(errno_mod.EBUSY, f"DAMON contexts running: {busy}")
+        self.set_exclusive_user(name, enable)
 
     @contextmanager
     def hold_lock(self) -> Iterator[None]:

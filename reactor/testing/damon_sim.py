@@ -1063,6 +1063,9 @@ class SimContext:
             if i < len(self.schemes):
                 old = self.schemes[i]
                 old.params = p
+                # damos_commit() copies the whole watermarks struct from the fresh scheme,
+                # whose activation damon_new_scheme() set: a commit re-activates.
+                old.wm_active = True
                 merged.append(old)
             else:
                 fresh = SchemeState(p)

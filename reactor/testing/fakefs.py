@@ -27,6 +27,9 @@ What it offers beyond the protocol, for tests:
   attribute that echoes what was stored.
 - :meth:`FakeKernelFS.materialize`: write the tree into a real directory, for code that
   needs real paths (then ``RealKernelFS(root=that_dir)`` reads the same content).
+- :class:`RecordingKernelFS` wraps any KernelFS (a real one included) and logs every write
+  the code under test attempts, so a test on a real kernel can assert what was never
+  written without comparing file contents.
 - :meth:`FakeKernelFS.open_count`: how many times a path was opened, to check that a hot
   path keeps its descriptor instead of reopening.
 - PSI triggers: :meth:`FakeKernelFS.open_trigger` arms a :class:`FakeTrigger` with the
@@ -63,12 +66,13 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
-from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
+from reactor.kernelfs.base import DAMON_SYSFS, KeptFile, KernelFS, is_damon_path, normalize_path
 from reactor.kernelfs.trigger import (
     UNPRIVILEGED_WINDOW_STEP_US,
     WINDOW_MAX_US,
     WINDOW_MIN_US,
     TriggerGone,
+    TriggerHandle,
     TriggerRefused,
     WaitResult,
     parse_trigger_spec,
@@ -82,6 +86,7 @@ __all__ = (
     "FakeTrigger",
     "Fault",
     "Op",
+    "RecordingKernelFS",
     "WriteAttempt",
     "WriteHook",
 )
@@ -556,3 +561,74 @@ class FakeKernelFS:
         if path not in self._files:
             raise _os_error(errno_mod.ENOENT, path)
         self._files[path] = data.encode()
+
+
+class RecordingKernelFS:
+    """A :class:`~reactor.kernelfs.KernelFS` that logs every write, then passes it on.
+
+    Everything is delegated to ``inner`` (a :class:`~reactor.kernelfs.RealKernelFS` in
+    the real-kernel lane, or a fake); each ``write_text`` is logged in :attr:`attempts`,
+    with its normalized path and the errno it failed with (None when accepted, and for a
+    write the DAMON guard refused with UnsafeWrite: it is logged all the same). A test then
+    asserts that nothing was written under a path, which a comparison of file contents
+    cannot show (a write of the value a file already holds changes nothing, yet on DAMON
+    an ``nr_*`` write of the same value still resets every child).
+    """
+
+    def __init__(self, inner: KernelFS) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._attempts: list[WriteAttempt] = []
+
+    @property
+    def attempts(self) -> tuple[WriteAttempt, ...]:
+        """Every write attempted through this filesystem, in order."""
+        with self._lock:
+            return tuple(self._attempts)
+
+    def writes_under(self, prefix: str) -> tuple[WriteAttempt, ...]:
+        """The attempts at ``prefix`` or below it (accepted or not)."""
+        norm = normalize_path(prefix)
+        return tuple(
+            a for a in self.attempts if a.path == norm or a.path.startswith(norm.rstrip("/") + "/")
+        )
+
+    @property
+    def root(self) -> str:
+        return self.inner.root
+
+    def write_text(self, path: str, data: str) -> None:
+        norm = normalize_path(path)
+        err: int | None = None
+        try:
+            self.inner.write_text(path, data)
+        except KernelInterfaceError as exc:
+            err = exc.errno
+            raise
+        finally:
+            with self._lock:
+                self._attempts.append(WriteAttempt(norm, data, err))
+
+    def read_text(self, path: str) -> str:
+        return self.inner.read_text(path)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return self.inner.is_dir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def read_bytes(self, path: str, offset: int, size: int) -> bytes:
+        return self.inner.read_bytes(path, offset, size)
+
+    def keep(self, path: str) -> KeptFile:
+        return self.inner.keep(path)
+
+    def inode(self, path: str) -> int:
+        return self.inner.inode(path)
+
+    def open_trigger(self, path: str, spec: str) -> TriggerHandle:
+        return self.inner.open_trigger(path, spec)

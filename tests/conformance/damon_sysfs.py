@@ -17,6 +17,16 @@ import pytest
 from reactor.errors import KernelInterfaceError
 from tests.conformance import DamonBackend, Workload
 
+#: A DAMON module's ``enabled`` parameter (DAMON_RECLAIM, DAMON_LRU_SORT, DAMON_STAT).
+MODULE_PARAM = "/sys/module/{}/parameters/enabled"
+
+
+def module_param(name: str) -> str:
+    """The ``enabled`` parameter of DAMON module ``name`` (written only on the backend's
+    kernel: the fake's tree, or the lane's guest)."""
+    return MODULE_PARAM.format(name)
+
+
 ADMIN = "/sys/kernel/mm/damon/admin"
 MiB = 1 << 20
 ULONG_MAX = 2**64 - 1
@@ -717,6 +727,49 @@ def test_commands_after_the_kdamond_stopped(damon: DamonBackend) -> None:
     s.expect(None, "kdamonds/0/state", "clear_schemes_tried_regions")
 
 
+def test_commands_after_the_kdamond_stopped_by_itself(damon: DamonBackend) -> None:
+    """A kdamond that ended because its only target exited (no off) answers like one
+    stopped by off: commands EINVAL (≤7.0) or ECANCELED, off EPERM."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = s.start_vaddr()
+    damon.wait(0.3)
+    damon.kill_process(work.pid)
+    damon.wait(0.5)
+    assert not s.running() and s.r("kdamonds/0/pid") == "-1"
+    want = errno.ECANCELED if since(damon, (7, 1)) else errno.EINVAL
+    got = {cmd: errno_name(s.err("kdamonds/0/state", cmd)) for cmd in STATE_NEEDS_RUNNING}
+    assert got == dict.fromkeys(STATE_NEEDS_RUNNING, errno_name(want)), got
+    s.expect(errno.EPERM, "kdamonds/0/state", "off")
+    s.expect(None, "kdamonds/0/state", "clear_schemes_tried_regions")
+
+
+def test_enabling_an_exclusive_module_while_a_kdamond_runs_is_ebusy(damon: DamonBackend) -> None:
+    """DAMON_RECLAIM and DAMON_LRU_SORT start exclusive contexts: enabling one while a sysfs
+    kdamond runs fails with EBUSY and leaves the parameter N; after off it can be enabled
+    (and then disabled again)."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    modules = [m for m in ("damon_reclaim", "damon_lru_sort") if s.fs.exists(module_param(m))]
+    assert modules, "no DAMON_RECLAIM nor DAMON_LRU_SORT module parameter"
+    s.start_vaddr()
+    try:
+        got = {m: errno_name(s.err(module_param(m), "Y")) for m in modules}
+        values = {m: s.r(module_param(m)) for m in modules}
+        assert s.running()
+        s.state(0, "off")
+        after_off = errno_name(s.err(module_param(modules[0]), "Y"))
+        enabled = s.r(module_param(modules[0]))
+    finally:
+        for m in modules:
+            if s.r(module_param(m)) == "Y":
+                s.w(module_param(m), "N")
+    assert got == dict.fromkeys(modules, "EBUSY"), got
+    assert values == dict.fromkeys(modules, "N"), values
+    assert (after_off, enabled) == ("success", "Y")
+    assert s.r(module_param(modules[0])) == "N"
+
+
 def test_failed_on_frees_the_previous_context(damon: DamonBackend) -> None:
     """on frees the last run's context before it validates, so a failed on leaves none."""
     s = Sysfs(damon)
@@ -810,6 +863,53 @@ def test_tried_regions_update_with_all_schemes_deactivated_is_ecanceled(
     damon.wait(0.3)
     s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_regions")
     assert s.running()
+
+
+def test_a_commit_reactivates_watermark_deactivated_schemes(damon: DamonBackend) -> None:
+    """A scheme off by its watermarks (free memory above high) is active again after a
+    commit that brings free memory inside [low, high], even between mid and high, where
+    the watermark rule alone keeps an inactive scheme off: damos_commit() copies the
+    fresh scheme's watermarks, activation included."""
+    needs(damon, (6, 2), "tried regions")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(pids=(work.pid,))
+    wm = f"{s.scheme()}/watermarks"
+    s.w(f"{wm}/metric", "free_mem_rate")
+    s.w(f"{wm}/interval_us", 100_000)
+    for name, value in (("high", 1), ("mid", 0), ("low", 0)):
+        s.w(f"{wm}/{name}", value)  # free memory is above 1 ‰: deactivated
+    s.state(0, "on")
+    damon.wait(0.5)
+    s.expect(errno.ECANCELED, "kdamonds/0/state", "update_schemes_tried_regions")
+    s.w(f"{wm}/high", 1000)  # free memory is now in [mid, high] = [0, 1000]
+    s.state(0, "commit")
+    damon.wait(0.5)
+    s.expect(None, "kdamonds/0/state", "update_schemes_tried_regions")
+    assert s.tried(), "the re-activated scheme tried no region"
+    assert s.running()
+
+
+def test_nr_regions_bounds_are_honoured(damon: DamonBackend) -> None:
+    """A scheme sees between nr_regions/min and max regions, also after a commit lowers
+    both (at each aggregation regions merge down to max, never above the min-derived size
+    limit; schemes apply right after that merge)."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    s.start_vaddr()  # nr_regions min 100, max 1000
+    damon.wait(1.5)
+    s.state(0, "update_schemes_tried_regions")
+    before = len(s.tried())
+    attrs = f"{s.ctx()}/monitoring_attrs/nr_regions"
+    s.w(f"{attrs}/min", 10)
+    s.w(f"{attrs}/max", 30)
+    s.state(0, "commit")
+    damon.wait(1.5)
+    s.state(0, "update_schemes_tried_regions")
+    after = len(s.tried())
+    assert VADDR_MIN_NR_REGIONS <= before <= 1000, (before, after)
+    assert 10 <= after <= 30, (before, after)
 
 
 def test_nr_kdamonds_while_running_is_ebusy(damon: DamonBackend) -> None:
@@ -1123,6 +1223,38 @@ def test_commit_of_an_obsolete_target_removes_it(damon: DamonBackend) -> None:
     damon.kill_process(second.pid)
     damon.wait(0.5)
     assert not s.running(), "the first target should have left the context"
+
+
+def test_obsolete_target_dirs_stay_until_the_writer_rebuilds_them(damon: DamonBackend) -> None:
+    """After a commit removes target 0, the staged target dirs still hold it (obsolete Y):
+    the kernel never rewrites them. Rebuilt to mirror the new array (one target, the
+    second pid) they commit cleanly, and that target is the one left running."""
+    needs(damon, (6, 19), "obsolete_target")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    first, second = damon.spawn_process(), damon.spawn_process()
+    s.stage(pids=(first.pid, second.pid))
+    s.state(0, "on")
+    targets = f"{s.ctx()}/targets"
+    s.w(f"{targets}/0/obsolete_target", "Y")
+    s.state(0, "commit")
+    damon.wait(0.3)
+    staged = (
+        s.r(f"{targets}/nr_targets"),
+        s.r(f"{targets}/0/pid_target"),
+        s.r(f"{targets}/0/obsolete_target"),
+        s.r(f"{targets}/1/pid_target"),
+    )
+    assert staged == ("2", str(first.pid), "Y", str(second.pid)), staged
+    s.w(f"{targets}/nr_targets", 1)
+    s.w(f"{targets}/0/pid_target", second.pid)
+    s.expect(None, "kdamonds/0/state", "commit")
+    damon.kill_process(first.pid)
+    damon.wait(0.5)
+    assert s.running(), "the second process is still monitored"
+    damon.kill_process(second.pid)
+    damon.wait(0.5)
+    assert not s.running()
 
 
 def test_commit_keeps_stats_of_schemes_by_index(damon: DamonBackend) -> None:

@@ -5,8 +5,9 @@ Use it from tests/kernel/test_conformance_real.py::
     from tests.conformance.damon_sysfs import *  # noqa: F403
     from tests.conformance.real_backend import real_damon as damon  # noqa: F401
 
-The fixture writes the kernel's DAMON sysfs tree, enables and disables DAMON_STAT, and
-starts child processes. On the development and CI machines /sys/kernel/mm/damon belongs
+The fixture writes the kernel's DAMON sysfs tree, enables and disables DAMON_STAT (and
+the suite DAMON_RECLAIM/DAMON_LRU_SORT, which teardown turns off again), and starts
+child processes. On the development and CI machines /sys/kernel/mm/damon belongs
 to the machine's own kdamond, so the fixture refuses to run (pytest.fail, never a quiet
 skip) unless /proc/cmdline carries ``reactor_lane=1`` (set only by .ci/kernel_lane.py for
 its qemu guest). At teardown it ends its children by pid, turns every kdamond off and
@@ -36,6 +37,11 @@ __all__ = ("RealBackend", "lane_refusal", "real_damon")
 
 KDAMONDS = "/sys/kernel/mm/damon/admin/kdamonds"
 DAMON_STAT = "/sys/module/damon_stat/parameters/enabled"
+#: Exclusive DAMON modules a conformance test may enable (only ever in the guest).
+EXCLUSIVE_MODULES = (
+    "/sys/module/damon_reclaim/parameters/enabled",
+    "/sys/module/damon_lru_sort/parameters/enabled",
+)
 MiB = 1 << 20
 
 #: The child: a 4 MiB hot buffer written every 2 ms, a 32 MiB cold one touched once.
@@ -162,6 +168,9 @@ class RealBackend:
             self.kill_process(pid)
         if self._stat_enabled_by_us:
             self._fs.write_text(DAMON_STAT, "N")
+        for param in EXCLUSIVE_MODULES:  # a failed test may have left one running
+            if self._fs.exists(param) and self._fs.read_text(param).strip() == "Y":
+                self._fs.write_text(param, "N")
         nr = int(self._fs.read_text(f"{KDAMONDS}/nr_kdamonds"))
         for k in range(nr):
             if self._fs.read_text(f"{KDAMONDS}/{k}/state").strip() == "on":

@@ -42,7 +42,9 @@ from reactor.damon.probe import choose_backend, read_damon_status
 from reactor.damon.snapshot import TriedRegions
 from reactor.damon.sysfs import read_kdamond
 from reactor.kernelfs import RealKernelFS
+from reactor.testing import RecordingKernelFS
 from tests.conformance import Workload
+from tests.conformance.damo_oracle import assert_damo_reads_like_reactor
 from tests.conformance.real_backend import RealBackend
 
 KDAMONDS = "/sys/kernel/mm/damon/admin/kdamonds"
@@ -124,17 +126,6 @@ async def until_busy(driver: DamonDriver, least: int, timeout: float = 12.0) -> 
             return tried
 
 
-def tree(path: str) -> dict[str, str]:
-    """Every file under ``path`` and its content (directories recursed)."""
-    out: dict[str, str] = {}
-    for entry in sorted(Path(path).iterdir()):
-        if entry.is_dir():
-            out.update(tree(str(entry)))
-        else:
-            out[str(entry)] = entry.read_text()
-    return out
-
-
 def write(path: str, value: object) -> None:
     """One write(2), as another tool would do it."""
     fd = os.open(path, os.O_WRONLY)
@@ -190,6 +181,63 @@ async def test_vaddr_shows_hot_and_cold_while_paddr_runs_beside(
     assert [k.state for k in driver.status().kdamonds] == ["on", "on"]
     await driver.stop_all()
     assert [k.state for k in driver.status().kdamonds] == ["off", "off"]
+
+
+def node_blocks(node: int) -> list[tuple[int, int]]:
+    """Node ``node``'s online memory blocks as merged byte ranges (read here directly)."""
+    size = int(Path("/sys/devices/system/memory/block_size_bytes").read_text(), 16)
+    base = Path(f"/sys/devices/system/node/node{node}")
+    blocks = sorted(
+        int(p.name[6:])
+        for p in base.iterdir()
+        if p.name.startswith("memory")
+        and p.name[6:].isdigit()
+        and (p / "state").read_text().strip() == "online"
+    )
+    out: list[tuple[int, int]] = []
+    for m in blocks:
+        if out and out[-1][1] == m * size:
+            out[-1] = (out[-1][0], (m + 1) * size)
+        else:
+            out.append((m * size, (m + 1) * size))
+    return out
+
+
+def system_ram() -> list[tuple[int, int]]:
+    """Top-level System RAM ranges of /proc/iomem (the file's ends are inclusive)."""
+    out = []
+    for line in Path("/proc/iomem").read_text().splitlines():
+        if line.endswith(" : System RAM") and not line.startswith(" "):
+            lo, hi = line.split(" : ")[0].split("-")
+            out.append((int(lo, 16), int(hi, 16) + 1))
+    return out
+
+
+@pytest.mark.anyio
+async def test_a_paddr_target_for_node_1_monitors_node_1s_ram(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """A paddr target with numa_node 1 is staged with node 1's System RAM, and the kernel
+    monitors only that (its tried regions all lie inside it)."""
+    node0, node1 = node_blocks(0), node_blocks(1)
+    want = sorted(
+        (max(a, c), min(b, d)) for a, b in node1 for c, d in system_ram() if max(a, c) < min(b, d)
+    )
+    await driver.open()
+    ctx = {"ops": "paddr", "targets": [{"numa_node": 1}], "intervals": INTERVALS, "schemes": [ALL]}
+    await driver.apply(section(ctx))
+    (target,) = read_kdamond(driver.fs, 0).contexts[0].targets
+    staged = [(r.start, r.end) for r in target.regions]
+    total = sum(b - a for a, b in staged)
+    print(f"node0 blocks {node0}; node1 blocks {node1}; staged {staged} ({total >> 20} MiB)")
+    assert staged == want
+    assert 256 * MiB < total <= 512 * MiB  # the lane gives node 1 512 MiB
+    assert not any(a < d and c < b for a, b in staged for c, d in node0)
+    (tried,) = await driver.update_schemes_tried_regions(0)
+    inside = [any(a <= r.start and r.end <= b for a, b in staged) for r in tried.regions]
+    print(f"tried: {len(tried.regions)} regions, {tried.total_bytes >> 20} MiB")
+    assert tried.regions and all(inside)
+    assert driver.status().kdamonds[0].state == "on"
 
 
 # --------------------------------------------------------------------------- quota goals
@@ -405,10 +453,11 @@ async def test_online_commit_changes_intervals_and_quota_of_a_running_kdamond(
 
 @pytest.mark.anyio
 async def test_a_foreign_kdamond_is_never_written_and_is_named(
-    damon: RealBackend, driver: DamonDriver
+    damon: RealBackend, tmp_path: Path
 ) -> None:
-    """A kdamond someone else started is refused by index and pid, never written, and makes
-    the auto backend choice fall back to native."""
+    """A kdamond someone else started is refused by index and pid, never written (the
+    write log of the driver's filesystem shows no write under it), and makes the auto
+    backend choice fall back to native."""
     ram = next(
         (int(lo, 16), int(hi, 16) + 1)
         for lo, _, hi in (
@@ -429,26 +478,36 @@ async def test_a_foreign_kdamond_is_never_written_and_is_named(
     write(f"{KDAMONDS}/0/state", "on")
     pid = int(Path(f"{KDAMONDS}/0/pid").read_text())
     assert pid > 0
-    before = tree(KDAMONDS)
 
+    # Every write the driver makes goes through this layer (the real sysfs underneath).
+    recorder = RecordingKernelFS(RealKernelFS("/", allow_damon_writes=True))
+    driver = DamonDriver(recorder, run_dir=str(tmp_path))
     await driver.open()
     work = damon.spawn_process()
+    kd = section(vaddr(work.pid, ALL)).kdamonds[0]
     with pytest.raises(ForeignKdamond) as applied:
         await driver.apply(section(vaddr(work.pid, ALL)))
     with pytest.raises(ForeignKdamond) as commanded:
         await driver.command(0, "update_schemes_stats")
-    with pytest.raises(ForeignKdamond):
-        await driver.stage(0, section(vaddr(work.pid, ALL)).kdamonds[0])
-    with pytest.raises(ForeignKdamond):
-        await driver.stop(0)
+    for call in (
+        driver.stage(0, kd),
+        driver.commit(0, kd),
+        driver.commit_quota_goals(0, {(0, 0): 1}),
+        driver.stop(0),
+    ):
+        with pytest.raises(ForeignKdamond):
+            await call
     await driver.stop_all()  # only reactor's own: nothing
     for exc in (applied.value, commanded.value):
         message = str(exc)
         assert f"kdamond 0 (state on, pid {pid}, ops paddr" in message, message
         assert [(k.index, k.pid) for k in exc.foreign] == [(0, pid)]
     print(f"ForeignKdamond: {applied.value}")
-    assert tree(KDAMONDS) == before
+    assert recorder.writes_under(f"{KDAMONDS}/0") == ()
+    assert recorder.writes_under(f"{KDAMONDS}/nr_kdamonds") == ()
+    assert recorder.attempts == (), recorder.attempts  # not a single write anywhere
     assert driver.owned() == frozenset()
+    assert Path(f"{KDAMONDS}/0/pid").read_text().strip() == str(pid)  # still theirs, running
 
     choice = choose_backend("auto", read_damon_status(driver.fs), driver.owned())
     print(f"backend choice: {choice}")
@@ -506,61 +565,10 @@ async def test_damo_reads_reactors_kdamonds_like_reactor(
     await driver.open()
     await driver.apply(section(vaddr(work.pid, pageout, migrate), paddr))
     time.sleep(0.5)
+    await driver.update_schemes_stats(0)  # outputs to compare, not only defaults
+    await driver.update_schemes_effective_quotas(0)
     kdamonds = damo_reader.current_kdamonds()
     assert len(kdamonds) == 2
-    for k, theirs in enumerate(kdamonds):
-        ours = read_kdamond(driver.fs, k, outputs=True)
-        assert (theirs.state, int(theirs.pid)) == (ours.state, ours.pid)
-        (c_theirs,), (c_ours,) = theirs.contexts, ours.contexts
-        assert c_theirs.ops == c_ours.ops
-        assert (
-            c_theirs.intervals.sample,
-            c_theirs.intervals.aggr,
-            c_theirs.intervals.ops_update,
-        ) == (
-            c_ours.intervals.sample_us,
-            c_ours.intervals.aggr_us,
-            c_ours.intervals.ops_update_us,
-        )
-        assert (c_theirs.nr_regions.minimum, c_theirs.nr_regions.maximum) == (
-            c_ours.nr_regions.min,
-            c_ours.nr_regions.max,
-        )
-        assert [t.pid for t in c_theirs.targets] == [
-            t.pid for t in c_ours.targets
-        ] or c_ours.ops == "paddr"
-        assert [[(r.start, r.end) for r in t.regions] for t in c_theirs.targets] == [
-            [(r.start, r.end) for r in t.regions] for t in c_ours.targets
-        ]
-        assert len(c_theirs.schemes) == len(c_ours.schemes)
-        for s_theirs, s_ours in zip(c_theirs.schemes, c_ours.schemes, strict=True):
-            ap_t, ap_o = s_theirs.access_pattern, s_ours.access_pattern
-            assert s_theirs.action == s_ours.action
-            assert int(s_theirs.target_nid) == (
-                s_ours.target_nid if s_ours.target_nid is not None else -1
-            )
-            assert ap_t.sz_bytes == [ap_o.sz_bytes.min, ap_o.sz_bytes.max]
-            assert [b.samples for b in ap_t.nr_acc_min_max] == [
-                int(ap_o.nr_accesses.min.value),
-                int(ap_o.nr_accesses.max.value),
-            ]
-            assert [b.aggr_intervals for b in ap_t.age_min_max] == [
-                int(ap_o.age.min.value),
-                int(ap_o.age.max.value),
-            ]
-            q_t, q_o = s_theirs.quotas, s_ours.quotas
-            assert (q_t.time_ms, q_t.sz_bytes, q_t.reset_interval_ms) == (
-                q_o.time_ms,
-                q_o.sz_bytes,
-                q_o.reset_interval_ms,
-            )
-            assert (q_t.weight_nr_accesses_permil, q_t.weight_age_permil) == (
-                q_o.weights.nr_accesses_permil,
-                q_o.weights.age_permil,
-            )
-            assert q_t.goal_tuner.strip() == q_o.goal_tuner  # damo keeps the newline
-            assert [(g.metric, g.target_value, g.current_value) for g in q_t.goals] == [
-                (g.metric, g.target_value, g.current_value) for g in q_o.goals
-            ]
-            assert s_theirs.watermarks.metric == s_ours.watermarks.metric
+    compared = assert_damo_reads_like_reactor(kdamonds, driver.fs)
+    print(f"damo and reactor agree on {compared} fields")
     assert errno.EACCES  # damo never wrote (its write_file raises)

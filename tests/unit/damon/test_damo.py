@@ -14,8 +14,9 @@ import pytest
 from reactor.config import load_config_text
 from reactor.damon.damo import dump_damo_json, dump_damo_yaml, load_damo_text, to_damo_dict
 from reactor.damon.features import probe_features
-from reactor.damon.sysfs import Stager
+from reactor.damon.sysfs import Stager, as_staged, read_kdamond
 from reactor.errors import ConfigError
+from tests.conformance.damo_oracle import assert_damo_reads_like_reactor
 from tests.unit.damon.conftest import KD, base_fs
 
 #: What ``damo args damon --format json`` writes (human-formatted numbers).
@@ -241,31 +242,83 @@ def test_damo_parses_the_export(damo_modules: dict[str, ModuleType]) -> None:
     assert [(f.filter_type, f.matching) for f in scheme.filters] == [("anon", True)]
 
 
+RICH_KDAMONDS = """
+kdamonds:
+  - refresh_ms: 0
+    contexts:
+      - ops: vaddr
+        targets: [{pid: 4242}, {pid: 4243, regions: [{start: 0x7E0000000000, end: 0x7E0000400000}]}]
+        intervals:
+          sample_us: 10 ms
+          aggr_us: 200 ms
+          ops_update_us: 1 s
+          intervals_goal: {access_bp: 4 %, aggrs: 3, min_sample_us: 5 ms, max_sample_us: 20 ms}
+        nr_regions: {min: 20, max: 500}
+        schemes:
+          - action: pageout
+            apply_interval_us: 400 ms
+            access_pattern:
+              sz_bytes: {min: 4 KiB, max: 64 MiB}
+              nr_accesses: {min: 0 samples, max: 2 samples}
+              age: {min: 5 aggr_intervals, max: max}
+            quotas:
+              time_ms: 10 ms
+              sz_bytes: 64 MiB
+              reset_interval_ms: 1 s
+              fail_charge_num: 1
+              fail_charge_denom: 4
+              goal_tuner: temporal
+              weights: {sz_permil: 0, nr_accesses_permil: 300, age_permil: 700}
+              goals:
+                - {metric: user_input, target_value: 500, current_value: 100}
+                - {metric: some_mem_psi_us, target_value: 1 ms}
+                - {metric: node_mem_used_bp, nid: 1, target_value: 60 %}
+            watermarks: {metric: free_mem_rate, interval_us: 1 s, high_permil: 900,
+                         mid_permil: 500, low_permil: 100}
+            filters:
+              - {filter_type: anon, matching: true}
+              - {filter_type: target, matching: false, allow: true, damon_target_idx: 1}
+              - {filter_type: memcg, matching: true, memcg_path: /app}
+              - {filter_type: addr, matching: true,
+                 address_range: {start: 0x7F0000000000, end: 0x7F0000200000}}
+              - {filter_type: hugepage_size, matching: true, hugepage_size: [2 MiB, 2 MiB]}
+          - action: migrate_cold
+            target_nid: 1
+            dests: [{id: 1, weight: 3}, {id: 0, weight: 1}]
+            stats: {max_nr_snapshots: 7}
+  - refresh_ms: 100
+    contexts:
+      - ops: paddr
+        targets: [{regions: [{start: 0x100000, end: 0x20000000}]}]
+        schemes:
+          - action: lru_prio
+            quotas:
+              goals: [{metric: node_memcg_used_bp, nid: 0, memcg_path: /app, target_value: 30 %}]
+"""
+
+
 def test_damo_reads_what_the_stager_wrote(
     damo_modules: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """damo, pointed at the materialized fake after reactor staged it, sees reactor's values."""
+    """damo, pointed at the materialized fake after reactor staged two rich kdamonds, reads
+    every field as reactor's own read_kdamond(..., outputs=True) does."""
     from reactor.testing import damon_fake
 
     fs = base_fs()
     fake = damon_fake.FakeDamon(fs, kernel="7.2.12")
     fake.add_process(4242, [(0x7F0000000000, 0x7F0000400000, 1.0)])
-    section = load_damo_text(
-        "kdamonds: [{contexts: [{ops: vaddr, targets: [{pid: 4242}], schemes: ["
-        "{action: pageout, quotas: {sz_bytes: 64 MiB},"
-        " filters: [{filter_type: anon, matching: true}],"
-        " access_pattern: {nr_accesses: {min: 0 samples, max: 0 samples}}}]}]}]"
-    )
-    fs.write_text(KD + "/nr_kdamonds", "1")
-    Stager(fs, probe_features(fs)).stage_kdamond(0, section.kdamonds[0])
+    fake.add_process(4243, [(0x7E0000000000, 0x7E0000400000, 0.0)])
+    section = load_damo_text(RICH_KDAMONDS)
+    fs.write_text(KD + "/nr_kdamonds", "2")
+    stager = Stager(fs, probe_features(fs))
+    for k, kd in enumerate(section.kdamonds):
+        stager.stage_kdamond(k, kd)
+        assert read_kdamond(fs, k) == as_staged(kd, stager.features)
     fs.materialize(tmp_path)
     sysfs = damo_modules["sysfs"]
     monkeypatch.setattr(sysfs, "sysfs_root", str(tmp_path / "sys"))
     kdamonds = sysfs.files_content_to_kdamonds(
         damo_modules["fs"].read_files(sysfs.get_kdamonds_dir())
     )
-    scheme = kdamonds[0].contexts[0].schemes[0]
-    assert kdamonds[0].contexts[0].targets[0].pid in (4242, "4242")
-    assert scheme.action == "pageout" and scheme.quotas.sz_bytes == 64 << 20
-    assert scheme.access_pattern.sz_bytes == [0, 2**64 - 1]
-    assert [(f.filter_type, f.matching) for f in scheme.filters] == [("anon", True)]
+    compared = assert_damo_reads_like_reactor(kdamonds, fs)
+    assert compared > 100  # two kdamonds, three schemes, five filters, four goals

@@ -20,7 +20,7 @@ from reactor.config.damon import DamonSection
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
 from reactor.damon.probe import choose_backend, read_damon_status
-from reactor.testing import damon_fake
+from reactor.testing import RecordingKernelFS, damon_fake
 from tests.unit.damon.conftest import BOOT_ID, KD, base_fs
 
 pytestmark = pytest.mark.anyio
@@ -124,15 +124,28 @@ async def test_blocking_write_fails_at_its_deadline(tmp_path: Path) -> None:
 
 
 async def test_foreign_kdamond_is_never_written(tmp_path: Path) -> None:
-    """Another tool's kdamond: apply refuses, naming it, its pid and what to do; no write."""
+    """Another tool's kdamond: every driver call that would write refuses, naming it, its
+    pid and what to do; the write log shows no write under it (nor to nr_kdamonds)."""
     fs, damon = _fake()
     index = damon.start_foreign_kdamond()
     pid = damon.kdamond_pid(index)
-    driver = await _driver(fs, tmp_path)
-    before = len(fs.write_attempts)
+    recorder = RecordingKernelFS(fs)
+    driver = await _driver(recorder, tmp_path)
+    kd = _section().kdamonds[0]
     with pytest.raises(ForeignKdamond) as info:
         await driver.apply(_section())
-    assert len(fs.write_attempts) == before
+    for call in (
+        driver.command(index, "update_schemes_stats"),
+        driver.stage(index, kd),
+        driver.commit(index, kd),
+        driver.commit_quota_goals(index, {(0, 0): 1}),
+        driver.stop(index),
+    ):
+        with pytest.raises(ForeignKdamond):
+            await call
+    await driver.stop_all()  # only reactor's own: nothing
+    assert recorder.writes_under(f"{KD}/{index}") == ()
+    assert recorder.writes_under(KD) == ()
     text = str(info.value)
     assert f"kdamond 0 (state on, pid {pid}, ops paddr: not in reactor's ownership record)" in text
     assert "nr_kdamonds is 0" in text and "backend to native" in text

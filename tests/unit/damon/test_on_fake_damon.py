@@ -91,13 +91,16 @@ def test_default_access_pattern_matches_every_region() -> None:
 
 
 def test_exclusive_user_makes_on_fail_with_a_sentence() -> None:
-    """EBUSY from an exclusive DAMON user: the error says an exclusive user runs."""
+    """EBUSY from an exclusive DAMON user: the error names the module by its parameter."""
     fs, _ = _fake(exclusive_users=("damon_stat",))
     _stage(fs, _kd(VADDR_STAT))
     with pytest.raises(DamonSysfsError) as info:
         send_state(fs, 0, "on", sleep=lambda _: None)
     assert info.value.errno == errno.EBUSY
-    assert "exclusive DAMON user" in str(info.value)
+    assert (
+        "DAMON_STAT (/sys/module/damon_stat/parameters/enabled = Y) runs DAMON exclusively"
+        in str(info.value)
+    )
 
 
 def test_bad_memcg_path_is_enomem_naming_the_path() -> None:

@@ -21,6 +21,7 @@ from reactor.testing.damon_fake import (
     parse_kernel_version,
 )
 from reactor.testing.fakefs import FakeKernelFS
+from tests.conformance.damo_oracle import assert_damo_reads_like_reactor
 from tests.conformance.damon_sysfs import Sysfs
 from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB
 
@@ -285,38 +286,44 @@ def damo(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
         del sys.modules[name]
 
 
-def test_damo_reads_the_materialized_fake_as_staged(
+def test_damo_reads_the_materialized_fake_as_reactor_does(
     damo: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """damo, pointed at the materialized fake, sees the kdamond, target and scheme staged."""
+    """damo, pointed at the materialized fake of a running kdamond (stats, effective quota
+    and tried regions updated), reads every field as reactor's read_kdamond(...,
+    outputs=True) and read_tried_regions do."""
     backend = FakeBackend()
     s = Sysfs(backend)
     s.kdamonds(1)
     work = backend.spawn_process()
-    s.stage(pids=(work.pid,))
+    s.stage(pids=(work.pid,), schemes=2)
     s.w(f"{s.scheme()}/action", "pageout")
     s.w(f"{s.scheme()}/quotas/bytes", 64 * MiB)
+    s.w(f"{s.scheme()}/quotas/reset_interval_ms", 100)
     s.w(f"{s.scheme()}/filters/nr_filters", 1)
     s.w(f"{s.scheme()}/filters/0/type", "anon")
     s.w(f"{s.scheme()}/filters/0/matching", "Y")
+    s.w(f"{s.scheme()}/core_filters/nr_filters", 1)
+    s.w(f"{s.scheme()}/core_filters/0/type", "target")
+    s.w(f"{s.scheme()}/core_filters/0/matching", "Y")
+    s.w(f"{s.scheme()}/core_filters/0/allow", "Y")
     s.state(0, "on")
+    backend.wait(2.0)
+    for command in (
+        "update_schemes_stats",
+        "update_schemes_effective_quotas",
+        "update_schemes_tried_regions",
+    ):
+        s.state(0, command)
+    assert s.tried(0, 1), "the match-all scheme tried no region"
     backend.fs.materialize(tmp_path)
     sysfs = damo["sysfs"]
     monkeypatch.setattr(sysfs, "sysfs_root", str(tmp_path / "sys"))
     kdamonds_dir = sysfs.get_kdamonds_dir()
     assert kdamonds_dir.startswith(str(tmp_path)), kdamonds_dir
     kdamonds = sysfs.files_content_to_kdamonds(damo["fs"].read_files(kdamonds_dir))
-    assert len(kdamonds) == 1
-    kd = kdamonds[0]
-    assert (kd.state, int(kd.pid)) == ("on", backend.fake.kdamond_pid(0))
-    ctx = kd.contexts[0]
-    assert ctx.ops == "vaddr"
-    assert (ctx.intervals.sample, ctx.intervals.aggr) == (10_000, 200_000)
-    assert [t.pid for t in ctx.targets] == [work.pid]
-    scheme = ctx.schemes[0]
-    assert scheme.action == "pageout"
-    assert scheme.quotas.sz_bytes == 64 * MiB
-    assert [(f.filter_type, f.matching) for f in scheme.filters] == [("anon", True)]
+    assert kdamonds[0].state == "on" and kdamonds[0].contexts[0].schemes[0].stats.nr_tried > 0
+    assert assert_damo_reads_like_reactor(kdamonds, backend.fs) > 60
     assert KDAMONDS.endswith("admin/kdamonds")
 
 
@@ -362,3 +369,58 @@ def test_empty_write_to_an_nr_file_keeps_the_children() -> None:
     s.w(f"{s.scheme()}/action", "pageout")
     s.w(f"{s.ctx()}/schemes/nr_schemes", "")
     assert s.r(f"{s.scheme()}/action") == "pageout"
+
+
+def test_recording_fs_logs_every_write_it_passes_on() -> None:
+    """RecordingKernelFS logs accepted, refused and guard-refused writes, in order, and
+    passes reads through untouched."""
+    from reactor.errors import UnsafeWrite
+    from reactor.testing import RecordingKernelFS
+    from reactor.testing.fakefs import WriteAttempt
+
+    inner = FakeKernelFS({"sys/x": "0\n", "sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds": "0\n"})
+    rec = RecordingKernelFS(inner)
+    rec.write_text("/sys/x", "1")
+    with pytest.raises(KernelInterfaceError):
+        rec.write_text("/sys/missing", "1")
+    with pytest.raises(UnsafeWrite):
+        rec.write_text("/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds", "1")
+    assert rec.attempts == (
+        WriteAttempt("/sys/x", "1", None),
+        WriteAttempt("/sys/missing", "1", errno.ENOENT),
+        WriteAttempt("/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds", "1", None),
+    )
+    assert rec.writes_under("/sys/kernel/mm/damon") == rec.attempts[2:]
+    assert rec.writes_under("/sys/x") == rec.attempts[:1]
+    assert rec.read_text("/sys/x") == "1" and rec.listdir("/sys") == inner.listdir("/sys")
+
+
+def test_watermarks_switch_off_above_high_and_on_again_only_below_mid() -> None:
+    """The free_mem_rate rule (damon-sysfs.md §5.8) without commits: off above high, still
+    off between mid and high, on again below mid (the guest cannot move free memory
+    deterministically, so this half is checked on the fake only)."""
+    backend = FakeBackend()
+    s = Sysfs(backend)
+    s.kdamonds(1)
+    s.stage(pids=(backend.spawn_process().pid,))
+    wm = f"{s.scheme()}/watermarks"
+    for name, value in (
+        ("metric", "free_mem_rate"),
+        ("interval_us", 100_000),
+        ("high", 600),
+        ("mid", 400),
+        ("low", 100),
+    ):
+        s.w(f"{wm}/{name}", value)
+    backend.fake.free_memory_permil = 500  # inside [low, high]: active since creation
+    s.state(0, "on")
+    walks = []
+    for free in (500, 700, 500, 300):
+        backend.fake.free_memory_permil = free
+        backend.wait(0.5)
+        walks.append(errno_name(s.err("kdamonds/0/state", "update_schemes_tried_regions")))
+    assert walks == ["success", "ECANCELED", "ECANCELED", "success"]
+
+
+def errno_name(err: int | None) -> str:
+    return "success" if err is None else errno.errorcode[err]
