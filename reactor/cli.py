@@ -1,13 +1,15 @@
 """The ``reactor`` command: parse arguments, call the library. Nothing runs at import.
 
 Exit status: 0 success (including shutdown by SIGTERM/SIGINT or --duration); 1 a
-runtime failure (for example a required source that cannot be read); 2 invalid usage or
-an invalid config.
+runtime failure (for example a required source that cannot be read, or a reader that
+closed the output pipe early, which ends the command quietly); 2 invalid usage or an
+invalid config.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -88,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reactor`` console script."""
     args = _parser().parse_args(argv)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (``reactor schema | head``): stop quietly, as CLIs do.
+        # Closing stdout (its failed flush ignored) drops what is still buffered, so the
+        # interpreter's final flush has nothing to fail on and prints no traceback.
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.close()
+        return EXIT_FAILURE
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "version":
         from reactor import __version__
 
@@ -125,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     import structlog
 
     from reactor.config import load_config
+    from reactor.engine.runtime import apply_overrides
     from reactor.errors import ConfigError
     from reactor.log import configure_logging
 
@@ -139,12 +156,11 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["dry_run"] = True
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
-    if overrides:
-        config = config.model_copy(update={"reactor": config.reactor.model_copy(update=overrides)})
+    config = apply_overrides(config, overrides)
     configure_logging(args.log_format or config.reactor.log_format, config.reactor.log_level)
     log = structlog.get_logger("reactor")
     try:
-        anyio.run(_serve_async, config, args.config, args.duration, args.record)
+        anyio.run(_serve_async, config, args.config, args.duration, args.record, overrides)
     except BaseException as exc:
         error = _reactor_error(exc)
         if error is None:
@@ -170,13 +186,25 @@ def _reactor_error(exc: BaseException) -> BaseException | None:
 
 
 async def _serve_async(
-    config: object, path: str, duration: float | None, record: str | None
+    config: object,
+    path: str,
+    duration: float | None,
+    record: str | None,
+    overrides: dict[str, object],
 ) -> None:
     from reactor.config import Config
     from reactor.engine.runtime import serve
+    from reactor.log import set_log_level
 
     assert isinstance(config, Config)
-    await serve(config, config_path=path, duration=duration, record=record)
+    await serve(
+        config,
+        config_path=path,
+        duration=duration,
+        record=record,
+        overrides=overrides,
+        set_log_level=set_log_level,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Literal, TextIO
 
 import structlog
 
-__all__ = ("LogFormat", "configure_logging", "resolve_format")
+__all__ = ("LogFormat", "configure_logging", "resolve_format", "set_log_level")
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -23,6 +23,37 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class _LevelFilter:
+    """Drops events below a level that can change while the daemon runs (a SIGHUP that
+    edits ``reactor.log_level``). It is a processor, not structlog's filtering wrapper
+    class, because loggers bound before the change (``log.bind(topic=...)`` in long-lived
+    tasks) keep their wrapper class but share the processor list."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def __call__(
+        self, logger: object, method_name: str, event_dict: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if _LEVELS.get(method_name, logging.CRITICAL) < self.level:
+            raise structlog.DropEvent
+        return event_dict
+
+
+_level_filter = _LevelFilter(logging.INFO)
+
+
+def set_log_level(level: str) -> None:
+    """Change the level of the logging :func:`configure_logging` set up, live."""
+    _level_filter.level = _level(level)
+
+
+def _level(level: str) -> int:
+    if level not in _LEVELS:
+        raise ValueError(f"log level: expected one of {', '.join(_LEVELS)}, got {level!r}")
+    return _LEVELS[level]
 
 
 def resolve_format(fmt: str, stream: TextIO) -> Literal["json", "console"]:
@@ -40,9 +71,9 @@ def configure_logging(
     """Configure structlog globally for the daemon; returns the format chosen."""
     out = stream if stream is not None else sys.stderr
     chosen = resolve_format(fmt, out)
-    if level not in _LEVELS:
-        raise ValueError(f"log level: expected one of {', '.join(_LEVELS)}, got {level!r}")
+    _level_filter.level = _level(level)
     processors: list[structlog.typing.Processor] = [
+        _level_filter,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -56,7 +87,7 @@ def configure_logging(
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

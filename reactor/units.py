@@ -204,14 +204,19 @@ def parse_rate(text: str) -> float:
         return _float(size / seconds, "the rate", text)
 
 
-def _check_format_input(value: float, what: str) -> None:
+def _check_format_input(value: float, what: str) -> float:
+    """``value`` as a float (ints are accepted: ``float.is_integer`` is what the
+    formatters use, and ``int.is_integer`` only exists from Python 3.12)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be finite and non-negative, got {value!r}")
+    return float(value)
 
 
 def format_duration(seconds: float) -> str:
     """Format float seconds as the shortest exact duration string (``0.005`` -> ``5ms``)."""
-    _check_format_input(seconds, "a duration")
+    seconds = _check_format_input(seconds, "a duration")
     if seconds == 0:
         return "0s"
     # Minutes and hours only for exact multiples, so the string stays exact.
@@ -244,13 +249,13 @@ def format_size(size: int) -> str:
 
 def format_ratio(fraction: float) -> str:
     """Format a fraction as an exact percentage (``0.005`` -> ``0.5%``)."""
-    _check_format_input(fraction, "a ratio")
+    fraction = _check_format_input(fraction, "a ratio")
     return f"{_plain(Decimal(repr(fraction)).scaleb(2))}%"
 
 
 def format_rate(bytes_per_second: float) -> str:
     """Format bytes per second (``67108864.0`` -> ``64 MiB/s``)."""
-    _check_format_input(bytes_per_second, "a rate")
+    bytes_per_second = _check_format_input(bytes_per_second, "a rate")
     if bytes_per_second.is_integer():
         return f"{format_size(int(bytes_per_second))}/s"
     return f"{_plain(Decimal(repr(bytes_per_second)))} B/s"

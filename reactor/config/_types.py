@@ -55,6 +55,7 @@ __all__ = (
     "fail",
     "fail_many",
     "show",
+    "unit_formatters",
 )
 
 
@@ -233,6 +234,22 @@ Rate = Annotated[
         ["64 MiB/s", "1 GiB/10s"],
     ),
 ]
+
+
+def unit_formatters() -> dict[str, Callable[[Any], str]]:
+    """The JSON Schema ``pattern`` of each unit type and how to write a stored value
+    (seconds, bytes, fraction, bytes/s) in it: the schema's defaults use these, so each
+    default validates under its own property's schema."""
+    from reactor.units import format_duration, format_rate, format_ratio, format_size
+
+    return {
+        _DURATION_PATTERN: format_duration,
+        _SIZE_PATTERN: format_size,
+        _RATIO_PATTERN: format_ratio,
+        _RATE_PATTERN: format_rate,
+    }
+
+
 #: A finite float (gains): NaN and infinity are refused.
 FiniteFloat = Annotated[float, BeforeValidator(_finite), WithJsonSchema({"type": "number"})]
 #: Turns a YAML list into a tuple, so that frozen configs are immutable all the way down.

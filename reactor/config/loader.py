@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reactor.config._errors import issue_at, translate
+from reactor.config._types import unit_formatters
 from reactor.config._yaml import Loaded, format_path, parse_yaml
 from reactor.config.model import Config, reference_issues
 from reactor.errors import ConfigError, ConfigIssue
@@ -112,8 +113,47 @@ def validate_files(paths: Iterable[str | os.PathLike[str]]) -> list[ConfigIssue]
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a config file, for editors and ``reactor schema``."""
     schema = Config.model_json_schema(mode="validation")
+    _defaults_in_unit_form(schema, schema.get("$defs", {}))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "reactor configuration",
         **{k: v for k, v in schema.items() if k != "title"},
     }
+
+
+def _defaults_in_unit_form(node: Any, defs: dict[str, Any]) -> None:
+    """Rewrite every ``default`` the models store as a number (seconds, bytes, fraction)
+    in the unit form the config takes (``1s``, ``0 B``, ``4%``), in place."""
+    if isinstance(node, dict):
+        for prop in node.get("properties", {}).values():
+            if "default" in prop:
+                prop["default"] = _unit_form(prop["default"], prop, defs)
+        for value in node.values():
+            _defaults_in_unit_form(value, defs)
+    elif isinstance(node, list):
+        for value in node:
+            _defaults_in_unit_form(value, defs)
+
+
+def _unit_form(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """``value`` (a stored default) as the config would write it under ``schema``."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        schema = defs.get(ref.removeprefix("#/$defs/"), {})
+    if value is None or isinstance(value, bool):
+        return value
+    if "anyOf" in schema:
+        for branch in schema["anyOf"]:
+            converted = _unit_form(value, branch, defs)
+            if converted is not value:
+                return converted
+        return value
+    formatter = unit_formatters().get(schema.get("pattern", ""))
+    if formatter is not None and isinstance(value, int | float):
+        return formatter(value)
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        return {k: _unit_form(v, props[k], defs) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_unit_form(v, schema["items"], defs) for v in value]
+    return value

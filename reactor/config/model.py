@@ -736,6 +736,20 @@ def _scheme_exists(data: Mapping[str, Any], ref: str) -> bool:
         return False
 
 
+def _scheme_ids(data: Mapping[str, Any]) -> list[str]:
+    """Every ``kdamond/context/scheme`` id the damon section defines (any shape tolerated)."""
+    damon = data.get("damon")
+    kdamonds = damon.get("kdamonds") if isinstance(damon, Mapping) else None
+    ids = []
+    for k, kdamond in enumerate(kdamonds if isinstance(kdamonds, list | tuple) else ()):
+        contexts = kdamond.get("contexts") if isinstance(kdamond, Mapping) else None
+        for c, context in enumerate(contexts if isinstance(contexts, list | tuple) else ()):
+            schemes = context.get("schemes") if isinstance(context, Mapping) else None
+            if isinstance(schemes, list | tuple):
+                ids += [f"{k}/{c}/{s}" for s in range(len(schemes))]
+    return ids
+
+
 def reference_issues(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-section checks on plain data: unique names, policies' monitors and schemes.
 
@@ -756,11 +770,12 @@ def reference_issues(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...
             )
         scheme = policy.get("scheme")
         if isinstance(scheme, str) and not _scheme_exists(data, scheme):
+            known = ", ".join(_scheme_ids(data)) or "none defined"
             issues.append(
                 (
                     ("policies", i, "scheme"),
                     f"policy names scheme {scheme!r} (kdamond/context/scheme), which does "
-                    "not exist in the damon section",
+                    f"not exist in the damon section (schemes: {known})",
                 )
             )
     return issues

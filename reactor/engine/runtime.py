@@ -17,7 +17,7 @@ Time is read only through ``anyio.current_time()``, so tests run it on a virtual
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -46,12 +46,26 @@ if TYPE_CHECKING:
     from reactor.api.status import StatusDocument
     from reactor.policies import Policy, PolicyContext
 
-__all__ = ("Reactor", "ReloadResult", "serve")
+__all__ = ("Reactor", "ReloadResult", "apply_overrides", "serve")
 
 _log = structlog.get_logger("reactor")
 
 #: Config keys a running daemon cannot change; a reload that changes them says so.
+#: (``log_level`` is applied live by the logging set-up the CLI installed; in library
+#: mode the application owns logging, so a change there is reported as needing a restart.)
 _RESTART_KEYS = ("backend", "run_dir", "log_format")
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, object] | None) -> Config:
+    """``config`` with the ``reactor`` section's keys replaced by ``overrides`` (the
+    command line's ``--dry-run`` and ``--run-dir``), which win over every file the daemon
+    loads, at start and on each reload."""
+    if not overrides:
+        return config
+    section = config.reactor.model_copy(update=dict(overrides))
+    return config.model_copy(update={"reactor": section})
+
+
 #: Sections a running daemon cannot change (the status socket and metrics listener).
 _RESTART_SECTIONS = ("api",)
 
@@ -75,9 +89,20 @@ class Reactor:
     """The daemon's core: sources on the bus, the per-tick report, reload and shutdown."""
 
     def __init__(
-        self, config: Config, *, fs: KernelFS | None = None, damon_fs: KernelFS | None = None
+        self,
+        config: Config,
+        *,
+        fs: KernelFS | None = None,
+        damon_fs: KernelFS | None = None,
+        overrides: Mapping[str, object] | None = None,
+        set_log_level: Callable[[str], None] | None = None,
     ) -> None:
-        self.config = config
+        #: ``reactor`` keys that win over every loaded file (``--dry-run``, ``--run-dir``).
+        self.overrides: dict[str, object] = dict(overrides or {})
+        #: Applies a reloaded ``reactor.log_level`` live (the daemon's logging set-up);
+        #: None in library mode, where a changed level is reported as needing a restart.
+        self._set_log_level = set_log_level
+        self.config = apply_overrides(config, self.overrides)
         self.fs: KernelFS = fs if fs is not None else RealKernelFS("/")
         #: Where the DAMON driver writes (tests pass a fake); None: derived from ``fs``.
         self.damon_fs = damon_fs
@@ -367,13 +392,12 @@ class Reactor:
 
     async def _report_loop(self, *, task_status: TaskStatus[None]) -> None:
         """One ``node_sample`` event per tick with the freshest value of every topic."""
-        # Report half a tick after the sources' ticks (which start together with the
-        # daemon), so a report never races the reads due at the same instant, and skip
-        # the tick at start, when rate sources have only their baseline.
+        # Report half a tick after the sources' ticks, so a report never races the reads
+        # due at the same instant. Every source that started has a value by now (a rate
+        # source is ready only after its first sample, not its baseline).
         task_status.started()
         await anyio.sleep(self.config.reactor.tick / 2)
         ticker = Ticker(lambda: self.config.reactor.tick)
-        await ticker.next()
         while True:
             tick = await ticker.next()
             self.ticks += 1
@@ -422,11 +446,20 @@ class Reactor:
         at its next deadline; only added or removed sources start or stop.
         """
         old = self.config
+        config = apply_overrides(config, self.overrides)
         needs_restart = tuple(
             f"reactor.{k}"
             for k in _RESTART_KEYS
             if getattr(old.reactor, k) != getattr(config.reactor, k)
         ) + tuple(k for k in _RESTART_SECTIONS if getattr(old, k) != getattr(config, k))
+        if old.reactor.log_level != config.reactor.log_level:
+            if self._set_log_level is not None:
+                self._set_log_level(config.reactor.log_level)
+                _log.info(
+                    "log_level_changed", old=old.reactor.log_level, new=config.reactor.log_level
+                )
+            else:
+                needs_restart += ("reactor.log_level",)
         if old.signals.psi.triggers != config.signals.psi.triggers:
             needs_restart += ("signals.psi.triggers",)
         if old.monitors != config.monitors or old.damon != config.damon:
@@ -540,17 +573,22 @@ async def serve(
     fs: KernelFS | None = None,
     duration: float | None = None,
     record: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+    set_log_level: Callable[[str], None] | None = None,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT (or ``duration`` seconds); SIGHUP reloads.
 
     The status socket starts first: a live socket at its path means another reactor runs
     there, and this one stops before touching anything. ``record`` appends every tick to
-    a file (docs/observability.md).
+    a file (docs/observability.md). ``overrides`` (the command line's ``reactor`` keys)
+    apply to ``config`` and to every config a SIGHUP reloads; ``set_log_level`` applies
+    a reloaded ``reactor.log_level`` live.
     """
     from reactor.api.record import TickRecorder, config_digest, tick_record
     from reactor.api.status import serve_status
 
-    reactor = Reactor(config, fs=fs)
+    reactor = Reactor(config, fs=fs, overrides=overrides, set_log_level=set_log_level)
+    config = reactor.config
     api = config.api
     async with anyio.create_task_group() as tg:
         await tg.start(serve_status, api.status_socket_path(config.reactor.run_dir), reactor.status)

@@ -1,7 +1,8 @@
 """Signal sources as periodic tasks: build them from the config, run them on deadlines.
 
 A source task polls its poller once per period, publishes each value to the bus, counts
-and logs failed reads, and reports readiness after its first good read. A source that
+and logs failed reads, and reports readiness once its first value is on the bus (a rate
+source's first read is only a baseline: its first sample comes one period later). A source that
 cannot read within ``startup_timeout`` is marked failed with its reason and the daemon
 runs on without it (it keeps trying, and says so when it recovers); a source marked
 ``required`` fails start-up instead.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import structlog
@@ -169,8 +170,12 @@ class SourceRunner:
             self.scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll until cancelled; ``task_status.started()`` after the first good read, or
-        after ``startup_timeout`` with the source marked failed."""
+        """Poll until cancelled; ``task_status.started()`` once the first value is on the
+        bus, or after ``startup_timeout`` with the source marked failed.
+
+        A rate source (PSI, vmstat, cgroup) publishes nothing on its first read, which
+        only takes a baseline: it is ready after its second read, one period later.
+        """
         self.starts += 1
         log = _log.bind(topic=self.spec.topic)
         with anyio.CancelScope() as self.scope:
@@ -191,16 +196,25 @@ class SourceRunner:
                         poller = self.spec.make_poller()
                     except KernelInterfaceError as exc:
                         self._fail(log, str(exc))
-                ok = poller is not None and self._poll_once(poller, tick.now, log)
-                if not started and ok:
+                read = poller is not None and self._poll_once(poller, tick.now, log)
+                if not started and read == "published":
                     started = True
                     task_status.started()
+                elif not started and read == "baseline":
+                    # A rate source's first good read is only its baseline: its first
+                    # sample is the next read, one period on, and it may take that long
+                    # even past startup_timeout (which bounds reaching a good read).
+                    give_up_at = max(give_up_at, tick.now + self.spec.cfg.period)
                 elif not started and anyio.current_time() >= give_up_at:
                     started = True
                     self._give_up(log)
                     task_status.started()
 
-    def _poll_once(self, poller: Poller, now: float, log: Any) -> bool:
+    def _poll_once(
+        self, poller: Poller, now: float, log: Any
+    ) -> Literal["published", "baseline", False]:
+        """Read once: ``published`` (a value is on the bus), ``baseline`` (a good read
+        with nothing to publish yet: a rate source's first) or False (a failed read)."""
         try:
             value = poller.poll(now)
         except TargetVanished as exc:
@@ -220,10 +234,13 @@ class SourceRunner:
         elif self.consecutive_failures and self.state == "failed":
             log.info("source_recovered", after_failures=self.consecutive_failures)
         self.consecutive_failures = 0
+        if value is None:
+            if self.state != "starting":  # a source that recovers on a new baseline
+                self.state, self.reason = "ready", None
+            return "baseline"
         self.state, self.reason = "ready", None
-        if value is not None:
-            self.bus.publish(self.spec.topic, value, now)
-        return True
+        self.bus.publish(self.spec.topic, value, now)
+        return "published"
 
     def _fail(self, log: Any, reason: str) -> None:
         self.consecutive_failures += 1

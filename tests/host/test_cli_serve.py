@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,12 @@ def run_lines(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+def start(*args: str, run_dir: Path, cwd: Path = ROOT) -> subprocess.Popen[str]:
     """Start reactor with JSON logs on a pipe and a run directory of its own (never
-    /run/reactor: a real daemon may own that); the test ends it by its own pid."""
-    run_dir = tempfile.mkdtemp(prefix="reactor-test-run-")
+    /run/reactor: a real daemon may own that; the test's tmp_path, which pytest removes);
+    the test ends it by its own pid."""
     return subprocess.Popen(
-        [*REACTOR, *args, "--log-format", "json", "--run-dir", run_dir],
+        [*REACTOR, *args, "--log-format", "json", "--run-dir", str(run_dir)],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -49,9 +50,9 @@ def wait_for(proc: subprocess.Popen[str], path: Path, event: str, timeout: float
     raise AssertionError(f"no {event} within {timeout} s: {path.read_text()}")
 
 
-def test_serve_node_yaml_for_five_seconds_logs_real_samples_and_exits_0() -> None:
+def test_serve_node_yaml_for_five_seconds_logs_real_samples_and_exits_0(tmp_path: Path) -> None:
     """The default config runs on this machine, logs real PSI/vmstat each tick, exits 0."""
-    proc = start("serve", "configs/node.yaml", "--duration", "5")
+    proc = start("serve", "configs/node.yaml", "--duration", "5", run_dir=tmp_path / "run")
     lines = run_lines(proc)
     assert proc.returncode == 0, lines[-5:]
     names = [e["event"] for e in lines]
@@ -153,6 +154,73 @@ def test_sighup_reload_changes_a_period_and_a_broken_file_keeps_the_old(tmp_path
     assert any(e["event"] == "node_sample" for e in events[after:])
 
 
+def test_sighup_keeps_the_command_lines_dry_run_and_run_dir(tmp_path: Path) -> None:
+    """A `serve --dry-run --run-dir` daemon is still a dry run on that run dir after SIGHUP."""
+    cfg = tmp_path / "node.yaml"
+    shutil.copy(ROOT / "configs" / "node.yaml", cfg)
+    log = tmp_path / "log.jsonl"
+    run = tmp_path / "run"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                *REACTOR,
+                "serve",
+                str(cfg),
+                "--dry-run",
+                "--log-format",
+                "json",
+                "--run-dir",
+                str(run),
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(proc, log, "started")
+            proc.send_signal(signal.SIGHUP)
+            wait_for(proc, log, "reloaded")
+            shown = subprocess.run(
+                [*REACTOR, "status", "--socket", str(run / "status.sock"), "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["dry_run"] is True
+    assert '"reload_needs_restart"' not in log.read_text()
+
+
+def test_the_readmes_library_snippet_gets_a_value_right_after_start() -> None:
+    """README's `async with Reactor(...)` snippet, run as written on this machine's /proc,
+    finds a PSI sample on the bus at once (rate sources are ready after their first sample)."""
+    import re
+    import textwrap
+
+    import anyio
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    snippet = next(b for b in blocks if "async with Reactor(" in b)
+    imports = "".join(line + "\n" for line in snippet.splitlines() if line.startswith("from "))
+    body = "".join(line + "\n" for line in snippet.splitlines() if not line.startswith("from "))
+    source = f"{imports}\nasync def snippet():\n{textwrap.indent(body, '    ')}    return sample\n"
+    # the snippet names configs/node.yaml relative to the clone
+    source = source.replace('"configs/node.yaml"', repr(str(ROOT / "configs" / "node.yaml")))
+    scope: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), scope)  # our own README, run as written
+    sample = anyio.run(scope["snippet"])
+    assert sample is not None, "bus.latest('psi.memory') right after start returned None"
+    assert 0.0 <= sample.value.some_share <= 1.0
+
+
 def test_validate_exits_0_on_every_shipped_config() -> None:
     """Every file under configs/ validates."""
     files = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml"))
@@ -202,6 +270,20 @@ def test_schema_prints_a_json_schema_with_every_section() -> None:
     }
 
 
+def test_schema_into_a_closed_pipe_exits_quietly() -> None:
+    """`reactor schema | head -1`: the reader closing the pipe ends reactor without a traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before reactor writes a byte
+    try:
+        proc = subprocess.run(
+            [*REACTOR, "schema"], stdout=write_end, stderr=subprocess.PIPE, text=True, check=False
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 1
+
+
 def test_version_prints_the_package_version() -> None:
     """`reactor version` prints the installed version."""
     from reactor import __version__
@@ -211,7 +293,7 @@ def test_version_prints_the_package_version() -> None:
 
 
 @pytest.mark.root
-def test_damon_sysfs_is_never_written() -> None:
+def test_damon_sysfs_is_never_written(tmp_path: Path) -> None:
     """The machine's kdamond is still the one that was running (same pid, still on)."""
     base = Path("/sys/kernel/mm/damon/admin/kdamonds")
     if not base.exists():
@@ -225,13 +307,13 @@ def test_damon_sysfs_is_never_written() -> None:
         ]
 
     before = (base / "nr_kdamonds").read_text(), snapshot()
-    proc = start("serve", "configs/node.yaml", "--duration", "2")
+    proc = start("serve", "configs/node.yaml", "--duration", "2", run_dir=tmp_path / "run")
     run_lines(proc)
     assert proc.returncode == 0
     assert ((base / "nr_kdamonds").read_text(), snapshot()) == before
 
 
-def test_demo_config_monitors_its_own_workload_and_stops_it() -> None:
+def test_demo_config_monitors_its_own_workload_and_stops_it(tmp_path: Path) -> None:
     """configs/demo.yaml samples the workload it starts, logs its accesses, ends it on exit.
 
     Bounds: the workload maps a 128 MiB file in 2 MiB VMAs and reads its middle 10 %
@@ -240,8 +322,14 @@ def test_demo_config_monitors_its_own_workload_and_stops_it() -> None:
     per 1 s aggregation (100 ms sampling). A loaded 2-core machine may deschedule the
     workload past a sample, so the test asks for at least 5 of 10.
     """
-    data = Path("/var/tmp/reactor-demo.bin")
-    proc = start("serve", "configs/demo.yaml", "--duration", "8", "--dry-run")
+    # The shipped demo, with its workload's file moved to this test's own directory.
+    shipped = "/var/tmp/reactor-demo.bin"
+    data = tmp_path / "reactor-demo.bin"
+    demo = (ROOT / "configs" / "demo.yaml").read_text()
+    assert shipped in demo
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(demo.replace(shipped, str(data)))
+    proc = start("serve", str(cfg), "--duration", "8", "--dry-run", run_dir=tmp_path / "run")
     try:
         lines = run_lines(proc)
     finally:
@@ -283,15 +371,26 @@ def connect_as_nobody(sock: Path) -> str:
     return out.stdout.strip()
 
 
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A world-traversable directory (mode 0755 under /tmp, unlike tmp_path's 0700
+    parents), removed after the test."""
+    public = Path(tempfile.mkdtemp(prefix="reactor-test-public-"))
+    try:
+        public.chmod(0o755)
+        yield public
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+
+
 def test_status_command_reads_the_running_daemon_over_its_root_only_socket(
-    tmp_path: Path,
+    tmp_path: Path, public_dir: Path
 ) -> None:
     """`reactor status` shows the running daemon's sources; the socket is mode 0600."""
     log = tmp_path / "log.jsonl"
     # The run directory's parent is world-traversable, so only reactor's own modes (run
     # dir 0700, socket 0600) keep a non-root user out.
-    public = Path(tempfile.mkdtemp(prefix="reactor-test-public-"))
-    public.chmod(0o755)
+    public = public_dir
     run = public / "run"
     record = tmp_path / "ticks.jsonl"
     with log.open("w") as out:

@@ -55,7 +55,7 @@ HOT_LO, HOT_HI = int(HOT_PAGES[0]) * 4096, (int(HOT_PAGES[-1]) + 1) * 4096
 HOT = HOT_HI - HOT_LO
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (process_madvise)")
+pytestmark = pytest.mark.root  # process_madvise on another process needs root
 
 
 def config(tmp: Path, data: Path) -> Path:

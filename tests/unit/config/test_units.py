@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -165,3 +166,17 @@ def test_rate_round_trip(rate: int) -> None:
     """Formatting then parsing a whole byte rate gives it back exactly."""
     text = format_rate(float(rate))
     assert parse_rate(text) == float(rate)
+
+
+@pytest.mark.parametrize(
+    ("formatted", "expected"),
+    [
+        (lambda: format_duration(90), "90s"),
+        (lambda: format_duration(120), "2m"),
+        (lambda: format_ratio(1), "100%"),
+        (lambda: format_rate(1024), "1 KiB/s"),
+    ],
+)
+def test_format_takes_ints_as_well_as_floats(formatted: Any, expected: str) -> None:
+    """An int (``90``) formats like the float of the same value (3.11 has no int.is_integer)."""
+    assert formatted() == expected

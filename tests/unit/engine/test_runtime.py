@@ -47,12 +47,14 @@ async def test_sources_start_and_every_tick_logs_fresh_samples(logs: list[dict[s
     fs = fake_node()
     async with Reactor(config(), fs=fs) as reactor:
         assert {r.state for r in reactor.runners.values()} == {"ready"}
+        # ready means a value is on the bus: rate sources (PSI, vmstat) took their
+        # baseline at 0 s and their first sample at 1 s, when the daemon started
+        for topic in ("psi.memory", "psi.io", "psi.cpu", "vmstat", "meminfo"):
+            assert reactor.bus.latest(topic) is not None, topic
+        assert anyio.current_time() - reactor.started_at == 1
         await anyio.sleep(5)
-        assert reactor.bus.latest("psi.memory") is not None
-        assert reactor.bus.latest("vmstat") is not None
-        assert reactor.bus.latest("meminfo") is not None
     samples = events(logs, "node_sample")
-    assert len(samples) == 4  # reports at 1.5, 2.5, 3.5 and 4.5 s
+    assert len(samples) == 5  # reports at 1.5, 2.5, 3.5, 4.5 and 5.5 s
     last = samples[-1]
     assert last["stale"] is None
     for topic in ("psi.memory", "psi.io", "psi.cpu", "vmstat", "meminfo"):
@@ -268,7 +270,9 @@ async def test_tiers_and_fragmentation_sources_publish_on_their_own_period() -> 
     """Tiers and fragmentation (5 s by default) publish beside the 1 s sources."""
     fs = fake_node()
     async with Reactor(config(), fs=fs) as reactor:
-        await anyio.sleep(11.5)  # off the 1 s grid: no read races the end of the window
+        # started at 1 s (the rate sources' first sample); run to 11.5 s, off the 1 s
+        # grid, so no read races the end of the window
+        await anyio.sleep(10.5)
         frag = reactor.bus.stats("fragmentation")
         meminfo = reactor.bus.stats("meminfo")
     assert frag.published == 3  # t = 0, 5, 10

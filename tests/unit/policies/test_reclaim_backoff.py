@@ -14,8 +14,8 @@ import pytest
 
 from reactor.actuators.madvise import TargetStates
 from reactor.policies.reclaim import BACKOFF_MAX_FACTOR, NativeReclaim, _Resident
-from reactor.sampler.procfs import parse_smaps_bytes
 from reactor.policies.regions import Candidate
+from reactor.sampler.procfs import parse_smaps_bytes
 from reactor.testing import FakeKernelFS
 from tests.unit.actuators.fakes import MIB, FakeMapping, FakeProcess
 
