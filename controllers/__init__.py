@@ -10,6 +10,14 @@ from __future__ import annotations
 from controllers.adaptive import AdaptiveLogGoal, AdaptiveOutput, AdaptiveState
 from controllers.base import Controller, Decision, TrackingController, clamp
 from controllers.compose import CompositeOutput, CompositeState, Goal, GoalComposite
+from controllers.feedforward import ColdFeedforward, FeedforwardOutput, FeedforwardState
+from controllers.filtered import (
+    FilteredLogGoal,
+    FilteredOutput,
+    FilteredState,
+    SampledShare,
+    sampled_share,
+)
 from controllers.kernel import (
     IntervalsInput,
     KernelIntervalsTwin,
@@ -19,17 +27,29 @@ from controllers.kernel import (
 )
 from controllers.logpid import LogPID, LogPIDOutput
 from controllers.pid import PID, PIDOutput, PIDState
-from controllers.tuners import QuotaGoalSpec, intervals_tuner, quota_tuner, regions_tuner
+from controllers.tuners import (
+    QuotaGoalSpec,
+    intervals_tuner,
+    quota_tuner,
+    reclaim_tuner,
+    regions_tuner,
+)
 
 __all__ = (
     "PID",
     "AdaptiveLogGoal",
     "AdaptiveOutput",
     "AdaptiveState",
+    "ColdFeedforward",
     "CompositeOutput",
     "CompositeState",
     "Controller",
     "Decision",
+    "FeedforwardOutput",
+    "FeedforwardState",
+    "FilteredLogGoal",
+    "FilteredOutput",
+    "FilteredState",
     "Goal",
     "GoalComposite",
     "IntervalsInput",
@@ -41,10 +61,13 @@ __all__ = (
     "PIDState",
     "QuotaGoalSpec",
     "QuotaInput",
+    "SampledShare",
     "TrackingController",
     "clamp",
     "feed_loop_next_input",
     "intervals_tuner",
     "quota_tuner",
+    "reclaim_tuner",
     "regions_tuner",
+    "sampled_share",
 )

@@ -22,6 +22,49 @@ window ``[charged_from, charged_from + reset_interval_ms)``, as the kernel does 
 jiffies; here ``now`` is seconds). The intervals twin counts aggregations: call its
 ``step`` once per aggregation interval and it tunes on every ``aggrs``-th call, which is
 what the kernel's sample-count schedule amounts to.
+
+Kernel versions (``KernelQuotaTwin.kernel``, default ``(7, 2)``: the Debian 7.2.12 guest
+of the real-kernel lane). ``damos_adjust_quota`` changed in 2025, and the twin follows
+the version it is given (facts from mm/damon/core.c and the patches' mm-commits mails):
+
+* first evaluation of a scheme (no charge window yet):
+
+  - before 6.17: ``charged_from`` is 0, so the "new window" branch fires at once and
+    computes ``esz`` once;
+  - 6.17 ("set quota->charged_from to jiffies at first charge window"): the first
+    window starts now *without* computing ``esz``; it stays 0 (no limit) for that
+    window, unless ``reset_interval_ms`` is 0, whose window ends at once (one
+    computation);
+  - 6.18 and later ("set effective quota on first charge window"), so 7.2: the
+    first-window branch computes ``esz``, and with ``reset_interval_ms = 0`` the "new
+    window" branch fires in the same evaluation (``jiffies >= charged_from + 0``) and
+    computes it *again*: the consist tuner moves twice (``esz_bp`` 0 -> 20000 -> 40000,
+    ``esz`` 4 on the first evaluation under score 0). The kernel re-reads the goals'
+    current values for the second run: the same for ``user_input`` and the ratio
+    metrics, but ``some_mem_psi_us`` is a delta since the last read, about 0 a moment
+    later; the twin feeds the same ``current_values`` to both runs, so for PSI goals
+    pass what the second read would see if it matters. Both fixes went to stable 5.16+
+    too, so an older *stable* kernel may behave like 6.18: pass the version whose code
+    it runs.
+
+* the ``ms`` quota's throughput: ``mult_frac(total_charged_sz, 1000000,
+  total_charged_ns)`` from 6.17 ("prevent unnecessary overflow"), before it the plain
+  ``total_charged_sz * 1000000 / total_charged_ns``, which wraps once 2**64 / 1e6 bytes
+  (about 17 TiB) were charged.
+
+* goals whose ``target_value`` is 0 are dropped when the sysfs files are turned into a
+  scheme (``damos_sysfs_add_quota_score`` skips them on every version with goals), so
+  they are not goals at all: with only such goals ``esz`` is the ``bytes`` quota (or
+  there is no quota). The twin drops them at construction; reported goal indices stay
+  those of ``goal_targets`` (the sysfs goal directories).
+
+* the goal score is ``mult_frac(current, 10000, target)`` in the kernel, while
+  damon-sysfs.md writes it as ``current * 10000 / target``: the two differ only where
+  ``current * 10000`` overflows 64 bits (current > 1.8e15); the twin keeps the kernel's
+  ``mult_frac``.
+
+* the ``ms`` path's MINSZ floor ("disallow time-quota setting zero esz", April 2026) is
+  applied on every version (the 7.2 guest has it).
 """
 
 from __future__ import annotations
@@ -97,7 +140,8 @@ def quota_score(currents: Sequence[int], targets: Sequence[int]) -> tuple[int, i
     """``damos_quota_score``: the highest ``mult_frac(current, 10000, target)``.
 
     Returns ``(score, index of the goal that gave it)``; goals with target 0 are skipped
-    (newest kernels; older ones divided by zero). The first of equal scores binds.
+    (the kernel never has them: they are dropped when the scheme is built, see the
+    module doc). The first of equal scores binds.
     """
     best, binding = 0, None
     for index, (current, target) in enumerate(zip(currents, targets, strict=True)):
@@ -165,7 +209,10 @@ class KernelQuotaTwin:
     ``bytes`` and ``ms`` are the user's hard quotas (0 = unset); ``goal_targets`` the
     goals' ``target_value`` in order. ``starting_esz_bp`` is the tuner's initial memory
     (the kernel starts at 0, i.e. 1 byte; benchmarks start both contenders at the same
-    output). ``min_region_sz`` is the MINSZ floor of the ``ms`` path.
+    output). ``min_region_sz`` is the MINSZ floor of the ``ms`` path. ``kernel`` is the
+    ``(major, minor)`` version whose code to follow (module doc: first charge window,
+    ``ms`` throughput). Goals with ``target_value`` 0 are dropped, as the kernel does.
+    An ``esz`` of 0 means no limit in the kernel (6.17's first window).
     """
 
     bytes: int = 0
@@ -175,6 +222,7 @@ class KernelQuotaTwin:
     tuner: Literal["consist", "temporal"] = "consist"
     min_region_sz: int = PAGE_SIZE
     starting_esz_bp: int = 0
+    kernel: tuple[int, int] = (7, 2)
 
     def __post_init__(self) -> None:
         for name in ("bytes", "ms", "reset_interval_ms", "starting_esz_bp"):
@@ -185,11 +233,26 @@ class KernelQuotaTwin:
             raise ValueError(f"goal targets must be unsigned longs, got {self.goal_targets!r}")
         if self.tuner not in ("consist", "temporal"):
             raise ValueError(f"tuner must be 'consist' or 'temporal', got {self.tuner!r}")
+        if len(self.kernel) != 2 or min(self.kernel) < 0:
+            raise ValueError(f"kernel must be (major, minor), got {self.kernel!r}")
+
+    @property
+    def goals(self) -> tuple[int, ...]:
+        """Indices (in ``goal_targets``) of the goals the kernel keeps: target != 0."""
+        return tuple(i for i, target in enumerate(self.goal_targets) if target)
 
     @property
     def quota_set(self) -> bool:
-        """The kernel skips all quota logic unless ms, bytes or a goal is set."""
-        return bool(self.ms or self.bytes or self.goal_targets)
+        """The kernel skips all quota logic unless ms, bytes or a (kept) goal is set."""
+        return bool(self.ms or self.bytes or self.goals)
+
+    def _first_evaluation_runs(self) -> int:
+        """How many times the first evaluation computes ``esz`` (module doc)."""
+        if self.kernel >= (6, 18):
+            return 2 if self.reset_interval_ms == 0 else 1
+        if self.kernel >= (6, 17):
+            return 1 if self.reset_interval_ms == 0 else 0
+        return 1
 
     def initial_state(self) -> KernelQuotaState:
         """Before the first charge window: ``esz`` 0, tuner memory ``starting_esz_bp``."""
@@ -203,30 +266,41 @@ class KernelQuotaTwin:
             return state, self._decision(state, None, None, False, "missing_sample")
         if not self.quota_set:
             return state, self._decision(state, None, None, False, "no_quota")
-        window_s = self.reset_interval_ms / 1000.0
-        if state.charged_from is not None and now < state.charged_from + window_s:
-            return state, self._decision(state, None, None, False, "within_charge_window")
-        esz_bp, esz, score, binding = self.effective_quota(state.esz_bp, measurement)
+        if state.charged_from is None:
+            runs = self._first_evaluation_runs()
+        else:
+            window_s = self.reset_interval_ms / 1000.0
+            if now < state.charged_from + window_s:
+                return state, self._decision(state, None, None, False, "within_charge_window")
+            runs = 1
+        esz_bp, esz = state.esz_bp, state.esz
+        score = binding = None
+        for _ in range(runs):
+            esz_bp, esz, score, binding = self.effective_quota(esz_bp, measurement)
         new_state = KernelQuotaState(esz_bp=esz_bp, esz=esz, charged_from=now)
-        return new_state, self._decision(new_state, score, binding, True, None)
+        return new_state, self._decision(new_state, score, binding, runs > 0, None)
 
     def effective_quota(
         self, esz_bp: int, measurement: QuotaInput
     ) -> tuple[int, int, int | None, int | None]:
         """``damos_set_effective_quota``: ``(esz_bp, esz, score, binding goal)``."""
-        if not self.ms and not self.goal_targets:
+        goals = self.goals
+        if not self.ms and not goals:
             return esz_bp, self.bytes, None, None
         esz = ULONG_MAX
         score = binding = None
-        if self.goal_targets:
-            score, binding = quota_score(measurement.current_values, self.goal_targets)
+        if goals:
+            currents = [measurement.current_values[i] for i in goals]
+            score, kept = quota_score(currents, [self.goal_targets[i] for i in goals])
+            binding = None if kept is None else goals[kept]
             esz_bp = self._tune(esz_bp, score)
             esz = esz_bp // FEEDBACK_GOAL
         if self.ms:
-            if measurement.total_charged_ns:
-                throughput = _u64(measurement.total_charged_sz * 1_000_000) // (
-                    measurement.total_charged_ns
-                )
+            charged_sz, charged_ns = measurement.total_charged_sz, measurement.total_charged_ns
+            if charged_ns and self.kernel >= (6, 17):
+                throughput = mult_frac(charged_sz, 1_000_000, charged_ns)
+            elif charged_ns:
+                throughput = _u64(charged_sz * 1_000_000) // charged_ns
             else:
                 throughput = PAGE_SIZE * 1024
             esz = min(_u64(throughput * self.ms), esz)

@@ -55,7 +55,10 @@ class LogPID:
     """PID acting on ``ln(output)``; limits and starting output are in the knob's unit.
 
     ``max_factor_per_s`` bounds the change per second to a ratio (2.0: at most double or
-    halve each second). ``integral`` limits default to the log output limits.
+    halve each second). The inner PID's integral is unbounded (see :mod:`controllers.pid`:
+    the integral that holds an output is ``u - P - D``, which can lie anywhere, and
+    back-calculation bounds it during saturation), so gain changes, setpoint changes of
+    the ``relative`` scale and manual-to-automatic switches are exactly bumpless.
     """
 
     kp: float = 0.0

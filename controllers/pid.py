@@ -8,24 +8,45 @@ What it does beyond the textbook formula, and why:
   (``alpha = dt / (tf + dt)``), which is stable for every ``dt``, late ticks included.
 * **Integral in output units** (``ki`` is folded in as it accumulates), so changing
   ``ki`` online never moves the output.
-* **Anti-windup**: the integral is clamped to ``[integral_min, integral_max]`` (default:
-  the output limits) and back-calculated towards the output the limits allow, with time
-  constant ``tracking_time_s`` (default ``Ti = kp/ki``, see :attr:`PID.tracking_s`),
-  so after any saturation the controller leaves the limit as soon as the error changes
-  sign, from where a controller at rest at the limit would be. While the slew limit
-  holds the output back, the integral stops growing in that direction (conditional
-  integration) but the P demand is kept, so the output keeps moving at the slew rate.
+* **Anti-windup** by back-calculation: while the output is limited, the integral is
+  pulled towards the output the limits allow, with time constant ``tracking_time_s``
+  (default ``Ti = kp/ki``, see :attr:`PID.tracking_s`), so after any saturation the
+  controller leaves the limit as soon as the error changes sign, from where a
+  controller at rest at the limit would be. While the slew limit holds the output
+  back, the integral stops growing in that direction (conditional integration) but
+  the P demand is kept, so the output keeps moving at the slew rate.
+* **Integral clamp**: ``[integral_min, integral_max]``, **unbounded by default**. Why not
+  the output limits: the integral is not an output. At any tick ``u = P + I + D``, so
+  the integral that holds a given output ``u`` is ``u - P - D``, and ``P = kp (b r - y)``
+  ranges over the whole real line with the measurement. Even at rest (``y = r``,
+  ``D = 0``) the integral is ``u - kp (b - 1) r``, outside ``[out_min, out_max]``
+  whenever ``b != 1``. Clamping it to the output range therefore makes some outputs
+  unreachable in some states, and every bumpless re-base below (first tick, retune,
+  manual to automatic) that needs such an integral would jump instead (kp 1 -> 10 at
+  limits [0, 100] moved the output 5.2 -> 20). Windup needs no clamp: back-calculation
+  already bounds the integral during saturation to ``u_limit - P - D`` (within
+  ``Tt``). Explicit limits are a hard bound the caller chose: they always hold, so a
+  re-base that needs an integral beyond them is not bumpless; the tick says so
+  (``integral_clamped``).
 * **Output limits** and a **slew-rate limit** (largest change per second, scaled by the
-  true ``dt``, so a late tick may move further but never faster).
+  true ``dt``, so a late tick may move further but never faster). The slew limit holds
+  from the first tick on: the knob sits at ``starting_output`` when the controller
+  takes it over, and the first tick has no elapsed time (``dt = 0``), so with
+  ``bumpless_start=False`` the first output is still ``starting_output`` and the P
+  demand is approached at the slew rate from the next tick.
 * **Setpoint weighting** ``b``: ``P = kp * (b * setpoint - measurement)``. A setpoint
-  change moves the output by exactly ``kp * b * change`` (``b = 0``: not at all, the
-  integral does the work; ``b = 1``: classic PID).
+  change moves the output by exactly ``kp * b * change``: this kick is a design choice,
+  kept on purpose (``b = 1``, the default, is the classic PID: a new setpoint is acted on
+  at once). For a bumpless setpoint change use ``b = 0``: the output does not move and
+  the integral does the work. A setpoint change is *not* re-based (unlike a gain
+  change): re-basing it would cancel exactly the response ``b`` asks for.
 * **Bumpless transfer**: (a) the first measured tick outputs ``starting_output`` exactly
   (the knob's value when reactor took it over; the error present then is removed by the
   integral, so a P-only controller should set ``bumpless_start=False``, which starts
   from ``u = P + starting_output`` instead); (b) when ``kp``, ``kd``, ``b`` or
   ``direction`` change between ticks (a new settings object), the integral is re-based so
-  that the output at the last measurement is unchanged; (c) in manual mode
+  that the output at the last measurement is unchanged (exact: the re-based integral
+  is not clamped unless explicit integral limits are set, see above); (c) in manual mode
   (``auto=False``, observe-only) the controller follows the applied value (see
   :meth:`PID.track`) and keeps its integral consistent, so switching to automatic
   continues from the applied value.
@@ -151,13 +172,13 @@ class PID:
 
     @property
     def i_min(self) -> float:
-        """Lower integral clamp (output units)."""
-        return self.out_min if self.integral_min is None else self.integral_min
+        """Lower integral clamp (output units); unbounded unless set (module doc)."""
+        return -math.inf if self.integral_min is None else self.integral_min
 
     @property
     def i_max(self) -> float:
-        """Upper integral clamp (output units)."""
-        return self.out_max if self.integral_max is None else self.integral_max
+        """Upper integral clamp (output units); unbounded unless set (module doc)."""
+        return math.inf if self.integral_max is None else self.integral_max
 
     @property
     def tracking_s(self) -> float | None:
@@ -165,8 +186,9 @@ class PID:
 
         With ``Tt = Ti`` the integral settles, during saturation, at the saturated output
         itself (``ki * e * Tt = kp * e`` cancels P), which is where a controller that had
-        been at rest there would hold it: leaving the limit is then bumpless. Without a
-        PI pair (``kp`` or ``ki`` 0) the integral tracks fully each tick (``None``).
+        been at rest there would hold it: leaving the limit is then bumpless. With
+        ``kp = 0`` (pure I) the integral tracks fully each tick (``None``); with
+        ``ki = 0`` there is no integral action to wind up and nothing is tracked.
         """
         if self.tracking_time_s is not None:
             return self.tracking_time_s
@@ -221,8 +243,9 @@ class PID:
         if not self.auto:
             return self._manual(state, measurement, now, terms)
         if state.last_measurement is None and self.bumpless_start:
-            # Bumpless start: the first measured tick outputs the starting output.
-            integral = clamp(state.output - p - d, self.i_min, self.i_max)
+            # Bumpless start: the first measured tick outputs the starting output
+            # (clamped, and flagged, in _finish only if explicit limits forbid it).
+            integral = state.output - p - d
         elif state.last_measurement is None:
             integral = state.integral
         else:
@@ -238,19 +261,25 @@ class PID:
         t: _Terms,
         integral: float,
     ) -> tuple[PIDState, PIDOutput]:
+        if math.isnan(integral):
+            # Only reachable through float overflow (inf - inf): keep the last memory.
+            integral = state.integral
         clamped_i = clamp(integral, self.i_min, self.i_max)
         integral_clamped = clamped_i != integral
         unsat = t.p + clamped_i + t.d
         limited = clamp(unsat, self.out_min, self.out_max)
-        if limited != unsat:
+        if limited != unsat and (self.ki > 0 or self.tracking_time_s is not None):
             # Back-calculation: pull the integral towards the output the limits allow.
+            # Without integral action (ki = 0) nothing winds up, and moving the
+            # integral (then a fixed bias) would change the P law after saturation.
             tracking = self.tracking_s
             # Ti = kp / ki can underflow to 0 for extreme gains: track fully then.
             share = 1.0 if tracking is None or tracking <= 0 else min(1.0, t.dt / tracking)
             clamped_i = clamp(clamped_i + share * (limited - unsat), self.i_min, self.i_max)
         out = limited
         rate_limited = False
-        if self.slew_rate is not None and state.last_measurement is not None:
+        if self.slew_rate is not None:
+            # From the first tick on: with no elapsed time (dt = 0) the knob stays put.
             step_max = self.slew_rate * t.dt
             out = clamp(limited, state.output - step_max, state.output + step_max)
             rate_limited = out != limited
@@ -289,7 +318,8 @@ class PID:
     ) -> tuple[PIDState, PIDOutput]:
         # Observe-only: the output stays where the operator (track) put it; the integral
         # is kept so that P + I + D equals it, which makes the switch to auto bumpless.
-        integral = clamp(state.output - t.p - t.d, self.i_min, self.i_max)
+        wanted = state.output - t.p - t.d
+        integral = clamp(wanted, self.i_min, self.i_max)
         new_state = PIDState(
             output=state.output,
             integral=integral,
@@ -309,6 +339,7 @@ class PID:
             d=t.d,
             error=t.error,
             dt=t.dt,
+            integral_clamped=integral != wanted,
             held="manual",
             mode="manual",
         )
@@ -342,10 +373,11 @@ class PID:
         sign = self.direction
         p_new = sign * self.kp * (self.setpoint_weight * state.setpoint - state.last_measurement)
         d_new = -sign * self.kd * state.derivative
+        # Not clamped here: _finish clamps (explicit limits only) and flags it.
         integral = state.integral + (state.p + state.d) - (p_new + d_new)
         return replace(
             state,
-            integral=clamp(integral, self.i_min, self.i_max),
+            integral=integral,
             p=p_new,
             d=d_new,
             tuning=self.tuning,

@@ -60,8 +60,11 @@ def test_quota_score_highest_wins_and_skips_zero_targets() -> None:
 
 
 def test_consist_tuner_sequence() -> None:
-    """esz_bp from 0: x2, x2, x1.5, x0.5, then score 2x goal resets to 10000 bp."""
-    twin = KernelQuotaTwin(goal_targets=(1000,))
+    """esz_bp from 0: x2, x2, x1.5, x0.5, then score 2x goal resets to 10000 bp.
+
+    One computation per evaluation: each evaluation (1 s apart) ends the 1 s window.
+    """
+    twin = KernelQuotaTwin(goal_targets=(1000,), reset_interval_ms=1000)
     state = twin.initial_state()
     expected = [
         (0, 20000, 2),  # feed(max(0,10000), 0) = 20000; esz = 20000/10000
@@ -76,12 +79,67 @@ def test_consist_tuner_sequence() -> None:
         assert out.recomputed
 
 
-def test_bytes_caps_the_goal_quota() -> None:
-    """With bytes set, esz = min(esz_bp/10000, bytes)."""
-    twin = KernelQuotaTwin(bytes=3, goal_targets=(1000,), starting_esz_bp=50000)
-    _, out = twin.step(twin.initial_state(), QuotaInput((0,)), 0.0)
-    assert out.esz_bp == 100000  # 50000 doubled
-    assert out.esz == 3  # 10 capped at 3
+@pytest.mark.parametrize(
+    ("kernel", "reset_ms", "first_esz_bp", "first_esz"),
+    [
+        # 7.2 (>= 6.18): the first-window branch computes, and with reset 0 the
+        # new-window branch (jiffies >= charged_from + 0) computes again:
+        # feed(10000, 0) = 20000, feed(20000, 0) = 40000 -> esz 4.
+        ((7, 2), 0, 40000, 4),
+        ((7, 2), 1000, 20000, 2),  # window not over: once
+        # 6.17: charged_from set without esz; reset 0 ends the window at once: once.
+        ((6, 17), 0, 20000, 2),
+        ((6, 17), 1000, 0, 0),  # first window without esz (0 = no limit)
+        # before 6.17: charged_from 0 is long past: the new-window branch, once.
+        ((6, 16), 0, 20000, 2),
+        ((6, 16), 1000, 20000, 2),
+    ],
+)
+def test_first_evaluation_by_kernel_version(
+    kernel: tuple[int, int], reset_ms: int, first_esz_bp: int, first_esz: int
+) -> None:
+    """The first evaluation's esz computations follow damos_adjust_quota per version."""
+    twin = KernelQuotaTwin(goal_targets=(1000,), reset_interval_ms=reset_ms, kernel=kernel)
+    state, out = twin.step(twin.initial_state(), QuotaInput((0,)), 5.0)
+    assert (state.esz_bp, out.esz) == (first_esz_bp, first_esz)
+    # Later evaluations: one computation each when the window has ended.
+    _, out = twin.step(state, QuotaInput((0,)), 5.0 + max(reset_ms, 1) / 1000)
+    assert out.esz_bp == max(first_esz_bp, 10000) * 2
+
+
+def test_zero_target_goals_are_dropped() -> None:
+    """Goals with target 0 are not built by the kernel: esz is the bytes quota, every
+    evaluation (the twin used to keep them and double 2 -> 4 -> 8)."""
+    twin = KernelQuotaTwin(bytes=12345, goal_targets=(0, 0), reset_interval_ms=1000)
+    state = twin.initial_state()
+    for k in range(3):
+        state, out = twin.step(state, QuotaInput((500, 7)), float(k))
+        assert (out.esz, out.esz_bp, out.score, out.binding) == (12345, 0, None, None)
+    only_zero = KernelQuotaTwin(goal_targets=(0,))
+    _, out = only_zero.step(only_zero.initial_state(), QuotaInput((1,)), 0.0)
+    assert out.held == "no_quota"  # no ms, no bytes, no kept goal: no quota at all
+
+
+def test_binding_goal_index_counts_dropped_goals() -> None:
+    """Goal 0 (target 0) is dropped; goals 1 and 2 score 5000 and 8000: goal 2 binds."""
+    twin = KernelQuotaTwin(goal_targets=(0, 1000, 100), reset_interval_ms=1000)
+    _, out = twin.step(twin.initial_state(), QuotaInput((10**9, 500, 80)), 0.0)
+    assert (out.score, out.binding) == (8000, 2)
+
+
+def test_time_quota_throughput_mult_frac_by_version() -> None:
+    """From 6.17 the throughput is mult_frac(sz, 1e6, ns); before, sz*1e6 wrapped.
+
+    sz = 2**45 = 35184372088832 bytes, ns = 1e12: mult_frac = 35*1e6 +
+    184372088832*1e6/1e12 = 35000000 + 184372 = 35184372 bytes/ms; plain:
+    2**45*1e6 mod 2**64 = 16737628015122448384, /1e12 = 16737628. ms = 1.
+    """
+    new = KernelQuotaTwin(ms=1, reset_interval_ms=1000)
+    _, out = new.step(new.initial_state(), QuotaInput((), 2**45, 10**12), 0.0)
+    assert out.esz == 35184372
+    old = KernelQuotaTwin(ms=1, reset_interval_ms=1000, kernel=(6, 16))
+    _, out = old.step(old.initial_state(), QuotaInput((), 2**45, 10**12), 0.0)
+    assert out.esz == 16737628
 
 
 def test_temporal_tuner() -> None:

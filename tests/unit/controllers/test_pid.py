@@ -88,7 +88,8 @@ def test_irregular_dt_integrates_true_dt_and_caps_it() -> None:
 
 def test_output_limits_and_saturation_flag() -> None:
     """The output never leaves its limits, and saturation is flagged."""
-    pid = PID(kp=10.0, setpoint=100.0, out_min=-1.0, out_max=1.0)
+    # P-only, so no bumpless start (it would hold the takeover output with I = -P).
+    pid = PID(kp=10.0, setpoint=100.0, out_min=-1.0, out_max=1.0, bumpless_start=False)
     state, _ = pid.step(pid.initial_state(), 0.0, 0.0)
     _, out = pid.step(state, 0.0, 1.0)
     assert out.output == 1.0
@@ -253,3 +254,114 @@ def test_back_calculation_survives_a_tracking_time_that_underflows_to_zero() -> 
     for now in (0.0, 1.0, 2.0):
         state, out = pid.step(state, -1e6, now)
         assert 0.0 <= out.output <= 1.0
+
+
+# --- bumpless transfer with finite output limits ------------------------------------
+#
+# The integral that holds an output u is u - P - D; P = kp (b r - y) can be anywhere, so
+# an integral clamped to the output limits made these transfers jump (the default
+# integral clamp is now unbounded; back-calculation keeps saturation from winding up).
+
+
+def test_bumpless_gain_change_with_finite_limits() -> None:
+    """kp 1 -> 10 with limits [0, 100] keeps the output at 5.2 (a clamped I gave 20)."""
+    pid = PID(kp=1.0, ki=0.1, setpoint=10.0, out_min=0.0, out_max=100.0, starting_output=5.0)
+    state, out = pid.step(pid.initial_state(), 8.0, 0.0)  # P = 2, I = 3, u = 5
+    state, out = pid.step(state, 8.0, 1.0)  # I = 3 + 0.1*2*1 = 3.2, u = 5.2
+    assert out.output == pytest.approx(5.2)
+    retuned = replace(pid, kp=10.0)
+    # Re-based: P = 20, I = 3.2 + 2 - 20 = -14.8 (outside [0, 100]), u = 5.2.
+    state, out = retuned.step(state, 8.0, 1.0 + 1e-9)
+    assert out.output == pytest.approx(5.2, abs=1e-6)
+    assert not out.integral_clamped
+    _, out = retuned.step(state, 8.0, 2.0)  # I = -14.8 + 0.2 = -14.6, u = 5.4
+    assert out.output == pytest.approx(5.4, abs=1e-6)
+
+
+def test_bumpless_setpoint_change_with_b0_and_finite_limits() -> None:
+    """With b = 0 a setpoint change does not move the output; the integral does the work.
+
+    Takeover at y = r = 200: P = -kp*y = -200, I = 5 + 200 = 205 (above out_max 100:
+    a clamped I gave u = -100 -> 0 at once). The setpoint step 200 -> 210 leaves u = 5;
+    one second later I = 205 + 0.1*10 = 206, u = 6.
+    """
+    pid = PID(
+        kp=1.0,
+        ki=0.1,
+        setpoint=200.0,
+        setpoint_weight=0.0,
+        out_min=0.0,
+        out_max=100.0,
+        starting_output=5.0,
+    )
+    state, out = pid.step(pid.initial_state(), 200.0, 0.0)
+    assert out.output == pytest.approx(5.0)
+    moved = replace(pid, setpoint=210.0)
+    state, out = moved.step(state, 200.0, 1e-9)
+    assert out.output == pytest.approx(5.0, abs=1e-6)
+    _, out = moved.step(state, 200.0, 1.0)
+    assert out.output == pytest.approx(6.0, abs=1e-6)
+
+
+def test_setpoint_kick_with_b1_is_the_documented_design() -> None:
+    """With the default b = 1 a setpoint change moves the output by exactly kp * change."""
+    pid = PID(kp=2.0, ki=0.1, setpoint=50.0, out_min=0.0, out_max=100.0, starting_output=5.0)
+    state, before = pid.step(pid.initial_state(), 50.0, 0.0)
+    _, after = replace(pid, setpoint=53.0).step(state, 50.0, 1e-9)
+    assert after.output - before.output == pytest.approx(2.0 * 3.0, abs=1e-6)
+
+
+def test_manual_to_auto_with_finite_limits() -> None:
+    """Manual at 2 with P = 3.5 keeps I = -1.5 (below out_min 0); auto continues at 2."""
+    manual = PID(kp=1.0, ki=0.5, setpoint=10.0, out_min=0.0, out_max=100.0, auto=False)
+    state = manual.track(manual.initial_state(), 2.0)
+    state, out = manual.step(state, 6.5, 0.0)  # P = 3.5, I = 2 - 3.5 = -1.5
+    assert (out.output, out.i) == (2.0, pytest.approx(-1.5))
+    _, out = replace(manual, auto=True).step(state, 6.5, 1e-9)
+    assert out.output == pytest.approx(2.0, abs=1e-6)  # a clamped I (0) gave 3.5
+
+
+def test_bumpless_start_with_finite_limits() -> None:
+    """Start 5 at P = 14 needs I = -9 (below out_min 0): the first output is still 5."""
+    pid = PID(kp=2.0, ki=1.0, setpoint=10.0, out_min=0.0, out_max=100.0, starting_output=5.0)
+    _, out = pid.step(pid.initial_state(), 3.0, 0.0)
+    assert (out.output, out.i, out.integral_clamped) == (5.0, -9.0, False)
+
+
+def test_explicit_integral_limits_are_hard_and_flagged_on_the_first_tick() -> None:
+    """Explicit integral limits hold even at takeover, and the first tick says so."""
+    pid = PID(
+        kp=2.0,
+        ki=1.0,
+        setpoint=10.0,
+        integral_min=0.0,
+        integral_max=100.0,
+        starting_output=5.0,
+    )
+    _, out = pid.step(pid.initial_state(), 3.0, 0.0)  # wanted I = -9, clamped to 0
+    assert (out.output, out.i, out.integral_clamped) == (14.0, 0.0, True)
+
+
+def test_logpid_gain_change_is_bumpless_at_finite_log_limits() -> None:
+    """LogPID always has finite limits (ln 1 .. ln 1e12): kp 1 -> 100 keeps the output.
+
+    Relative scale, setpoint 0.05, y = 0.04: inner kp = 1/0.05 = 20, P = 20*0.01 = 0.2,
+    I = ln(1e6) - 0.2 = 13.6. kp = 100: P = 20, I = -6.2 (below ln 1 = 0; clamped it
+    gave exp(20) = 4.9e8 instead of 1e6).
+    """
+    pid = LogPID(kp=1.0, ki=0.5, setpoint=0.05, starting_output=1e6)
+    state, out = pid.step(pid.initial_state(), 0.04, 0.0)
+    assert out.output == pytest.approx(1e6)
+    _, out = replace(pid, kp=100.0).step(state, 0.04, 1e-9)
+    assert out.output == pytest.approx(1e6, rel=1e-6)
+
+
+def test_slew_limit_holds_on_the_first_tick_without_bumpless_start() -> None:
+    """bumpless_start=False: the first tick (dt = 0) stays at the start; then 1 per s."""
+    pid = PID(kp=1.0, setpoint=1000.0, bumpless_start=False, slew_rate=1.0)
+    state, out = pid.step(pid.initial_state(), 0.0, 0.0)
+    assert (out.output, out.rate_limited) == (0.0, True)  # was 1000 at slew 1/s
+    state, out = pid.step(state, 0.0, 1.0)
+    assert out.output == pytest.approx(1.0)
+    _, out = pid.step(state, 0.0, 3.0)
+    assert out.output == pytest.approx(3.0)

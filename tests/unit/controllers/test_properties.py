@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from controllers.adaptive import AdaptiveLogGoal
 from controllers.compose import Goal, GoalComposite
+from controllers.feedforward import ColdFeedforward
 from controllers.kernel import (
     ULONG_MAX,
     KernelQuotaTwin,
@@ -18,6 +19,7 @@ from controllers.kernel import (
 )
 from controllers.logpid import LogPID
 from controllers.pid import PID
+from controllers.tuners import QuotaGoalSpec, reclaim_tuner
 
 # Reproducible runs: the same examples every time, in CI and on a laptop. Applied per
 # test rather than as a global profile, so other test modules keep their own settings.
@@ -216,3 +218,227 @@ def test_quota_twin_effective_quota_is_an_unsigned_long(
         state, out = twin.step(state, QuotaInput((current,) * len(targets)), float(k))
         assert 0 <= out.esz <= 2**30
         assert 0 <= state.esz_bp <= ULONG_MAX
+
+
+# --- reset and sign for LogPID, reverse-acting PID, the composites --------------------
+
+
+@REPRODUCIBLE
+@given(logpids(), st.lists(st.tuples(measurement, dts), min_size=1, max_size=20))
+def test_logpid_reset_restores_initial_state(
+    pid: LogPID, ticks: list[tuple[float | None, float]]
+) -> None:
+    """A reset replays a LogPID run exactly: no hidden memory outside the state."""
+
+    def run() -> list[float]:
+        state, now, outs = pid.initial_state(), 0.0, []
+        for y, dt in ticks:
+            now += dt
+            state, out = pid.step(state, y, now)
+            outs.append(out.output)
+        return outs
+
+    first = run()
+    assert run() == first
+
+
+@REPRODUCIBLE
+@given(
+    st.floats(min_value=0.01, max_value=10.0),
+    st.floats(min_value=0.01, max_value=10.0),
+    st.floats(min_value=1e-3, max_value=1e3),
+    st.floats(min_value=1.05, max_value=100.0),
+    st.tuples(st.sampled_from(SCALES), st.sampled_from([1, -1])),
+)
+def test_logpid_response_has_the_right_sign(
+    kp: float,
+    ki: float,
+    setpoint: float,
+    ratio: float,
+    how: tuple[Literal["linear", "relative", "log"], Literal[1, -1]],
+) -> None:
+    """Below the setpoint a LogPID raises its output (direction +1) or lowers it (-1);
+    above the setpoint the opposite. Starts mid-range so no limit hides the move."""
+    scale, direction = how
+    pid = LogPID(
+        kp=kp,
+        ki=ki,
+        setpoint=setpoint,
+        direction=direction,
+        out_min=1.0,
+        out_max=1e12,
+        starting_output=1e6,
+        measurement_scale=scale,
+    )
+    for below in (True, False):
+        y = setpoint / ratio if below else setpoint * ratio
+        state, first = pid.step(pid.initial_state(), y, 0.0)
+        _, second = pid.step(state, y, 1.0)
+        rising = second.output > first.output
+        assert rising == (below == (direction == 1))
+
+
+@st.composite
+def reverse_pids(draw: st.DrawFn) -> PID:
+    pid = draw(pids())
+    return PID(**{**{f: getattr(pid, f) for f in pid.__dataclass_fields__}, "direction": -1})
+
+
+@REPRODUCIBLE
+@given(reverse_pids(), st.lists(st.tuples(measurement, dts), max_size=40))
+def test_reverse_pid_output_within_limits_and_finite(
+    pid: PID, ticks: list[tuple[float | None, float]]
+) -> None:
+    """A reverse-acting PID's output is finite and within its limits for any input."""
+    state, now = pid.initial_state(), 0.0
+    for y, dt in ticks:
+        now += dt
+        state, out = pid.step(state, y, now)
+        assert math.isfinite(out.output)
+        assert pid.out_min <= out.output <= pid.out_max
+
+
+@REPRODUCIBLE
+@given(reverse_pids(), st.lists(st.tuples(finite, dts), min_size=1, max_size=20))
+def test_reverse_pid_reset_restores_initial_state(
+    pid: PID, ticks: list[tuple[float, float]]
+) -> None:
+    """A reset replays a reverse-acting PID run exactly."""
+
+    def run() -> list[float]:
+        state, now, outs = pid.initial_state(), 0.0, []
+        for y, dt in ticks:
+            now += dt
+            state, out = pid.step(state, y, now)
+            outs.append(out.output)
+        return outs
+
+    first = run()
+    assert run() == first
+
+
+@REPRODUCIBLE
+@given(
+    st.floats(min_value=0.01, max_value=10.0),
+    st.floats(min_value=0.01, max_value=10.0),
+    st.floats(min_value=-100.0, max_value=100.0),
+    st.floats(min_value=0.1, max_value=100.0),
+)
+def test_reverse_pid_response_has_the_right_sign(
+    kp: float, ki: float, setpoint: float, gap: float
+) -> None:
+    """Below the setpoint a reverse-acting PID lowers its output; above, it raises it."""
+    pid = PID(kp=kp, ki=ki, setpoint=setpoint, direction=-1)
+    for sign in (1.0, -1.0):
+        y = setpoint - sign * gap
+        state, first = pid.step(pid.initial_state(), y, 0.0)
+        _, second = pid.step(state, y, 1.0)
+        assert (second.output - first.output) * sign < 0
+
+
+def _composite() -> GoalComposite:
+    a = AdaptiveLogGoal(setpoint=1.0, out_min=1.0, out_max=1e9, starting_output=100.0)
+    b = PID(ki=5.0, setpoint=10.0, out_min=1.0, out_max=1e9, starting_output=1000.0)
+    return GoalComposite((Goal("a", a), Goal("b", b)))
+
+
+@REPRODUCIBLE
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b"]), measurement), max_size=20))
+def test_composite_reset_restores_initial_state(ticks: list[dict[str, float | None]]) -> None:
+    """A reset replays a composite run exactly (outputs and binding goals)."""
+    composite = _composite()
+
+    def run() -> list[tuple[float, str | None]]:
+        state, outs = composite.initial_state(), []
+        for k, sample in enumerate(ticks):
+            state, out = composite.step(state, sample, float(k))
+            outs.append((out.output, out.binding))
+        return outs
+
+    first = run()
+    assert composite.initial_state() == _composite().initial_state()
+    assert run() == first
+
+
+@REPRODUCIBLE
+@given(
+    st.floats(min_value=0.01, max_value=0.99),
+    st.floats(min_value=1.01, max_value=100.0),
+    st.booleans(),
+)
+def test_composite_response_has_the_right_sign(below: float, above: float, under: bool) -> None:
+    """All goals under their setpoints: the output rises; all over: it falls."""
+    composite = _composite()
+    ratio = below if under else above
+    state, first = composite.step(composite.initial_state(), {"a": ratio, "b": 10 * ratio}, 0.0)
+    _, second = composite.step(state, {"a": ratio, "b": 10 * ratio}, 1.0)
+    assert (second.output > first.output) == under
+    assert second.output != first.output
+
+
+def _feedforward() -> ColdFeedforward:
+    return reclaim_tuner(
+        [QuotaGoalSpec("psi", 0.05), QuotaGoalSpec("free", 0.3, beyond_cold=False)],
+        starting_output=4 * 2**20,
+    )
+
+
+amounts = st.one_of(
+    st.none(), st.floats(min_value=0.0, max_value=2e9), st.just(math.nan), st.just(-1.0)
+)
+
+
+@REPRODUCIBLE
+@given(
+    st.lists(
+        st.tuples(
+            st.fixed_dictionaries({"psi": measurement, "free": measurement, "cold_bytes": amounts}),
+            dts,
+        ),
+        max_size=25,
+    )
+)
+def test_feedforward_within_limits_finite_and_resettable(
+    ticks: list[tuple[dict[str, float | None], float]],
+) -> None:
+    """The feedforward quota is finite and within its limits for any readings, and a
+    reset replays the run exactly."""
+    controller = _feedforward()
+
+    def run() -> list[float]:
+        state, now, outs = controller.initial_state(), 0.0, []
+        for sample, dt in ticks:
+            now += dt
+            state, out = controller.step(state, sample, now)
+            assert math.isfinite(out.output)
+            assert controller.out_min <= out.output <= controller.out_max
+            outs.append(out.output)
+        return outs
+
+    first = run()
+    assert run() == first
+
+
+@REPRODUCIBLE
+@given(
+    st.floats(min_value=1.05, max_value=20.0),
+    st.floats(min_value=0.0, max_value=1e9),
+    st.floats(min_value=0.0, max_value=1e9),
+)
+def test_feedforward_never_raises_the_excess_over_the_goal(
+    ratio: float, cold_before: float, cold_now: float
+) -> None:
+    """A stall reading over its setpoint never raises the excess goals' decision,
+    informative or not; one under it never lowers it (it rises or holds). (The applied
+    excess may still be cut by the output limits.)"""
+    controller = _feedforward()
+    state, _ = controller.step(
+        controller.initial_state(), {"psi": 0.05, "cold_bytes": cold_before}, 0.0
+    )
+    for psi, rises in ((0.05 * ratio, False), (0.05 / ratio, True)):
+        _, out = controller.step(state, {"psi": psi, "cold_bytes": cold_now}, 1.0)
+        before = state.excess_state.output
+        if rises:
+            assert out.excess_decision.output >= before
+        else:
+            assert out.excess_decision.output <= before
