@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from controllers.base import LogValue, clamp
+from controllers.filtered import FilteredLogGoal, SampledShare
 from controllers.tuners import intervals_tuner, regions_tuner
 from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.policies.base import Acted, Policy, PolicyContext
 
 if TYPE_CHECKING:
-    from controllers.adaptive import AdaptiveLogGoal, AdaptiveState
+    from controllers.adaptive import AdaptiveState
     from controllers.compose import CompositeState, GoalComposite
     from reactor.config import MonitorConfig, PolicyConfig
     from reactor.engine.monitors import AccessView
@@ -61,6 +62,7 @@ __all__ = (
     "kdamond_cpu_seconds",
     "observed_access_share",
     "region_headroom",
+    "sampled_access_share",
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,15 +79,27 @@ MAX_REGIONS = 100_000
 def observed_access_share(view: AccessView) -> float | None:
     """Size-weighted share of samples that saw an access in the view's snapshots:
     sum(size x nr_accesses) / sum(size x max_nr_accesses); None without regions."""
-    seen = total = 0.0
+    sampled = sampled_access_share(view)
+    return None if sampled is None else sampled.share
+
+
+def sampled_access_share(view: AccessView) -> SampledShare | None:
+    """:func:`observed_access_share` with how many independent checks it rests on
+    (:func:`controllers.filtered.sampled_share`: a region's count is binomial over its
+    samples), so the intervals tuner can tell a real change from sampling noise."""
+    seen = total = squares = 0.0
     for snap in view.snapshots.values():
         r = snap.regions
         if not len(r):
             continue
         sizes = (r["end"] - r["start"]).astype(np.float64)
+        checks = float(max(1, snap.max_nr_accesses))
         seen += float((sizes * r["nr_accesses"]).sum())
-        total += float(sizes.sum()) * max(1, snap.max_nr_accesses)
-    return seen / total if total > 0 else None
+        total += float(sizes.sum()) * checks
+        squares += float((sizes * sizes).sum()) * checks
+    if not (total > 0 and squares > 0):
+        return None
+    return SampledShare(share=seen / total, checks=total * total / squares)
 
 
 def region_headroom(view: AccessView, max_regions: float) -> float | None:
@@ -134,7 +148,7 @@ class MonitoringPolicy(Policy):
         low, high, start = interval_bounds(self.monitor, backend, list(config.policies))
         goal = self.monitor.intervals_goal
         share = goal.access if goal is not None else cfg.access_share
-        self.interval_ctl: AdaptiveLogGoal = intervals_tuner(
+        self.interval_ctl: FilteredLogGoal = intervals_tuner(
             share, starting_us=start * 1e6, min_us=low * 1e6, max_us=high * 1e6
         )
         self.interval_state: AdaptiveState = self.interval_ctl.initial_state()
@@ -193,13 +207,14 @@ class MonitoringPolicy(Policy):
     async def tick(self, now: float, dt: float) -> None:
         """Measure access share and CPU, step both tuners, apply what moved, log once."""
         view, why = self.access_view(now)
-        share = None if view is None else observed_access_share(view)
+        sampled = None if view is None else sampled_access_share(view)
+        share = None if sampled is None else sampled.share
         headroom = None if view is None else region_headroom(view, self.max_regions)
         cpu = self.cpu_share(now)
         terms: dict[str, LogValue] = {}
         taken = self._fresh_snapshot(view)
         if self.tune_intervals and taken is not None:
-            self.interval_state, i_dec = self.interval_ctl.step(self.interval_state, share, now)
+            self.interval_state, i_dec = self.interval_ctl.step(self.interval_state, sampled, now)
             self._stepped_at = taken
             terms |= {f"intervals.{k}": v for k, v in i_dec.log_fields().items()}
         self.regions_state, r_dec = self.regions_ctl.step(

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from controllers.filtered import sampled_share
 from reactor.config import load_config_text
 from reactor.damon import paths
 from reactor.engine.bus import Bus
@@ -22,6 +23,7 @@ from reactor.policies.monitoring import (
     kdamond_cpu_seconds,
     observed_access_share,
     region_headroom,
+    sampled_access_share,
 )
 from reactor.sampler.probes import ProbeCost
 from reactor.sampler.runner import MonitorStats, SamplerSettings
@@ -51,6 +53,17 @@ def test_access_share_is_size_weighted() -> None:
     assert observed_access_share(view(20, 0.0)) == pytest.approx(0.25)
     assert observed_access_share(view(10, 0.0)) == pytest.approx(0.125)
     assert region_headroom(view(0, 0.0), 10) == pytest.approx(0.8)
+
+
+def test_sampled_share_carries_its_checks_as_the_controllers_count_them() -> None:
+    """The policy's vectorized reading equals controllers.filtered.sampled_share over the
+    regions' (size, nr_accesses, max_nr_accesses): 1 MiB at 10/20 and 3 MiB at 0/20 is a
+    share of 0.125 resting on 20 x 16 / 10 = 32 checks."""
+    got = sampled_access_share(view(10, 0.0))
+    want = sampled_share([(MIB, 10, 20), (3 * MIB, 0, 20)])
+    assert got is not None and want is not None
+    assert got.share == pytest.approx(want.share) == pytest.approx(0.125)
+    assert got.checks == pytest.approx(want.checks) == pytest.approx(32.0)
 
 
 def test_kdamond_cpu_seconds_reads_utime_and_stime() -> None:
