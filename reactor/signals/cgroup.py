@@ -297,12 +297,16 @@ class CgroupPoller:
         """
         try:
             reading, psi = self._read_all(now)
-        except KernelInterfaceError as exc:
+        except (KernelInterfaceError, TargetVanished) as exc:
+            # TargetVanished comes from the paired PsiPoller (its directory went away).
             if not self._fs.is_dir(self._dir):
                 self._close_readers()
                 self._base = None
                 raise TargetVanished(self._dir) from exc
-            if exc.errno not in (errno_mod.ENODEV, errno_mod.ENOENT):
+            if isinstance(exc, KernelInterfaceError) and exc.errno not in (
+                errno_mod.ENODEV,
+                errno_mod.ENOENT,
+            ):
                 raise
             self._open()  # removed and created again between two polls: a new group
             reading, psi = self._read_all(now)

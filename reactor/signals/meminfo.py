@@ -6,7 +6,9 @@ converted to bytes by × 1024 and every field name says ``_bytes``. Unit-less en
 counts (``HugePages_Total`` is a number of huge pages) and are kept apart.
 
 The same format serves /sys/devices/system/node/nodeN/meminfo except for its ``Node N``
-prefix, which this parser does not accept (a later node-tier source will).
+prefix and its different keys (``MemUsed``, no ``MemAvailable``), which this parser does
+not accept: :func:`reactor.signals.tiers.parse_node_meminfo` parses those files, and
+:class:`~reactor.signals.tiers.TiersPoller` publishes them per node.
 """
 
 from __future__ import annotations

@@ -24,15 +24,24 @@ Topic names:
   cgroup a config names). Code that polls several cgroups passes ``topic=`` explicitly,
   for instance ``psi.cgroup.memory.<cgroup name>``;
 - any other file: ``psi.<resource>`` is used unless ``topic=`` says otherwise.
+
+A cgroup that is removed takes its pressure files with it. That is a normal event
+(practice 15), as it is for :class:`~reactor.signals.cgroup.CgroupPoller`: ``poll`` raises
+:class:`~reactor.errors.TargetVanished` (not a KernelInterfaceError, so the runtime logs
+``target_vanished`` at info instead of counting a failed read) on every poll while the
+file's directory is gone, and a group created again at the same path starts a new
+baseline. A file missing when the poller is built is still a KernelInterfaceError: a
+wrong path in a config must be loud.
 """
 
 from __future__ import annotations
 
+import errno as errno_mod
 import math
 import re
 from dataclasses import dataclass
 
-from reactor.errors import KernelFormatError
+from reactor.errors import KernelFormatError, KernelInterfaceError, TargetVanished
 from reactor.kernelfs.base import KernelFS
 from reactor.kernelfs.kept import KeptReader
 
@@ -167,6 +176,13 @@ class PsiPoller:
     for a cgroup v2 group. The first poll only takes a baseline (None). A ``total`` that
     went backwards (the cgroup was removed and created again) or a reopened file also
     restarts the baseline, because a rate across two different counters means nothing.
+
+    When a read fails because the file's directory is gone (a removed cgroup), ``poll``
+    raises TargetVanished with that directory as the target, on every poll until a
+    directory exists there again. A group removed and created again between two polls
+    (kernfs fails reads on the old group's kept file with ENODEV; the path exists) is
+    reopened at once and that poll is a new baseline. Any other failed read is a
+    KernelInterfaceError.
     """
 
     def __init__(
@@ -181,6 +197,8 @@ class PsiPoller:
         self._resource = resource
         self._path = path if path is not None else f"/proc/pressure/{resource}"
         self._topic = topic if topic is not None else psi_topic(resource, path)
+        self._fs = fs
+        self._dir = self._path.rsplit("/", 1)[0] or "/"
         self._reader = KeptReader(fs, self._path)
         self._base: tuple[float, Psi, int] | None = None
 
@@ -200,8 +218,12 @@ class PsiPoller:
         return self._path
 
     def poll(self, now: float) -> PsiSample | None:
-        """Read the file; the stall shares since the previous poll, or None (baseline)."""
-        psi = parse_psi(self._reader.read_text(), self._path)
+        """Read the file; the stall shares since the previous poll, or None (baseline).
+
+        Raises TargetVanished if the file's directory is gone, KernelInterfaceError for
+        any other failed read.
+        """
+        psi = parse_psi(self._read_text(), self._path)
         base, self._base = self._base, (now, psi, self._reader.generation)
         if base is None or base[2] != self._reader.generation:
             return None
@@ -224,6 +246,19 @@ class PsiPoller:
             full_stall_us=full_us,
             psi=psi,
         )
+
+    def _read_text(self) -> str:
+        try:
+            return self._reader.read_text()
+        except KernelInterfaceError as exc:
+            if exc.errno not in (errno_mod.ENODEV, errno_mod.ENOENT):
+                raise
+            if not self._fs.is_dir(self._dir):
+                self._base = None
+                raise TargetVanished(self._dir) from exc
+        # Removed and created again since the last poll: the reader has closed the old
+        # file; this read opens the new one (a new generation, so a new baseline).
+        return self._reader.read_text()
 
     def close(self) -> None:
         self._reader.close()

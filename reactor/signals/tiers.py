@@ -1,6 +1,6 @@
 """NUMA nodes and memory tiers: the parsers, the tier view and the poller.
 
-Files read (all sysfs, each a few µs on a kept descriptor):
+Files read (each on a kept descriptor; the sysfs ones take a few µs):
 
 - ``/sys/devices/system/node/{possible,online,has_cpu,has_memory,has_normal_memory}``:
   node lists in the kernel's list format (``0``, ``0-1,4``; empty when no node
@@ -20,20 +20,42 @@ Files read (all sysfs, each a few µs on a kept descriptor):
   default); the directory may be absent (no tiering support).
 - ``/sys/kernel/mm/numa/demotion_enabled`` (5.15+): ``true``/``false``, whether reclaim
   demotes pages to a slower tier instead of discarding them.
+- ``/proc/zoneinfo`` (every poll, for the per-CPU free lists; see below).
 
-The tier view sums each tier's nodes: total and free from the nodes' ``MemTotal`` and
-``MemFree``, used = total − free (bytes).
+The tier view sums each tier's nodes: total from the nodes' ``MemTotal``, free from their
+``MemFree`` *plus the pages on their per-CPU free lists*, used = total − free (bytes).
+
+Why the per-CPU lists: node meminfo's ``MemFree`` is the sum of the node's zones'
+``NR_FREE_PAGES`` (drivers/base/node.c ``node_read_meminfo`` prints ``si_meminfo_node``'s
+``freeram``, which mm/show_mem.c sums over the zones with ``sum_zone_node_page_state``).
+That counter moves only when pages enter or leave the buddy allocator's free lists
+(mm/page_alloc.c ``account_freepages``); a page freed to a CPU's per-CPU list ("pcp")
+stays out of it until the list is drained back, and an allocation refills the list from
+the buddy in batches that leave MemFree at once. So MemFree leaves out free pages that are
+sitting on those lists: up to the lists' ``high`` per CPU and zone (~6,800 pages per CPU
+in the qemu guest, ~5.5 % of its node 0; 25,853 pages = 101 MiB on this host in the
+capture), and a freed or migrated page may not show in MemFree until its list is drained
+(the guest's tiering runs saw MemFree "frozen" while pages moved). mm/show_mem.c prints
+the two apart (``free:`` and ``free_pcp:``). zoneinfo's ``pagesets`` print, per zone and
+online CPU, the list's ``count`` in pages (``pcp->count``, to which mm/page_alloc.c adds
+``1 << order`` per block); :func:`~reactor.signals.fragmentation.parse_zoneinfo` parses
+them and :attr:`NumaNode.pcp_free_bytes` carries their sum per node. Reading zoneinfo
+costs ~10–45 µs and parsing it ~180 µs on this host (2 vCPUs, 5 zones): done on every
+poll, because the lists change between any two polls, at the default 5 s period that is
+well under 0.01 % of a core. ``NodeMeminfo`` stays exactly what the file says.
 """
 
 from __future__ import annotations
 
 import re
+import resource
 from dataclasses import dataclass
 
 from reactor.errors import KernelFormatError, KernelInterfaceError
 from reactor.kernelfs.base import KernelFS
 from reactor.kernelfs.frozen import FrozenMap
 from reactor.kernelfs.kept import KeptReader
+from reactor.signals.fragmentation import ZONEINFO, parse_zoneinfo
 
 __all__ = (
     "NODE_SYSFS",
@@ -176,7 +198,15 @@ def parse_node_meminfo(text: str, path: str, node: int | None = None) -> NodeMem
 
 @dataclass(frozen=True)
 class NumaNode:
-    """One online node: its roles, CPUs, distances (to online nodes) and memory."""
+    """One online node: its roles, CPUs, distances (to online nodes) and memory.
+
+    ``meminfo`` is the node's meminfo as the kernel printed it. ``pcp_free_bytes`` is the
+    memory on the node's per-CPU free lists (zoneinfo ``pagesets`` counts, summed over the
+    node's zones and the online CPUs): free, but not in meminfo's MemFree (see the module
+    docs). None where /proc/zoneinfo could not be read when the poller was built.
+    ``free_bytes``/``used_bytes``/``used_ratio`` count it as free; they are what the tier
+    view sums.
+    """
 
     node: int
     has_cpu: bool
@@ -185,6 +215,29 @@ class NumaNode:
     cpus: tuple[int, ...]
     distances: FrozenMap[int, int]
     meminfo: NodeMeminfo
+    pcp_free_bytes: int | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        """The node's managed memory (meminfo MemTotal)."""
+        return self.meminfo.mem_total_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        """MemFree plus the per-CPU free lists, at most MemTotal (the two files are read a
+        few µs apart, and the kernel's free counter may lag by its per-CPU thresholds)."""
+        free = self.meminfo.mem_free_bytes + (self.pcp_free_bytes or 0)
+        return min(free, self.total_bytes)
+
+    @property
+    def used_bytes(self) -> int:
+        """MemTotal − :attr:`free_bytes`."""
+        return self.total_bytes - self.free_bytes
+
+    @property
+    def used_ratio(self) -> float:
+        """used / total (0..1); 0 for a memoryless node."""
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
 @dataclass(frozen=True)
@@ -243,16 +296,17 @@ class Tiers:
 def build_tiers(
     nodes: tuple[NumaNode, ...], tier_nodes: dict[int, tuple[int, ...]]
 ) -> tuple[Tier, ...]:
-    """The tier view: each tier's nodes with their MemTotal/MemFree summed (bytes).
+    """The tier view: each tier's nodes summed (bytes): total = MemTotal, free = MemFree
+    plus the per-CPU free lists (:attr:`NumaNode.free_bytes`), used = total − free.
 
     A node a tier names that is not online (hot-removed in between) counts nothing.
     """
     by_id = {n.node: n for n in nodes}
     tiers = []
     for tier_id in sorted(tier_nodes):
-        members = [by_id[n].meminfo for n in tier_nodes[tier_id] if n in by_id]
-        total = sum(m.mem_total_bytes for m in members)
-        free = sum(m.mem_free_bytes for m in members)
+        members = [by_id[n] for n in tier_nodes[tier_id] if n in by_id]
+        total = sum(m.total_bytes for m in members)
+        free = sum(m.free_bytes for m in members)
         tiers.append(Tier(tier_id, tier_nodes[tier_id], total, free, total - free))
     return tuple(tiers)
 
@@ -263,19 +317,34 @@ class TiersPoller:
 
     Every file is kept open. The tier directory is listed again every ``rescan_every``
     polls (tiers appear when a memory node comes online), and at once when a tier's file
-    fails to read; a node that went offline is dropped on the next poll.
+    fails to read; a node that went offline is dropped on the next poll. /proc/zoneinfo
+    is read on every poll for the per-CPU free lists, where it exists when the poller is
+    built (it always does with procfs; a fake kernel tree may lack it, and then
+    ``pcp_free_bytes`` is None and free is MemFree alone). ``page_size`` (bytes) converts
+    its page counts; it defaults to the running system's.
     """
 
-    def __init__(self, fs: KernelFS, topic: str = "tiers", *, rescan_every: int = 60) -> None:
+    def __init__(
+        self,
+        fs: KernelFS,
+        topic: str = "tiers",
+        *,
+        rescan_every: int = 60,
+        page_size: int | None = None,
+    ) -> None:
         if rescan_every < 1:
             raise ValueError(f"expected rescan_every >= 1, got {rescan_every}")
+        if page_size is not None and page_size <= 0:
+            raise ValueError(f"expected page_size > 0 (bytes), got {page_size}")
         self._fs = fs
         self._topic = topic
         self._rescan_every = rescan_every
+        self._page_size = page_size if page_size is not None else resource.getpagesize()
         self._readers: dict[str, KeptReader] = {}
         self._tier_dirs: list[tuple[int, str]] | None = None
         self._polls = 0
         self._read(f"{NODE_SYSFS}/online")  # fail at construction if there is no node sysfs
+        self._pcp = fs.exists(ZONEINFO)
 
     @property
     def topic(self) -> str:
@@ -289,8 +358,10 @@ class TiersPoller:
         has_cpu = set(parse_nodelist(*self._text(f"{NODE_SYSFS}/has_cpu")))
         has_memory = set(parse_nodelist(*self._text(f"{NODE_SYSFS}/has_memory")))
         has_normal = set(self._optional_list(f"{NODE_SYSFS}/has_normal_memory"))
+        pcp = self._pcp_pages()
         nodes = tuple(
-            self._node(n, online, n in has_cpu, n in has_memory, n in has_normal) for n in online
+            self._node(n, online, n in has_cpu, n in has_memory, n in has_normal, pcp=pcp)
+            for n in online
         )
         self._forget_offline(online)
         return Tiers(
@@ -301,8 +372,21 @@ class TiersPoller:
             demotion_enabled=self._demotion(),
         )
 
+    def _pcp_pages(self) -> dict[int, int] | None:
+        """Pages on each node's per-CPU free lists, or None without zoneinfo."""
+        if not self._pcp:
+            return None
+        return parse_zoneinfo(self._read(ZONEINFO), ZONEINFO).node_pcp_pages()
+
     def _node(
-        self, node: int, online: tuple[int, ...], cpu: bool, memory: bool, normal: bool
+        self,
+        node: int,
+        online: tuple[int, ...],
+        cpu: bool,
+        memory: bool,
+        normal: bool,
+        *,
+        pcp: dict[int, int] | None,
     ) -> NumaNode:
         base = f"{NODE_SYSFS}/node{node}"
         meminfo_text, meminfo_path = self._text(f"{base}/meminfo")
@@ -314,6 +398,8 @@ class TiersPoller:
             cpus=parse_nodelist(*self._text(f"{base}/cpulist")),
             distances=parse_distance(*self._text(f"{base}/distance"), online),
             meminfo=parse_node_meminfo(meminfo_text, meminfo_path, node),
+            # a node zoneinfo does not list (memoryless) has no per-CPU lists: 0
+            pcp_free_bytes=None if pcp is None else pcp.get(node, 0) * self._page_size,
         )
 
     def _tier_nodes(self) -> dict[int, tuple[int, ...]]:

@@ -40,6 +40,7 @@ import pytest
 from reactor.errors import TargetVanished
 from reactor.kernelfs import RealKernelFS
 from reactor.signals.cgroup import CgroupMemory, CgroupPoller
+from reactor.signals.psi import PsiPoller
 
 FS = RealKernelFS("/")
 V1_ROOT = "/sys/fs/cgroup/memory"
@@ -239,6 +240,44 @@ def test_removed_cgroup_is_target_vanished_and_recreation_restarts() -> None:
         assert poller.poll(5.0) is None  # a new group: new baseline
         sample = poller.poll(6.0)
         assert sample is not None and sample.instance == 2
+        poller.close()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            cgroup.rmdir()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    not Path(f"{V2_ROOT}/memory.pressure").exists(), reason="needs cgroup v2 with PSI files"
+)
+def test_removed_v2_group_psi_is_target_vanished_and_recreation_restarts() -> None:
+    """The PSI twin of the test above, on a v2 group of our own: removing it makes the
+    PsiPoller of its memory.pressure raise TargetVanished (the group's directory as the
+    target) on every poll; a group created again at the path is a new baseline, also
+    when it is removed and created again between two polls (kernfs fails the kept file
+    of the removed group with ENODEV, and the poller reopens at once)."""
+    path = f"{V2_ROOT}{_own_cgroup('')}/reactor-test-{os.getpid()}-psi-vanish"
+    cgroup = Path(path)
+    cgroup.mkdir()
+    try:
+        poller = PsiPoller.for_cgroup(FS, path, "memory")
+        assert poller.topic == "psi.cgroup.memory"
+        assert poller.poll(1.0) is None
+        assert poller.poll(2.0) is not None
+        cgroup.rmdir()
+        with pytest.raises(TargetVanished) as info:
+            poller.poll(3.0)
+        assert info.value.target == path
+        with pytest.raises(TargetVanished):
+            poller.poll(4.0)
+        cgroup.mkdir()
+        assert poller.poll(5.0) is None  # a new group: new baseline
+        assert poller.poll(6.0) is not None
+        cgroup.rmdir()
+        cgroup.mkdir()
+        assert poller.poll(7.0) is None  # re-created between polls: baseline, no error
+        sample = poller.poll(8.0)
+        assert sample is not None and sample.some_stall_us == 0
         poller.close()
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -21,7 +21,15 @@ import pytest
 
 from reactor.kernelfs import RealKernelFS
 from reactor.signals.cgroup import CgroupMemory, CgroupPoller
-from reactor.signals.fragmentation import Fragmentation, FragmentationPoller
+from reactor.signals.fragmentation import (
+    EXTFRAG_INDEX,
+    UNUSABLE_INDEX,
+    Fragmentation,
+    FragmentationPoller,
+    NodeFragmentation,
+    ZoneFragmentation,
+    contig_page_info,
+)
 from reactor.signals.psi_trigger import PsiTrigger, PsiTriggerEvent, PsiTriggerWatcher
 from reactor.signals.tiers import TiersPoller
 from tests.kernel.conftest import write
@@ -52,15 +60,28 @@ def test_tiers_poller_puts_the_slow_node_in_the_lower_tier() -> None:
     assert tier_of[1] > tier_of[0], tiers.tiers
     by_node = {n.node: n for n in tiers.nodes}
     assert by_node[0].has_cpu and not by_node[1].has_cpu
+    for node in tiers.nodes:
+        # the per-CPU free lists (zoneinfo) are read and counted as free, beside MemFree
+        assert node.pcp_free_bytes is not None and node.pcp_free_bytes >= 0
+        assert node.free_bytes == min(
+            node.meminfo.mem_free_bytes + node.pcp_free_bytes, node.total_bytes
+        )
     for tier in tiers.tiers:
-        members = [by_node[n].meminfo for n in tier.nodes]
-        assert tier.total_bytes == sum(m.mem_total_bytes for m in members)
-        assert tier.free_bytes == sum(m.mem_free_bytes for m in members)
+        members = [by_node[n] for n in tier.nodes]
+        assert tier.total_bytes == sum(m.meminfo.mem_total_bytes for m in members)
+        assert tier.free_bytes == sum(m.free_bytes for m in members)
         assert tier.used_bytes == tier.total_bytes - tier.free_bytes
-    record(
-        "tiers (id, nodes, total MiB, used MiB): "
-        f"{[(t.tier_id, t.nodes, t.total_bytes // MIB, t.used_bytes // MIB) for t in tiers.tiers]}"
-    )
+    rows = [
+        (
+            t.tier_id,
+            t.nodes,
+            t.total_bytes // MIB,
+            t.used_bytes // MIB,
+            round(sum(by_node[n].pcp_free_bytes or 0 for n in t.nodes) / MIB, 1),
+        )
+        for t in tiers.tiers
+    ]
+    record(f"tiers (id, nodes, total MiB, used MiB, per-CPU free MiB): {rows}")
 
 
 # --------------------------------------------------------------------------- fragmentation
@@ -115,42 +136,170 @@ def child(argv: list[str], cgroup: str | None = None) -> Iterator[subprocess.Pop
                 stream.close()
 
 
-def _node0(frag: Fragmentation) -> tuple[int, int, int]:
-    """node0's largest zone: (unusable index at order 9 in ‰, free order-0 blocks, score)."""
-    zone = max((z for z in frag.zones if z.node == 0), key=lambda z: z.free_pages)
-    node = next(n for n in frag.nodes if n.node == 0)
-    return zone.unusable_index_milli[9], zone.free_blocks[0], node.score
+def _dma32(frag: Fragmentation) -> ZoneFragmentation:
+    """node0's largest zone (DMA32 in this guest: node 0 has 1 GiB, all below 4 GiB)."""
+    return max((z for z in frag.zones if z.node == 0), key=lambda z: z.free_pages)
+
+
+def _node(frag: Fragmentation, node: int) -> NodeFragmentation:
+    return next(n for n in frag.nodes if n.node == node)
+
+
+def _view(frag: Fragmentation) -> tuple[int, int, int, int, int]:
+    """(unusable index at order 9 in ‰, free order-0 blocks, zone score, node score,
+    fragmentation index at order 9 in ‰) of node0's DMA32, for the record."""
+    z = _dma32(frag)
+    return (
+        z.unusable_index_milli[9],
+        z.free_blocks[0],
+        z.score_pct,
+        _node(frag, 0).score,
+        z.fragmentation_index_milli[9],
+    )
+
+
+@contextlib.contextmanager
+def kernel_extfrag_files() -> Iterator[bool]:
+    """The kernel's own extfrag files: debugfs is mounted at /sys/kernel/debug for the
+    test if it is not (guest only; unmounted afterwards). Yields whether they exist."""
+    mounted = False
+    if not Path(EXTFRAG_INDEX).exists():
+        done = subprocess.run(
+            ["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+            check=False,
+            capture_output=True,
+        )
+        mounted = done.returncode == 0
+    try:
+        yield Path(EXTFRAG_INDEX).exists() and Path(UNUSABLE_INDEX).exists()
+    finally:
+        if mounted:
+            subprocess.run(["umount", "/sys/kernel/debug"], check=False)
+
+
+NODE0_HUGEPAGES = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages")
+
+
+@contextlib.contextmanager
+def node0_hugepages() -> Iterator[Callable[[int], int]]:
+    """Yields ``reserve(n)``: grow node 0's 2 MiB hugetlb pool by ``n`` pages, returning how
+    many the kernel allocated. Each is one free order-9 block taken from the buddy
+    allocator. The pool is set back to its size before (guest only)."""
+    before = int(NODE0_HUGEPAGES.read_text())
+
+    def reserve(n: int) -> int:
+        now = int(NODE0_HUGEPAGES.read_text())
+        write(NODE0_HUGEPAGES, now + n)
+        return int(NODE0_HUGEPAGES.read_text()) - now
+
+    try:
+        yield reserve
+    finally:
+        write(NODE0_HUGEPAGES, before)
 
 
 def test_freeing_every_other_page_fragments_node0() -> None:
     """A child that frees one page of each PFN pair it holds raises node0's unusable free
-    index at order 9 (and its order-0 free count) as reactor's FragmentationPoller sees it.
+    index at order 9, its order-0 free count and the node's proactive-compaction score as
+    reactor's FragmentationPoller sees them; once the remaining free blocks of order >= 9
+    are taken (by node 0's hugetlb pool), the fragmentation index at order 9, where no
+    block is free, says "fragmentation" (>= 950 ‰), in reactor's computation and in the
+    kernel's own debugfs extfrag_index (mounted for the test).
 
-    Why it must: each freed page's buddy (PFN xor 1) is still held by the child, so the
-    freed page cannot merge and stays an order-0 block; it adds F to the free pages f but
-    nothing to the free pages g in blocks of order >= 9, so the unusable index
-    (f - g) / f becomes (f + F - g) / (f + F), larger whenever g > 0. Per-CPU lists may
-    keep a few thousand freed pages out of buddyinfo, so at least F/2 must show up.
+    Bounds, derived before running:
+
+    * Each freed page's buddy (PFN xor 1) is still held by the child, so the freed page
+      cannot merge and stays an order-0 block. Per-CPU lists keep up to their ``high``
+      (~6,800 pages per CPU here) out of buddyinfo, so at least F/2 of the F freed pages
+      must show up as order-0 blocks (F > held/4: enough pairs).
+    * Zone score (mm/compaction.c, the percentage of free pages in blocks below order 9):
+      before, s = floor(100 (f - g) / f) with f free pages and g of them in blocks of
+      order >= 9; adding F' >= F/2 order-0 pages with g unchanged gives
+      floor(100 (f - g + F') / (f + F')) >= s + floor(100 d), d = F' g / (f (f + F'))
+      (increasing in F', so F/2 bounds it). Other allocations meanwhile take small
+      blocks or split large ones, which only raises it; only merges into order >= 9
+      blocks could lower it (none expected in 0.5 s): one point of slack.
+    * Node score = sum over zones of present x score // (node present + 1): DMA32's term
+      rises by at least floor(a (rise - 1)) with a = present(DMA32) / (node present + 1)
+      (0.985 here), DMA's term (3,998 of 262,046 present pages) may move by 1.
+    * Fragmentation index at order 9 with no free block of order >= 9 (the kernel's
+      formula): 1000 - (1000 + f 1000 // 512) // b, f free pages in b blocks. With H
+      order-0 holes and P pages in blocks of orders 1..8: f / b <= (H + P) / H, and
+      H + P <= DMA32's 243,109 managed pages; with H >= 10,240 that is <= 23.7, so the
+      index >= 1000 - (1000 / b + 1.954 x 23.7) - 1 > 950 (far above the kernel's
+      extfrag_threshold, 500: it would compact, not reclaim). Before the pool took them,
+      free order-9 blocks exist, so the index there is -1000.
     """
-    poller = FragmentationPoller(FS, read_debugfs=False)
-    size = 320 * MIB
-    with child([FRAGMENTER, str(size)]) as proc:
+    with kernel_extfrag_files() as have_debugfs:
+        poller = FragmentationPoller(FS)  # reads the debugfs files if they exist now
+        try:
+            before, after, full, freed, held, taken, rounds = _fragment(poller)
+        finally:
+            poller.close()  # before debugfs is unmounted
+    z0, z1, z2 = _dma32(before), _dma32(after), _dma32(full)
+    f, g = z0.free_pages, _suitable_9(z0) << 9
+    half = freed // 2
+    rise = 100 * half * g // (f * (f + half))
+    node_rise = z0.present_pages * (rise - 1) // (_node(before, 0).present_pages + 1) - 1
+    kernel_9 = {
+        name: frag.kernel_extfrag_index_milli.get("0/DMA32", (None,) * 11)[9]
+        for name, frag in (("before", before), ("after", after), ("full", full))
+    }
+    record(
+        "fragmentation node0 DMA32 (unusable@9 milli, order-0 blocks, zone score, node "
+        f"score, extfrag@9 milli): before {_view(before)} after {_view(after)} with the "
+        f"order>=9 blocks taken {_view(full)}; freed {freed} of {held} pages; derived "
+        f"zone score rise >= {rise - 1}, node >= {node_rise}; hugepages taken {taken} in "
+        f"{rounds} rounds; kernel extfrag_index@9 {kernel_9} (debugfs {have_debugfs}, "
+        f"errors {[x.kernel_index_error for x in (before, after, full)]})"
+    )
+    assert freed > held // 4, "too few PFN pairs held to fragment anything"
+    assert z1.free_blocks[0] - z0.free_blocks[0] >= half
+    assert z1.unusable_index_milli[9] > z0.unusable_index_milli[9]
+    assert rise >= 3, f"too little free memory in order>=9 blocks before ({g} of {f} pages)"
+    assert z1.score_pct >= z0.score_pct + rise - 1
+    assert _node(after, 0).score >= _node(before, 0).score + node_rise
+    assert z0.fragmentation_index_milli[9] == -1000  # a free order-9 block existed
+    assert _suitable_9(z2) == 0, z2.free_blocks
+    assert z2.free_blocks[0] >= 10_240, z2.free_blocks  # the holes are still there
+    assert z2.fragmentation_index_milli[9] >= 950 and z2.fragmentation_index_milli[10] >= 950
+    if have_debugfs:
+        assert [x.kernel_index_error for x in (before, after, full)] == [None, None, None]
+        assert kernel_9["before"] == -1000
+        assert kernel_9["full"] is not None and kernel_9["full"] >= 950
+
+
+def _fragment(
+    poller: FragmentationPoller,
+) -> tuple[Fragmentation, Fragmentation, Fragmentation, int, int, int, int]:
+    """Polls before and after the child frees one page of each PFN pair, and after node
+    0's hugetlb pool took DMA32's free blocks of order >= 9 (exactly as many as buddyinfo
+    shows each round, so the allocations need no compaction, which would move the
+    child's pages and merge the holes). Returns the three values, pages freed and held,
+    huge pages taken and rounds."""
+    with child([FRAGMENTER, str(320 * MIB)]) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         assert proc.stdout.readline() == "touched\n"
         time.sleep(0.5)
-        before = _node0(poller.poll(time.monotonic()))
+        before = poller.poll(time.monotonic())
         proc.stdin.write("free\n")
         proc.stdin.flush()
         _, freed, held = proc.stdout.readline().split()
         time.sleep(0.5)
-        after = _node0(poller.poll(time.monotonic()))
-    record(
-        "fragmentation node0 (unusable@9 milli, order-0 blocks, score): "
-        f"before {before} after {after}; freed {freed} of {held} pages"
-    )
-    assert int(freed) > int(held) // 4, "too few PFN pairs held to fragment anything"
-    assert after[1] - before[1] >= int(freed) // 2
-    assert after[0] > before[0]
+        after = poller.poll(time.monotonic())
+        with node0_hugepages() as reserve:
+            taken = rounds = 0
+            while (left := _suitable_9(_dma32(poller.poll(time.monotonic())))) and rounds < 4:
+                taken += reserve(left)
+                rounds += 1
+            time.sleep(0.2)
+            full = poller.poll(time.monotonic())
+    return before, after, full, int(freed), int(held), taken, rounds
+
+
+def _suitable_9(zone: ZoneFragmentation) -> int:
+    """Free blocks of order 9 the zone's free blocks of order >= 9 could supply."""
+    return contig_page_info(zone.free_blocks, 9).free_blocks_suitable
 
 
 # --------------------------------------------------------------------------- cgroup v2

@@ -250,6 +250,22 @@ def test_other_failures_are_kernel_interface_errors() -> None:
     assert poller.poll(1.0) is None  # recovered: baseline
 
 
+def test_paired_pressure_group_removed_while_memory_group_stays(captured: Captured) -> None:
+    """On a hybrid host, removing the paired v2 group (its memory.pressure now raises
+    TargetVanished in PsiPoller) while the v1 memory group stays is a failed read naming
+    the pressure file, not the memory group vanishing; the group's return resumes it."""
+    fs = v1_fs(captured)
+    poller = CgroupPoller(fs, V1, pressure_dir=PSI_DIR)
+    poller.poll(0.0)
+    fs.remove(PSI_DIR)
+    with pytest.raises(KernelInterfaceError, match=rf"^{PSI_DIR}/memory.pressure: cannot open"):
+        poller.poll(1.0)
+    fs.set_file(f"{PSI_DIR}/memory.pressure", PSI1)
+    assert poller.poll(2.0) is None  # reopened: a new baseline
+    s = poller.poll(3.0)
+    assert s is not None and s.psi is not None and s.psi.some_stall_us == 0
+
+
 class InodeFakeFS(FakeKernelFS):
     """A fake seam that reports inode numbers (the cgroup id on cgroupfs)."""
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from structlog.testing import capture_logs
 
 from reactor.errors import KernelFormatError, KernelInterfaceError
 from reactor.signals.fragmentation import (
@@ -148,6 +149,40 @@ def test_parse_zoneinfo_capture(captured: Captured) -> None:
     assert "nr_inactive_anon" not in normal.stats
 
 
+def test_parse_zoneinfo_pagesets_capture(captured: Captured) -> None:
+    """Each populated zone's per-CPU free lists parse keyed per CPU (count, high, batch,
+    high_min, high_max, vm stats threshold); unpopulated zones have none; the lines after
+    the CPUs (node_unreclaimable, start_pfn) are zone entries, not a CPU's."""
+    info = parse_zoneinfo(captured("proc_zoneinfo"))
+    cpu0, cpu1 = info.zone(0, "Normal").pagesets
+    assert (cpu0.cpu, cpu0.count_pages, cpu0.high_pages, cpu0.batch_pages) == (0, 15290, 20845, 63)
+    assert cpu0.stat_threshold == 24
+    assert cpu0.entries == {
+        "count": 15290, "high": 20845, "batch": 63, "high_min": 4557, "high_max": 36864,
+        "vm stats threshold": 24,
+    }  # fmt: skip
+    assert (cpu1.cpu, cpu1.count_pages, cpu1.high_pages) == (1, 10563, 18832)
+    assert info.zone(0, "Normal").pcp_pages == 15290 + 10563
+    assert [p.count_pages for p in info.zone(0, "DMA32").pagesets] == [0, 0]
+    assert info.zone(0, "Movable").pagesets == () and info.zone(0, "Movable").pcp_pages == 0
+    assert info.zone(0, "Normal").stats["start_pfn"] == 1048576
+    assert info.zone(0, "Normal").stats["node_unreclaimable"] == 0
+    # 25,853 pages = 101.0 MiB of node 0 that node0/meminfo's MemFree leaves out
+    assert info.node_pcp_pages() == {0: 25853}
+
+
+def test_parse_zoneinfo_pagesets_guest_capture() -> None:
+    """The guest kernel's zoneinfo (7.2.12, two nodes): per-CPU lists on both nodes, the
+    CPU-less node 1 included (any CPU frees its pages to its own list for that zone)."""
+    info = parse_zoneinfo(guest("proc_zoneinfo"))
+    assert [p.count_pages for p in info.zone(0, "DMA").pagesets] == [0, 0]
+    assert [p.count_pages for p in info.zone(0, "DMA32").pagesets] == [2607, 5573]
+    assert [p.high_pages for p in info.zone(0, "DMA32").pagesets] == [6838, 6838]
+    assert [p.count_pages for p in info.zone(1, "DMA32").pagesets] == [2849, 2341]
+    # node 0: 8,180 pages = 31.95 MiB; node 1: 5,190 pages = 20.27 MiB
+    assert info.node_pcp_pages() == {0: 8180, 1: 5190}
+
+
 def test_node_score_by_hand(captured: Captured) -> None:
     """The node's proactive compaction score from the captures, written out by hand."""
     # Zone scores at order 9 (extfrag_for_order):
@@ -215,6 +250,13 @@ def test_parse_buddyinfo_malformed(text: str, message: str, line: str) -> None:
         (f"{ZI}  weird line here\n", "unexpected line in zoneinfo", "  weird line here"),
         (f"{ZI}  min 1\n  min 2\n", "duplicate entry 'min'", "  min 2"),
         (f"{ZI}  pagesets\n    cpu 0\n", "expected 'key: value' in pagesets", "    cpu 0"),
+        (f"{ZI}  pagesets\n    count: 3\n", "'count' before any 'cpu: N' line", "    count: 3"),
+        (f"{ZI}  pagesets\n    cpu: 0\n    count: x\n",
+         "expected an integer after 'count' in pagesets", "    count: x"),
+        (f"{ZI}  pagesets\n    cpu: 0\n    count: 1\n    count: 2\n",
+         "duplicate 'count' of cpu 0", "    count: 2"),
+        (f"{ZI}  pagesets\n    cpu: 0\n    high: 1\n  start_pfn: 1\n",
+         "cpu 0 of zone 'DMA' of node 0 lacks count", None),
         ("", "no zones", ""),
     ],
 )  # fmt: skip
@@ -226,13 +268,63 @@ def test_parse_zoneinfo_malformed(text: str, message: str, line: str | None) -> 
     assert info.value.line == line
 
 
-def test_parse_extfrag_malformed() -> None:
-    """An extfrag value that is not d.ddd raises KernelFormatError quoting the line."""
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Node 0, zone DMA 0.5 1.000", "expected values printed as '%d.%03d' (like 0.050, "
+         "-1.000, 0.-62), got '0.5'"),
+        ("Node 0, zone DMA 0.-5 1.000", "expected values printed as '%d.%03d' (like 0.050, "
+         "-1.000, 0.-62), got '0.-5'"),
+        ("Node 0, zone DMA 1.-500", "value '1.-500': the two parts of one index carry "
+         "opposite signs"),
+        ("Node 0, zone DMA -1.500", "value '-1.500': the two parts of one index carry "
+         "opposite signs"),
+        ("Node 0, zone DMA", "expected 'Node N, zone NAME d.ddd...'"),
+    ],
+)  # fmt: skip
+def test_parse_extfrag_malformed(text: str, message: str) -> None:
+    """A value the kernel's ``%d.%03d`` cannot have printed (a fraction of one digit, or
+    parts of opposite signs) or a row without values raises KernelFormatError naming the
+    file, quoting the line, and saying what is accepted."""
     with pytest.raises(
-        KernelFormatError, match=re.escape("expected 'Node N, zone NAME d.ddd...'")
+        KernelFormatError, match=rf"^{re.escape(UNUSABLE_INDEX)}: {re.escape(message)}"
     ) as info:
-        parse_extfrag("Node 0, zone DMA 0.5 1.000\n", UNUSABLE_INDEX)
-    assert info.value.line == "Node 0, zone DMA 0.5 1.000"
+        parse_extfrag(text + "\n", UNUSABLE_INDEX)
+    assert info.value.line == text
+
+
+#: The kernel's two debugfs rows for a zone whose only free block is one page (order 0),
+#: written out from mm/vmstat.c's printf formats: ``extfrag_show_print`` prints each
+#: order's index with "%2d.%03d " of ``index / 1000`` and ``index % 1000``, C's
+#: truncating division, so both parts carry a negative index's sign and "%03d" counts the
+#: minus sign in its width of 3: -1000 -> "-1.000", -500 -> " 0.-500", -62 -> " 0.-62",
+#: -7 -> " 0.-07", 0 -> " 0.000". ``unusable_show_print`` uses "%d.%03d ".
+ONE_FREE_PAGE_EXTFRAG = (
+    "Node 0, zone      DMA -1.000  0.-500  0.-250  0.-125  0.-62  0.-31  0.-15  0.-07 "
+    " 0.-03  0.-01  0.000 \n"
+)
+ONE_FREE_PAGE_UNUSABLE = (
+    "Node 0, zone      DMA 0.000 1.000 1.000 1.000 1.000 1.000 1.000 1.000 1.000 1.000 1.000 \n"
+)
+ONE_FREE_PAGE = (1,) + (0,) * 10
+
+
+def test_one_free_block_indices_by_hand_and_as_the_kernel_prints_them() -> None:
+    """A zone with one free page: the fragmentation index is negative at every order the
+    page cannot serve, and the kernel's debugfs row for it ("0.-62": index -62 ‰) parses
+    back to exactly the computed values."""
+    # free_pages = 1, free_blocks_total = 1, no block of order >= 1:
+    #   index(k) = 1000 - (1000 + 1 * 1000 // 2**k) // 1 = -(1000 // 2**k)
+    #   k=1: -500, 2: -250, 3: -125, 4: -62 (1000 // 16), 5: -31, 6: -15, 7: -7, 8: -3,
+    #   9: -1, 10: 0 (1000 // 1024 = 0); k=0: the page itself is a suitable block: -1000.
+    expected = (-1000, -500, -250, -125, -62, -31, -15, -7, -3, -1, 0)
+    assert tuple(fragmentation_index(ONE_FREE_PAGE, k) for k in range(11)) == expected
+    (row,) = parse_extfrag(ONE_FREE_PAGE_EXTFRAG, EXTFRAG_INDEX)
+    assert (row.node, row.zone, row.index_milli) == (0, "DMA", expected)
+    # unusable: order 0 uses the page (0), every larger order cannot (1000 = 1.000)
+    (row,) = parse_extfrag(ONE_FREE_PAGE_UNUSABLE, UNUSABLE_INDEX)
+    assert row.index_milli == tuple(unusable_free_index(ONE_FREE_PAGE, k) for k in range(11))
+    assert row.index_milli == (0,) + (1000,) * 10
 
 
 def frag_fs(captured: Captured, *, debugfs: bool = False) -> FakeKernelFS:
@@ -259,6 +351,68 @@ def test_poller_levels_and_debugfs(captured: Captured) -> None:
     assert frag.zones[2].free_bytes == 39906 * 4096
     no_debugfs = FragmentationPoller(frag_fs(captured)).poll(0.0)
     assert not no_debugfs.kernel_unusable_index_milli
+
+
+def _one_free_page_fs(captured: Captured) -> FakeKernelFS:
+    """The host captures with the DMA zone down to a single free page, and the kernel's
+    debugfs rows for that buddyinfo (DMA from the printf above, DMA32 and Normal from
+    the captured files, which match the captured buddyinfo)."""
+    fs = frag_fs(captured, debugfs=True)
+    buddy = captured("proc_buddyinfo").splitlines(keepends=True)
+    assert buddy[0].startswith("Node 0, zone      DMA ")
+    fs.set_file("/proc/buddyinfo", "Node 0, zone      DMA      1      0      0      0      0 "
+                "     0      0      0      0      0      0 \n" + "".join(buddy[1:]))  # fmt: skip
+    for path, dma_row, name in (
+        (EXTFRAG_INDEX, ONE_FREE_PAGE_EXTFRAG, "sys_kernel_debug_extfrag_extfrag_index"),
+        (UNUSABLE_INDEX, ONE_FREE_PAGE_UNUSABLE, "sys_kernel_debug_extfrag_unusable_index"),
+    ):
+        rows = captured(name).splitlines(keepends=True)
+        fs.set_file(path, dma_row + "".join(rows[1:]))
+    return fs
+
+
+def test_poller_reads_the_kernels_negative_indices(captured: Captured) -> None:
+    """With debugfs rows that print negative indices ("0.-62") the poller publishes them,
+    equal to the computed ones, instead of failing the whole topic."""
+    frag = FragmentationPoller(_one_free_page_fs(captured)).poll(0.0)
+    dma = frag.zones[0]
+    assert dma.free_blocks == ONE_FREE_PAGE and dma.fragmentation_index_milli[4] == -62
+    assert frag.kernel_extfrag_index_milli["0/DMA"] == dma.fragmentation_index_milli
+    assert frag.kernel_unusable_index_milli["0/DMA"] == dma.unusable_index_milli
+    assert frag.kernel_index_error is None and frag.kernel_index_failures == 0
+
+
+def test_debugfs_failure_drops_only_the_kernel_maps(captured: Captured) -> None:
+    """A debugfs read that fails (EIO) or a row that does not parse leaves the kernel_*
+    maps empty with the reason, counts the failure and logs it once; the computed indices
+    and scores are still published; the next good read brings the maps back (logged)."""
+    fs = _one_free_page_fs(captured)
+    poller = FragmentationPoller(fs)
+    good = poller.poll(0.0)
+    fs.inject_fault(EXTFRAG_INDEX, errno.EIO, ops=("read",))
+    unusable = fs.file_text(UNUSABLE_INDEX)
+    with capture_logs() as logs:
+        failed = poller.poll(1.0)
+        fs.set_file(UNUSABLE_INDEX, unusable.replace("1.000", "1.0", 1))
+        garbled = poller.poll(2.0)
+        fs.set_file(UNUSABLE_INDEX, unusable)
+        back = poller.poll(3.0)
+    assert failed.zones == good.zones and failed.nodes == good.nodes
+    assert not failed.kernel_extfrag_index_milli and not failed.kernel_unusable_index_milli
+    assert failed.kernel_index_error is not None
+    assert re.match(rf"^{re.escape(EXTFRAG_INDEX)}: cannot read \(EIO", failed.kernel_index_error)
+    assert (failed.kernel_index_failures, garbled.kernel_index_failures) == (1, 2)
+    assert garbled.kernel_index_error is not None and "got '1.0'" in garbled.kernel_index_error
+    assert garbled.zones == good.zones and not garbled.kernel_unusable_index_milli
+    assert back.kernel_index_error is None and back.kernel_index_failures == 2
+    assert back.kernel_extfrag_index_milli == good.kernel_extfrag_index_milli
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert events == [
+        ("debugfs_extfrag_failed", "warning"),  # the second, consecutive, is counted only
+        ("debugfs_extfrag_recovered", "info"),
+    ]
+    assert logs[0]["consecutive"] == 1 and logs[1]["after_failures"] == 2
+    assert logs[0]["reason"] == failed.kernel_index_error
 
 
 def test_poller_rereads_zoneinfo_rarely(captured: Captured) -> None:

@@ -10,6 +10,7 @@ import pytest
 from reactor.errors import KernelFormatError
 from reactor.signals.meminfo import MeminfoPoller, parse_meminfo
 from reactor.testing import FakeKernelFS
+from tests.captures import CAPTURED
 
 P = "/proc/meminfo"
 KIB = 1024
@@ -105,3 +106,31 @@ def test_poller_returns_value_on_first_poll(fake_kernel: FakeKernelFS) -> None:
     fake_kernel.set_file(P, text)
     assert poller.poll(1.0).mem_available_bytes == 1000 * KIB
     assert fake_kernel.open_count(P) == 1
+
+
+GUEST = CAPTURED / "guest-debian-7.2"
+
+
+def test_parse_guest_capture() -> None:
+    """The guest kernel's /proc/meminfo (Debian 7.2.12, 1.5 GiB in two nodes, 512 MiB zram
+    swap) parses keyed, including keys this host's kernel lacks (Unaccepted, Balloon,
+    GPUActive); its numbers agree with the files captured with it."""
+    m = parse_meminfo((GUEST / "proc_meminfo").read_text(), P)
+    assert m.mem_total_bytes == 1501500 * KIB
+    # MemFree is the two nodes' MemFree: 855,164 + 451,624 kB (their meminfo captures)
+    assert m.mem_free_bytes == 1306788 * KIB == (855164 + 451624) * KIB
+    assert m.mem_available_bytes == 1208684 * KIB
+    assert m.active_anon_bytes == 43316 * KIB and m.inactive_anon_bytes == 37256 * KIB
+    assert m.active_file_bytes == 0 and m.inactive_file_bytes == 12544 * KIB
+    # swap in use: 524,284 - 359,920 = 164,364 kB, the 'Used' column of its /proc/swaps
+    assert (m.swap_total_bytes, m.swap_free_bytes) == (524284 * KIB, 359920 * KIB)
+    assert m.anon_huge_pages_bytes == 0 and m.zswap_bytes == 0
+    assert m.bytes_by_key["GPUActive"] == 0 and m.bytes_by_key["Unaccepted"] == 0
+    assert len(m.bytes_by_key) + len(m.counts_by_key) == 60
+    assert m.summary() == {
+        "mem_available_bytes": 1208684 * KIB,
+        "available_ratio": round(1208684 / 1501500, 6),
+        "anon_bytes": (43316 + 37256) * KIB,
+        "file_bytes": 12544 * KIB,
+        "swap_used_bytes": 164364 * KIB,
+    }

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from reactor.errors import KernelFormatError, KernelInterfaceError
+from reactor.errors import KernelFormatError, KernelInterfaceError, TargetVanished
 from reactor.signals.psi import Psi, PsiLine, PsiPoller, parse_psi, psi_topic
 from reactor.testing import FakeKernelFS
+from tests.captures import CAPTURED
 
 P = "/proc/pressure/memory"
 
@@ -46,6 +47,26 @@ def test_parse_capture_memory_and_cgroup(captured: Callable[[str], str]) -> None
     assert parse_psi(captured("proc_pressure_memory"), P).some.total_us == 0
     cg = parse_psi(captured("cgroup_unified_cpu.pressure"), "/sys/fs/cgroup/unified/cpu.pressure")
     assert cg.some.total_us == 2433908 and cg.some.avg10_pct == 0.81
+
+
+GUEST = CAPTURED / "guest-debian-7.2"
+
+
+def test_parse_guest_captures() -> None:
+    """The guest kernel's /proc/pressure files (7.2.12, captured right after a workload
+    swapped to zram under a memory limit) parse to the values printed: memory and io
+    stalled nearly always fully (full close to some), cpu has a full line of zeros."""
+    memory = parse_psi((GUEST / "proc_pressure_memory").read_text(), P)
+    assert memory == Psi(
+        some=PsiLine(avg10_pct=18.05, avg60_pct=3.97, avg300_pct=0.86, total_us=2561023),
+        full=PsiLine(avg10_pct=17.82, avg60_pct=3.91, avg300_pct=0.84, total_us=2542986),
+    )
+    io = parse_psi((GUEST / "proc_pressure_io").read_text(), "/proc/pressure/io")
+    assert io.some == PsiLine(4.36, 2.22, 0.55, 1681420)
+    assert io.full == PsiLine(4.36, 2.22, 0.55, 1673850)
+    cpu = parse_psi((GUEST / "proc_pressure_cpu").read_text(), "/proc/pressure/cpu")
+    assert cpu.some == PsiLine(2.94, 0.99, 0.24, 865754)
+    assert cpu.full == PsiLine(0.0, 0.0, 0.0, 0)
 
 
 def test_parse_without_full_line() -> None:
@@ -233,8 +254,9 @@ def test_read_failure_raises_and_recovers() -> None:
 
 
 def test_vanishing_cgroup() -> None:
-    """A cgroup that vanishes makes polls fail; once recreated, polling resumes from a new
-    baseline."""
+    """A cgroup whose pressure file vanishes with it raises TargetVanished (a normal event,
+    not a KernelInterfaceError) naming the group, on every poll while it is gone; once a
+    group exists there again, polling resumes from a new baseline."""
     path = "/sys/fs/cgroup/app/memory.pressure"
     fs = FakeKernelFS({"sys/fs/cgroup/app/memory.pressure": psi_text(9_000_000, 0)})
     poller = PsiPoller(fs, "memory", path=path)
@@ -242,13 +264,43 @@ def test_vanishing_cgroup() -> None:
     poller.poll(0.0)
     fs.remove("/sys/fs/cgroup/app")
     for t in (1.0, 2.0):
-        with pytest.raises(KernelInterfaceError):
+        with pytest.raises(TargetVanished, match=r"^target /sys/fs/cgroup/app has vanished$"):
             poller.poll(t)
+    assert not issubclass(TargetVanished, KernelInterfaceError)
     fs.set_file(path, psi_text(0, 0))
     assert poller.poll(3.0) is None
     fs.set_file(path, psi_text(500_000, 0))
     sample = poller.poll(4.0)
     assert sample is not None and sample.some_share == pytest.approx(0.5)
+
+
+def test_cgroup_recreated_between_polls_is_a_new_baseline() -> None:
+    """A group removed and created again between two polls: the kept file of the old group
+    fails (ENODEV), the new file is opened in the same poll, and that poll is a baseline
+    (no rate across two groups' counters, no failure)."""
+    path = "/sys/fs/cgroup/app/memory.pressure"
+    fs = FakeKernelFS({"sys/fs/cgroup/app/memory.pressure": psi_text(9_000_000, 0)})
+    poller = PsiPoller.for_cgroup(fs, "/sys/fs/cgroup/app", "memory")
+    poller.poll(0.0)
+    fs.remove("/sys/fs/cgroup/app")
+    fs.set_file(path, psi_text(100, 0))
+    assert poller.poll(1.0) is None
+    fs.set_file(path, psi_text(200_100, 0))
+    sample = poller.poll(2.0)
+    assert sample is not None and sample.some_stall_us == 200_000
+
+
+def test_missing_pressure_file_in_an_existing_group_is_a_failed_read() -> None:
+    """A pressure file that is gone while its directory stays (not a removed group) is a
+    KernelInterfaceError, as is a missing file when the poller is built."""
+    path = "/sys/fs/cgroup/app/memory.pressure"
+    fs = FakeKernelFS({"sys/fs/cgroup/app/memory.pressure": psi_text(1, 0)})
+    poller = PsiPoller(fs, "memory", path=path)
+    fs.remove(path)
+    with pytest.raises(KernelInterfaceError, match=r"^/sys/fs/cgroup/app/memory.pressure: "):
+        poller.poll(0.0)
+    with pytest.raises(KernelInterfaceError, match=r"^/sys/fs/cgroup/b/io.pressure: cannot open"):
+        PsiPoller.for_cgroup(fs, "/sys/fs/cgroup/b", "io")
 
 
 def test_malformed_file_raises_format_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import pickle
 import re
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from reactor.errors import KernelFormatError, KernelInterfaceError
+from reactor.signals.fragmentation import ZONEINFO
 from reactor.signals.tiers import (
     DEMOTION_ENABLED,
     NODE_SYSFS,
@@ -43,6 +45,7 @@ def host_fs(captured: Captured) -> FakeKernelFS:
         captured("sys_devices_virtual_memory_tiering_memory_tier4_nodelist"),
     )
     fs.set_file(DEMOTION_ENABLED, captured("sys_kernel_mm_numa_demotion_enabled"))
+    fs.set_file(ZONEINFO, captured("proc_zoneinfo"))
     return fs
 
 
@@ -53,6 +56,27 @@ def node_meminfo(node: int, total_kib: int, free_kib: int) -> str:
         f"Node {node} MemUsed: {total_kib - free_kib:>16} kB\n"
         f"Node {node} HugePages_Total:     0\n"
     )
+
+
+def zoneinfo(counts: dict[tuple[int, str], tuple[int, ...]]) -> str:
+    """A minimal /proc/zoneinfo in the kernel's layout: per zone, the per-CPU list
+    ``count:`` of each CPU (``counts[(node, zone)]``, one value per CPU)."""
+    out = []
+    for (node, zone), per_cpu in counts.items():
+        out.append(
+            f"Node {node}, zone {zone:>8}\n  pages free     100\n        min      1\n"
+            "        low      2\n        high     3\n        spanned  1000\n"
+            "        present  1000\n        managed  900\n"
+            "        protection: (0, 0)\n      nr_free_pages 100\n  pagesets\n"
+        )
+        for cpu, count in enumerate(per_cpu):
+            out.append(
+                f"    cpu: {cpu}\n              count:    {count}\n"
+                "              high:     200\n              batch:    63\n"
+                "  vm stats threshold: 24\n"
+            )
+        out.append("  node_unreclaimable:  0\n  start_pfn:           4096\n")
+    return "".join(out)
 
 
 def two_tier_fs() -> FakeKernelFS:
@@ -162,25 +186,77 @@ def test_demotion_enabled_malformed() -> None:
         parse_demotion_enabled("maybe\n")
 
 
+#: Host capture, node 0: MemTotal 5,466,316 kB, MemFree 3,231,320 kB (node0/meminfo;
+#: zoneinfo read with it shows the same: managed 1,366,579 pages, nr_free_pages 807,830),
+#: and 15,290 + 10,563 = 25,853 pages on the Normal zone's per-CPU lists (zoneinfo):
+#: 25,853 x 4 KiB = 103,412 KiB (101.0 MiB, 1.9 % of the node) that MemFree leaves out.
+HOST_PCP_KIB = 25853 * 4
+HOST_USED_KIB = 5466316 - 3231320 - HOST_PCP_KIB  # 2,131,584 kB, not MemUsed's 2,234,996
+
+
 def test_poller_on_host_captures(captured: Captured) -> None:
-    """On this host's files: one tier (memory_tier4) holding node 0, sized by its meminfo."""
-    poller = TiersPoller(host_fs(captured))
+    """On this host's files: one tier (memory_tier4) holding node 0, sized by its meminfo,
+    with the pages on the per-CPU free lists (zoneinfo) counted as free."""
+    poller = TiersPoller(host_fs(captured), page_size=4096)
     assert poller.topic == "tiers"
     tiers = poller.poll(0.0)
     assert tiers.online == tiers.possible == (0,)
     (node,) = tiers.nodes
     assert node.has_cpu and node.has_memory and node.cpus == (0, 1)
+    assert node.pcp_free_bytes == HOST_PCP_KIB * 1024 == 105_893_888
+    assert node.meminfo.mem_free_bytes == 3231320 * 1024  # the file, as printed
+    assert node.free_bytes == (3231320 + HOST_PCP_KIB) * 1024
     (tier,) = tiers.tiers
     assert (tier.tier_id, tier.nodes) == (4, (0,))
     assert tier.total_bytes == 5466316 * 1024
-    assert tier.used_bytes == 2234996 * 1024
+    assert tier.free_bytes == (3231320 + HOST_PCP_KIB) * 1024
+    assert tier.used_bytes == HOST_USED_KIB * 1024 == node.used_bytes
     assert tiers.demotion_enabled is False and tiers.untiered_nodes == ()
     assert tiers.summary() == {
         "nodes": 1,
-        "tier4_used_bytes": 2234996 * 1024,
-        "tier4_used_ratio": round(2234996 / 5466316, 6),
+        "tier4_used_bytes": HOST_USED_KIB * 1024,
+        "tier4_used_ratio": round(HOST_USED_KIB / 5466316, 6),
         "demotion_enabled": 0,
     }
+
+
+def test_per_cpu_lists_follow_each_poll_and_free_is_capped() -> None:
+    """zoneinfo is read on every poll (the lists change between any two), each node gets
+    its own zones' counts, and free never exceeds MemTotal (the files are read apart)."""
+    fs = two_tier_fs()
+    fs.set_file(ZONEINFO, zoneinfo({(0, "Normal"): (10, 20), (1, "Normal"): (5, 0)}))
+    poller = TiersPoller(fs, page_size=4096)
+    tiers = poller.poll(0.0)
+    assert [n.pcp_free_bytes for n in tiers.nodes] == [30 * 4096, 5 * 4096]
+    fast, slow = tiers.tiers
+    assert fast.free_bytes == 250 * 1024 + 30 * 4096 and fast.used_bytes == 750 * 1024 - 30 * 4096
+    assert slow.used_bytes == 1000 * 1024 - 5 * 4096
+    fs.set_file(ZONEINFO, zoneinfo({(0, "Normal"): (0, 200), (1, "Normal"): (0, 0)}))
+    fast, slow = poller.poll(1.0).tiers
+    assert fast.free_bytes == fast.total_bytes == 1000 * 1024 and fast.used_bytes == 0
+    assert slow.free_bytes == 2000 * 1024
+    assert fs.open_count(ZONEINFO) == 1  # a kept descriptor
+
+
+def test_without_zoneinfo_free_is_memfree() -> None:
+    """Where the tree has no /proc/zoneinfo (a fake), the lists are unknown (None) and free
+    is MemFree alone."""
+    tiers = TiersPoller(two_tier_fs()).poll(0.0)
+    assert [n.pcp_free_bytes for n in tiers.nodes] == [None, None]
+    assert tiers.tiers[0].free_bytes == 250 * 1024
+
+
+def test_zoneinfo_read_failure_is_an_error() -> None:
+    """A failed zoneinfo read fails the poll (counted by the runtime) rather than publish
+    a view that silently lags by the per-CPU lists."""
+    fs = two_tier_fs()
+    fs.set_file(ZONEINFO, zoneinfo({(0, "Normal"): (1, 1)}))
+    poller = TiersPoller(fs)
+    poller.poll(0.0)
+    fs.inject_fault(ZONEINFO, errno.EIO, ops=("read",))
+    with pytest.raises(KernelInterfaceError, match=r"^/proc/zoneinfo: cannot read \(EIO"):
+        poller.poll(1.0)
+    assert poller.poll(2.0).nodes[0].pcp_free_bytes is not None  # reopened
 
 
 def test_poller_two_tiers() -> None:
@@ -255,10 +331,18 @@ def test_guest_two_tiers_from_captures() -> None:
         fs.set_file(f"{NODE_SYSFS}/node{node}/meminfo", text)
     fs.remove(f"{TIERING_SYSFS}/memory_tier22")
     fs.set_file(f"{TIERING_SYSFS}/memory_tier90/nodelist", "1\n")
-    tiers = TiersPoller(fs).poll(0.0)
+    fs.set_file(ZONEINFO, (GUEST / "proc_zoneinfo").read_text())
+    tiers = TiersPoller(fs, page_size=4096).poll(0.0)
     fast, slow = tiers.tiers
+    # zoneinfo, captured with them (managed and nr_free_pages equal the meminfo files):
+    # node 0 DMA32 2,607 + 5,573 = 8,180 pages (32,720 KiB, 3.3 % of the node), node 1
+    # DMA32 2,849 + 2,341 = 5,190 pages (20,760 KiB, 4.0 %) on the per-CPU lists.
+    assert [n.pcp_free_bytes for n in tiers.nodes] == [32720 * 1024, 20760 * 1024]
     assert (fast.tier_id, fast.nodes, fast.total_bytes) == (4, (0,), 987796 * 1024)
-    assert (fast.used_bytes, fast.free_bytes) == (132632 * 1024, 855164 * 1024)
+    assert (fast.used_bytes, fast.free_bytes) == (
+        (132632 - 32720) * 1024,  # MemUsed 132,632 kB less the lists: 99,912 kB
+        (855164 + 32720) * 1024,
+    )
     assert (slow.tier_id, slow.nodes, slow.total_bytes) == (90, (1,), 513704 * 1024)
-    assert slow.used_bytes == 62080 * 1024
+    assert slow.used_bytes == (62080 - 20760) * 1024  # 41,320 kB
     assert tiers.node(1).meminfo.active_anon_bytes == 26256 * 1024

@@ -9,6 +9,7 @@ import pytest
 from reactor.errors import KernelFormatError
 from reactor.signals.vmstat import VmstatPoller, is_gauge, parse_vmstat
 from reactor.testing import FakeKernelFS
+from tests.captures import CAPTURED
 
 P = "/proc/vmstat"
 
@@ -174,3 +175,46 @@ def test_poller_on_capture(fake_kernel: FakeKernelFS) -> None:
     assert r.pgscan_per_s == 0.0 and r.pgdemote_per_s == 0.0
     assert len(r.rates_per_s) + len(r.gauges) == 192
     assert fake_kernel.open_count(P) == 1
+
+
+GUEST = CAPTURED / "guest-debian-7.2"
+
+
+def test_parse_guest_capture() -> None:
+    """The guest kernel's /proc/vmstat (Debian 7.2.12, zram swap, two tiers) parses keyed
+    to the values the capture's workload left: demotion to the slow node by direct and
+    proactive reclaim, and swap-out to zram (its README gives these as the workload's
+    deltas: pgdemote_direct 58,893, pgdemote_proactive 13,621, pgmigrate_success 72,514,
+    pswpin 3, pswpout 41,092)."""
+    stat = parse_vmstat((GUEST / "proc_vmstat").read_text(), P)
+    assert len(stat) == 198
+    assert stat["pgdemote_direct"] == 58893 and stat["pgdemote_proactive"] == 13621
+    assert stat["pgdemote_kswapd"] == 0 and stat["pgdemote_khugepaged"] == 0
+    assert stat["pgmigrate_success"] == 72514 == 58893 + 13621  # every migration a demotion
+    assert (stat["pswpin"], stat["pswpout"]) == (3, 41092)
+    assert stat["pgsteal_direct"] == 121790 and stat["pgscan_direct"] == 132724
+    assert stat["pgsteal_anon"] == 138184 and stat["pgsteal_file"] == 0
+    assert stat["workingset_refault_file"] == 0 and stat["pgpromote_success"] == 0
+    assert stat["nr_free_pages"] == 326697
+
+
+def test_guest_capture_rates_group_demotion_by_reclaimer() -> None:
+    """From a baseline with the workload's counters at zero to the guest capture 10 s
+    later, pgdemote_per_s sums the four reclaimers (58,893 + 13,621 over 10 s) and pswpout
+    is a rate of its own."""
+    text = (GUEST / "proc_vmstat").read_text()
+    workload = ("pgdemote_direct", "pgdemote_proactive", "pgmigrate_success", "pswpin", "pswpout")
+    before = "".join(
+        f"{name} 0\n" if name in workload else f"{name} {value}\n"
+        for name, value in (line.split(" ") for line in text.splitlines())
+    )
+    fs = FakeKernelFS({"proc/vmstat": before})
+    poller = VmstatPoller(fs)
+    assert poller.poll(0.0) is None
+    fs.set_file(P, text)
+    r = poller.poll(10.0)
+    assert r is not None
+    assert r.pgdemote_per_s == pytest.approx((58893 + 13621) / 10)
+    assert r.pswpout_per_s == pytest.approx(4109.2) and r.pswpin_per_s == pytest.approx(0.3)
+    assert r.pgmigrate_success_per_s == pytest.approx(7251.4)
+    assert r.pgpromote_success_per_s == 0.0
