@@ -15,13 +15,20 @@ is ours; :mod:`reactor.config._errors` shows it as is. Two families of types:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    WithJsonSchema,
+    model_validator,
+)
 
+from reactor.config._checks import cross_check, error, fail, fail_many, validate_checked
 from reactor.units import (
     ULONG_MAX,
     UnitError,
@@ -48,6 +55,7 @@ __all__ = (
     "Ratio",
     "Section",
     "Size",
+    "cross_check",
     "damon_bp",
     "damon_count",
     "damon_us",
@@ -60,9 +68,18 @@ __all__ = (
 
 
 class Section(BaseModel):
-    """Base of every config model: frozen, strict, and unknown keys are errors."""
+    """Base of every config model: frozen, strict, and unknown keys are errors.
+
+    Cross-field checks are methods marked with :func:`cross_check`; they run even when
+    some fields failed, on those that parsed (:mod:`reactor.config._checks`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_checks(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        return validate_checked(cls, data, handler)
 
 
 def show(value: Any) -> str:
@@ -88,25 +105,6 @@ def show(value: Any) -> str:
     return type(value).__name__
 
 
-def error(message: str) -> PydanticCustomError:
-    """A validation error whose user-facing text is exactly ``message`` (to ``raise``)."""
-    return PydanticCustomError("reactor", "{message}", {"message": message})
-
-
-def fail(message: str) -> NoReturn:
-    """Raise :func:`error`."""
-    raise error(message)
-
-
-def fail_many(issues: Sequence[tuple[str, str]]) -> NoReturn:
-    """Raise several issues at once, each at a sub-path (``"regions.min"``) of the model."""
-    raise PydanticCustomError(
-        "reactor",
-        "{message}",
-        {"message": "; ".join(m for _, m in issues), "issues": list(issues)},
-    )
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -124,7 +122,7 @@ def _unit_value(
             f"expected a {kind} with a unit, got {show(value)}: add a unit, "
             f"e.g. {show(value)}{hint_unit}"
         )
-    fail(f"expected a {kind} such as {example}, got {show(value)}")
+    raise error(f"expected a {kind} such as {example}, got {show(value)}")
 
 
 def _duration(value: Any) -> float:
@@ -167,7 +165,7 @@ def _as_tuple(value: Any) -> Any:
         return tuple(value)
     if isinstance(value, tuple):
         return value
-    fail(f"expected a list, got {show(value)}")
+    raise error(f"expected a list, got {show(value)}")
 
 
 def _string_schema(description: str, pattern: str, examples: list[str]) -> WithJsonSchema:

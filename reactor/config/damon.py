@@ -26,15 +26,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import (
-    BeforeValidator,
-    Field,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 
+from reactor.config._checks import Issue
 from reactor.config._types import (
     AsTuple,
     DamonBp,
@@ -45,11 +39,11 @@ from reactor.config._types import (
     DamonUs,
     FiniteFloat,
     Section,
+    cross_check,
     damon_bp,
     damon_count,
     damon_us,
     error,
-    fail_many,
     show,
 )
 from reactor.units import ULONG_MAX, UnitError, parse_duration_decimal
@@ -154,11 +148,11 @@ class Region(Section):
     probe_hits: Annotated[tuple[int, ...], _Tuple] = ()
     sz_filter_passed: DamonBytes = 0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Region:
-        if self.start >= self.end:
-            fail_many([("end", f"expected end > start, got start {self.start}, end {self.end}")])
-        return self
+    @cross_check
+    def _ordered(self) -> list[Issue]:
+        if self.start < self.end:
+            return []
+        return [("end", f"expected end > start, got start {self.start}, end {self.end}")]
 
 
 class Target(Section):
@@ -175,20 +169,22 @@ class Target(Section):
     regions: Annotated[tuple[Region, ...], _Tuple] = ()
     numa_node: Annotated[int, Field(ge=0)] | None = None
 
-    @model_validator(mode="after")
-    def _sorted(self) -> Target:
-        if self.numa_node is not None and self.regions:
-            fail_many(
-                [
-                    (
-                        "numa_node",
-                        f"numa_node {self.numa_node} chooses the regions (that node's System "
-                        f"RAM): give numa_node or regions, got both ({len(self.regions)} "
-                        "region(s))",
-                    )
-                ]
+    @cross_check
+    def _node_or_regions(self) -> list[Issue]:
+        if self.numa_node is None or not self.regions:
+            return []
+        return [
+            (
+                "numa_node",
+                f"numa_node {self.numa_node} chooses the regions (that node's System "
+                f"RAM): give numa_node or regions, got both ({len(self.regions)} "
+                "region(s))",
             )
-        issues = [
+        ]
+
+    @cross_check
+    def _sorted(self) -> list[Issue]:
+        return [
             (
                 f"regions[{i}].start",
                 f"regions must be sorted and must not overlap: region {i} starts at "
@@ -197,9 +193,6 @@ class Target(Section):
             for i, (prev, cur) in enumerate(zip(self.regions, self.regions[1:], strict=False), 1)
             if cur.start < prev.end
         ]
-        if issues:
-            fail_many(issues)
-        return self
 
 
 class IntervalsGoal(Section):
@@ -210,19 +203,17 @@ class IntervalsGoal(Section):
     min_sample_us: DamonUs = 0
     max_sample_us: DamonUs = 0
 
-    @model_validator(mode="after")
-    def _bounds(self) -> IntervalsGoal:
-        if self.aggrs and self.min_sample_us > self.max_sample_us:
-            fail_many(
-                [
-                    (
-                        "min_sample_us",
-                        f"expected min_sample_us <= max_sample_us, got {self.min_sample_us} "
-                        f"> {self.max_sample_us}",
-                    )
-                ]
+    @cross_check
+    def _bounds(self) -> list[Issue]:
+        if not self.aggrs or self.min_sample_us <= self.max_sample_us:
+            return []
+        return [
+            (
+                "min_sample_us",
+                f"expected min_sample_us <= max_sample_us, got {self.min_sample_us} "
+                f"> {self.max_sample_us}",
             )
-        return self
+        ]
 
 
 class MonitoringIntervals(Section):
@@ -233,29 +224,27 @@ class MonitoringIntervals(Section):
     ops_update_us: DamonUs = 1_000_000
     intervals_goal: IntervalsGoal = Field(default_factory=IntervalsGoal)
 
-    @model_validator(mode="after")
-    def _order(self) -> MonitoringIntervals:
-        issues = []
-        if self.sample_us > self.aggr_us:
-            issues.append(
-                (
-                    "sample_us",
-                    f"expected sample_us <= aggr_us, got {self.sample_us} > {self.aggr_us}",
-                )
-            )
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.sample_us <= self.aggr_us:
+            return []
+        return [
+            ("sample_us", f"expected sample_us <= aggr_us, got {self.sample_us} > {self.aggr_us}")
+        ]
+
+    @cross_check
+    def _sample_in_goal(self) -> list[Issue]:
         goal = self.intervals_goal
-        if goal.aggrs and not goal.min_sample_us <= self.sample_us <= goal.max_sample_us:
-            issues.append(
-                (
-                    "sample_us",
-                    "with intervals_goal enabled, expected min_sample_us <= sample_us <= "
-                    f"max_sample_us, got {goal.min_sample_us} <= {self.sample_us} <= "
-                    f"{goal.max_sample_us}",
-                )
+        if not goal.aggrs or goal.min_sample_us <= self.sample_us <= goal.max_sample_us:
+            return []
+        return [
+            (
+                "sample_us",
+                "with intervals_goal enabled, expected min_sample_us <= sample_us <= "
+                f"max_sample_us, got {goal.min_sample_us} <= {self.sample_us} <= "
+                f"{goal.max_sample_us}",
             )
-        if issues:
-            fail_many(issues)
-        return self
+        ]
 
 
 class NrRegions(Section):
@@ -264,16 +253,17 @@ class NrRegions(Section):
     min: DamonCount = 10
     max: DamonCount = 1000
 
-    @model_validator(mode="after")
-    def _bounds(self) -> NrRegions:
-        issues = []
-        if self.min < 3:
-            issues.append(("min", f"expected min >= 3 (the kernel's minimum), got {self.min}"))
-        if self.min > self.max:
-            issues.append(("min", f"expected min <= max, got min {self.min} > max {self.max}"))
-        if issues:
-            fail_many(issues)
-        return self
+    @cross_check
+    def _kernel_minimum(self) -> list[Issue]:
+        if self.min >= 3:
+            return []
+        return [("min", f"expected min >= 3 (the kernel's minimum), got {self.min}")]
+
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.min <= self.max:
+            return []
+        return [("min", f"expected min <= max, got min {self.min} > max {self.max}")]
 
 
 class ProbeFilter(Section):
@@ -403,14 +393,12 @@ _AgeBound = Annotated[
 ]
 
 
-def _check_range(lo: AccessBound, hi: AccessBound) -> None:
-    issues = []
+def _check_range(lo: AccessBound, hi: AccessBound) -> list[Issue]:
     if lo.unit is not None and hi.unit is not None and lo.unit != hi.unit:
-        issues.append(("max", f"min and max need the same unit, got {lo.unit} and {hi.unit}"))
-    elif lo.value > hi.value:
-        issues.append(("min", f"expected min <= max, got {lo.value:g} > {hi.value:g}"))
-    if issues:
-        fail_many(issues)
+        return [("max", f"min and max need the same unit, got {lo.unit} and {hi.unit}")]
+    if lo.value > hi.value:
+        return [("min", f"expected min <= max, got {lo.value:g} > {hi.value:g}")]
+    return []
 
 
 class SizeRange(Section):
@@ -419,11 +407,11 @@ class SizeRange(Section):
     min: DamonBytes = 0
     max: DamonBytes = ULONG_MAX
 
-    @model_validator(mode="after")
-    def _order(self) -> SizeRange:
-        if self.min > self.max:
-            fail_many([("min", f"expected min <= max, got {self.min} > {self.max}")])
-        return self
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.min <= self.max:
+            return []
+        return [("min", f"expected min <= max, got {self.min} > {self.max}")]
 
 
 class NrAccessesRange(Section):
@@ -432,10 +420,9 @@ class NrAccessesRange(Section):
     min: _NrAccessesBound = Field(default_factory=lambda: AccessBound(value=0.0))
     max: _NrAccessesBound = Field(default_factory=lambda: AccessBound(value=float(ULONG_MAX)))
 
-    @model_validator(mode="after")
-    def _order(self) -> NrAccessesRange:
-        _check_range(self.min, self.max)
-        return self
+    @cross_check
+    def _order(self) -> list[Issue]:
+        return _check_range(self.min, self.max)
 
 
 class AgeRange(Section):
@@ -444,10 +431,9 @@ class AgeRange(Section):
     min: _AgeBound = Field(default_factory=lambda: AccessBound(value=0.0))
     max: _AgeBound = Field(default_factory=lambda: AccessBound(value=float(ULONG_MAX)))
 
-    @model_validator(mode="after")
-    def _order(self) -> AgeRange:
-        _check_range(self.min, self.max)
-        return self
+    @cross_check
+    def _order(self) -> list[Issue]:
+        return _check_range(self.min, self.max)
 
 
 class AccessPattern(Section):
@@ -524,24 +510,29 @@ class QuotaGoal(Section):
             return damon_bp(value)
         return damon_count(value)
 
-    @model_validator(mode="after")
-    def _inputs(self) -> QuotaGoal:
-        issues = []
+    @cross_check
+    def _node_given(self) -> list[Issue]:
         if self.metric in _NODE_METRICS and self.nid is None:
-            issues.append(("metric", f"metric {self.metric} needs a node id: add nid"))
+            return [("metric", f"metric {self.metric} needs a node id: add nid")]
+        return []
+
+    @cross_check
+    def _memcg_given(self) -> list[Issue]:
         if self.metric in _MEMCG_METRICS and not self.memcg_path:
-            issues.append(("metric", f"metric {self.metric} needs a cgroup: add memcg_path"))
-        if self.target_value == 0:
-            issues.append(
-                (
-                    "target_value",
-                    "expected a non-zero target_value, got 0 (the kernel skips goals "
-                    "whose target is 0)",
-                )
+            return [("metric", f"metric {self.metric} needs a cgroup: add memcg_path")]
+        return []
+
+    @cross_check
+    def _target_given(self) -> list[Issue]:
+        if self.target_value != 0:
+            return []
+        return [
+            (
+                "target_value",
+                "expected a non-zero target_value, got 0 (the kernel skips goals "
+                "whose target is 0)",
             )
-        if issues:
-            fail_many(issues)
-        return self
+        ]
 
 
 class Quotas(Section):
@@ -567,21 +558,19 @@ class Watermarks(Section):
     mid_permil: DamonPermil = 0
     low_permil: DamonPermil = 0
 
-    @model_validator(mode="after")
-    def _order(self) -> Watermarks:
-        if self.metric == "free_mem_rate" and not (
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.metric != "free_mem_rate" or (
             self.high_permil >= self.mid_permil >= self.low_permil
         ):
-            fail_many(
-                [
-                    (
-                        "high_permil",
-                        "expected high_permil >= mid_permil >= low_permil, got "
-                        f"{self.high_permil}, {self.mid_permil}, {self.low_permil}",
-                    )
-                ]
+            return []
+        return [
+            (
+                "high_permil",
+                "expected high_permil >= mid_permil >= low_permil, got "
+                f"{self.high_permil}, {self.mid_permil}, {self.low_permil}",
             )
-        return self
+        ]
 
 
 class AddressRange(Section):
@@ -590,11 +579,11 @@ class AddressRange(Section):
     start: DamonBytes
     end: DamonBytes
 
-    @model_validator(mode="after")
-    def _ordered(self) -> AddressRange:
-        if self.start >= self.end:
-            fail_many([("end", f"expected end > start, got start {self.start}, end {self.end}")])
-        return self
+    @cross_check
+    def _ordered(self) -> list[Issue]:
+        if self.start < self.end:
+            return []
+        return [("end", f"expected end > start, got start {self.start}, end {self.end}")]
 
 
 _FILTER_ARGS = {
@@ -616,21 +605,18 @@ class DamosFilter(Section):
     damon_target_idx: DamonCount | None = None
     hugepage_size: Annotated[tuple[DamonBytes, ...], _Tuple] | None = None
 
-    @model_validator(mode="after")
-    def _args(self) -> DamosFilter:
+    @cross_check
+    def _args(self) -> list[Issue]:
         needed = _FILTER_ARGS.get(self.filter_type)
         if needed is not None and getattr(self, needed) in (None, ""):
-            fail_many([("filter_type", f"filter type {self.filter_type} needs {needed}")])
-        if self.hugepage_size is not None and len(self.hugepage_size) != 2:
-            fail_many(
-                [
-                    (
-                        "hugepage_size",
-                        f"expected [min, max], got a list of {len(self.hugepage_size)}",
-                    )
-                ]
-            )
-        return self
+            return [("filter_type", f"filter type {self.filter_type} needs {needed}")]
+        return []
+
+    @cross_check
+    def _hugepage_range(self) -> list[Issue]:
+        if self.hugepage_size is None or len(self.hugepage_size) == 2:
+            return []
+        return [("hugepage_size", f"expected [min, max], got a list of {len(self.hugepage_size)}")]
 
 
 class Dest(Section):
@@ -673,37 +659,40 @@ class Scheme(Section):
     ops_filters: Annotated[tuple[DamosFilter, ...], _Tuple] = ()
     stats: DamosStats | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Scheme:
-        issues = []
+    @cross_check
+    def _destination(self) -> list[Issue]:
         if (
             self.action.startswith("migrate_")
             and not self.dests
             and (self.target_nid is None or self.target_nid < 0)
         ):
-            issues.append(
+            return [
                 ("action", f"action {self.action} needs a destination: add target_nid or dests")
+            ]
+        return []
+
+    @cross_check
+    def _core_filters(self) -> list[Issue]:
+        return [
+            (
+                f"core_filters[{i}].filter_type",
+                f"expected a core filter type (addr, target), got {f.filter_type!r}",
             )
-        for i, f in enumerate(self.core_filters):
-            if f.filter_type not in CORE_FILTER_TYPES:
-                issues.append(
-                    (
-                        f"core_filters[{i}].filter_type",
-                        f"expected a core filter type (addr, target), got {f.filter_type!r}",
-                    )
-                )
-        for i, f in enumerate(self.ops_filters):
-            if f.filter_type in CORE_FILTER_TYPES:
-                issues.append(
-                    (
-                        f"ops_filters[{i}].filter_type",
-                        f"expected an ops filter type (anon, memcg, young, hugepage_size, "
-                        f"unmapped, active), got {f.filter_type!r}",
-                    )
-                )
-        if issues:
-            fail_many(issues)
-        return self
+            for i, f in enumerate(self.core_filters)
+            if f.filter_type not in CORE_FILTER_TYPES
+        ]
+
+    @cross_check
+    def _ops_filters(self) -> list[Issue]:
+        return [
+            (
+                f"ops_filters[{i}].filter_type",
+                f"expected an ops filter type (anon, memcg, young, hugepage_size, "
+                f"unmapped, active), got {f.filter_type!r}",
+            )
+            for i, f in enumerate(self.ops_filters)
+            if f.filter_type in CORE_FILTER_TYPES
+        ]
 
 
 class MonitoringContext(Section):
@@ -719,51 +708,52 @@ class MonitoringContext(Section):
     pause: bool = False
     schemes: Annotated[tuple[Scheme, ...], _Tuple] = ()
 
-    @model_validator(mode="after")
-    def _ops_rules(self) -> MonitoringContext:
-        issues = []
-        if self.ops == "paddr" and len(self.targets) > 1:
-            issues.append(
-                (
-                    "targets[1]",
-                    f"ops paddr takes at most one target, got {len(self.targets)}",
-                )
+    @cross_check
+    def _paddr_targets(self) -> list[Issue]:
+        if self.ops != "paddr" or len(self.targets) <= 1:
+            return []
+        return [("targets[1]", f"ops paddr takes at most one target, got {len(self.targets)}")]
+
+    @cross_check
+    def _virtual_targets(self) -> list[Issue]:
+        if self.ops == "paddr":
+            return []
+        return [
+            (
+                f"targets[{i}].pid" if t.pid is not None else f"targets[{i}]",
+                f"a {self.ops} target needs the pid of a process (> 0), got {show(t.pid)}",
             )
-        if self.ops != "paddr":
-            issues.extend(
-                (
-                    f"targets[{i}].pid" if t.pid is not None else f"targets[{i}]",
-                    f"a {self.ops} target needs the pid of a process (> 0), got {show(t.pid)}",
-                )
-                for i, t in enumerate(self.targets)
-                if t.pid is None or t.pid <= 0
+            for i, t in enumerate(self.targets)
+            if t.pid is None or t.pid <= 0
+        ] + [
+            (
+                f"targets[{i}].numa_node",
+                f"numa_node is for paddr targets (a node's physical memory), got ops {self.ops}",
             )
-            issues.extend(
-                (
-                    f"targets[{i}].numa_node",
-                    f"numa_node is for paddr targets (a node's physical memory), got ops "
-                    f"{self.ops}",
-                )
-                for i, t in enumerate(self.targets)
-                if t.numa_node is not None
-            )
+            for i, t in enumerate(self.targets)
+            if t.numa_node is not None
+        ]
+
+    @cross_check
+    def _addr_unit(self) -> list[Issue]:
         if self.addr_unit == 0:
-            issues.append(("addr_unit", "expected addr_unit >= 1, got 0"))
-        elif self.addr_unit != 1 and self.ops != "paddr":
-            issues.append(("addr_unit", f"addr_unit is honoured only by paddr, got ops {self.ops}"))
+            return [("addr_unit", "expected addr_unit >= 1, got 0")]
+        if self.addr_unit != 1 and self.ops != "paddr":
+            return [("addr_unit", f"addr_unit is honoured only by paddr, got ops {self.ops}")]
+        return []
+
+    @cross_check
+    def _actions_fit_ops(self) -> list[Issue]:
         wrong = _PHYSICAL_ONLY if self.ops != "paddr" else _VIRTUAL_ONLY
         where = "paddr" if self.ops != "paddr" else "vaddr and fvaddr"
-        issues.extend(
+        return [
             (
                 f"schemes[{i}].action",
                 f"action {s.action} does nothing on {self.ops} (it works on {where})",
             )
             for i, s in enumerate(self.schemes)
             if s.action in wrong
-        )
-        if issues:
-            fail_many(issues)
-        return self
+        ]
 
 
 class Kdamond(Section):
@@ -774,19 +764,17 @@ class Kdamond(Section):
     refresh_ms: DamonMs = 0
     contexts: Annotated[tuple[MonitoringContext, ...], _Tuple]
 
-    @model_validator(mode="after")
-    def _one_context(self) -> Kdamond:
-        if len(self.contexts) > 1:
-            fail_many(
-                [
-                    (
-                        "contexts[1]",
-                        "a kdamond has at most one context (the kernel accepts only 0 or 1), "
-                        f"got {len(self.contexts)}",
-                    )
-                ]
+    @cross_check
+    def _one_context(self) -> list[Issue]:
+        if len(self.contexts) <= 1:
+            return []
+        return [
+            (
+                "contexts[1]",
+                "a kdamond has at most one context (the kernel accepts only 0 or 1), "
+                f"got {len(self.contexts)}",
             )
-        return self
+        ]
 
 
 _SCHEME_REF = re.compile(r"(\d+)/(\d+)/(\d+)")

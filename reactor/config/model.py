@@ -5,7 +5,9 @@ Types carry the unit: :data:`~reactor.config._types.Duration` fields are float s
 per second. Every model is frozen (and its lists are tuples) so a config cannot change
 under a running task; a reload builds a new one.
 
-Cross-field checks live next to their fields (``min <= max``, ``sample <= aggregation``);
+Cross-field checks live next to their fields (``min <= max``, ``sample <= aggregation``),
+as methods marked :func:`~reactor.config._checks.cross_check`: they run on the fields that
+parsed even when others failed, so that every error of a file is reported at once;
 cross-section references (a policy's ``monitor`` and ``scheme``, unique names) are checked
 by :func:`reference_issues`, which works on plain data too, so that a file with other
 errors still gets them reported.
@@ -19,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
+from reactor.config._checks import Issue
 from reactor.config._types import (
     AsTuple,
     FiniteFloat,
@@ -27,6 +30,7 @@ from reactor.config._types import (
     Ratio,
     Section,
     Size,
+    cross_check,
     fail,
     fail_many,
     show,
@@ -132,20 +136,18 @@ class SourceConfig(Section):
     required: bool = False
     stale_after: PositiveDuration | None = None
 
-    @model_validator(mode="after")
-    def _stale_after_period(self) -> SourceConfig:
-        if self.stale_after is not None and self.stale_after < self.period:
-            fail_many(
-                [
-                    (
-                        "stale_after",
-                        f"expected stale_after >= period, got stale_after "
-                        f"{format_duration(self.stale_after)} < period "
-                        f"{format_duration(self.period)}",
-                    )
-                ]
+    @cross_check
+    def _stale_after_period(self) -> list[Issue]:
+        if self.stale_after is None or self.stale_after >= self.period:
+            return []
+        return [
+            (
+                "stale_after",
+                f"expected stale_after >= period, got stale_after "
+                f"{format_duration(self.stale_after)} < period "
+                f"{format_duration(self.period)}",
             )
-        return self
+        ]
 
     @property
     def max_age(self) -> float:
@@ -170,28 +172,29 @@ class PsiTriggerConfig(Section):
     def _trigger_name(cls, value: str) -> str:
         return _name(value)
 
-    @model_validator(mode="after")
-    def _window(self) -> PsiTriggerConfig:
-        issues: list[tuple[str, str]] = []
-        if not 0.5 <= self.window <= 10.0:
-            issues.append(
-                (
-                    "window",
-                    f"expected a window from 500ms to 10s (the kernel's range), got "
-                    f"{format_duration(self.window)}",
-                )
+    @cross_check
+    def _window(self) -> list[Issue]:
+        if 0.5 <= self.window <= 10.0:
+            return []
+        return [
+            (
+                "window",
+                f"expected a window from 500ms to 10s (the kernel's range), got "
+                f"{format_duration(self.window)}",
             )
-        if self.threshold > self.window:
-            issues.append(
-                (
-                    "threshold",
-                    f"expected threshold <= window, got {format_duration(self.threshold)} > "
-                    f"{format_duration(self.window)}",
-                )
+        ]
+
+    @cross_check
+    def _threshold_in_window(self) -> list[Issue]:
+        if self.threshold <= self.window:
+            return []
+        return [
+            (
+                "threshold",
+                f"expected threshold <= window, got {format_duration(self.threshold)} > "
+                f"{format_duration(self.window)}",
             )
-        if issues:
-            fail_many(issues)
-        return self
+        ]
 
 
 class PsiSourceConfig(SourceConfig):
@@ -345,11 +348,11 @@ class RegionsConfig(Section):
     min: int = Field(default=10, ge=3)
     max: int = 1000
 
-    @model_validator(mode="after")
-    def _order(self) -> RegionsConfig:
-        if self.min > self.max:
-            fail_many([("min", f"expected min <= max, got min {self.min} > max {self.max}")])
-        return self
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.min <= self.max:
+            return []
+        return [("min", f"expected min <= max, got min {self.min} > max {self.max}")]
 
 
 class IntervalsGoalConfig(Section):
@@ -360,20 +363,18 @@ class IntervalsGoalConfig(Section):
     min_sample: PositiveDuration
     max_sample: PositiveDuration
 
-    @model_validator(mode="after")
-    def _order(self) -> IntervalsGoalConfig:
-        if self.min_sample > self.max_sample:
-            fail_many(
-                [
-                    (
-                        "min_sample",
-                        f"expected min_sample <= max_sample, got "
-                        f"{format_duration(self.min_sample)} > "
-                        f"{format_duration(self.max_sample)}",
-                    )
-                ]
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.min_sample <= self.max_sample:
+            return []
+        return [
+            (
+                "min_sample",
+                f"expected min_sample <= max_sample, got "
+                f"{format_duration(self.min_sample)} > "
+                f"{format_duration(self.max_sample)}",
             )
-        return self
+        ]
 
 
 class MonitorConfig(Section):
@@ -394,56 +395,53 @@ class MonitorConfig(Section):
     def _check_name(cls, value: str) -> str:
         return _name(value)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> MonitorConfig:
-        issues: list[tuple[str, str]] = []
+    @cross_check
+    def _intervals(self) -> list[Issue]:
         if (self.sample is None) != (self.aggregation is None):
             given = "sample" if self.sample is not None else "aggregation"
-            issues.append(
+            return [
                 (
                     given,
                     "expected sample and aggregation together (or neither, for the "
                     f"backend's defaults), got only {given}",
                 )
+            ]
+        if self.sample is None or self.aggregation is None or self.sample <= self.aggregation:
+            return []
+        return [
+            (
+                "sample",
+                f"expected sample <= aggregation, got sample {format_duration(self.sample)}"
+                f" > aggregation {format_duration(self.aggregation)}",
             )
-        elif (
-            self.sample is not None
-            and self.aggregation is not None
-            and self.sample > self.aggregation
-        ):
-            issues.append(
-                (
-                    "sample",
-                    f"expected sample <= aggregation, got sample {format_duration(self.sample)}"
-                    f" > aggregation {format_duration(self.aggregation)}",
-                )
-            )
+        ]
+
+    @cross_check
+    def _sample_in_goal(self) -> list[Issue]:
         goal = self.intervals_goal
-        if (
-            goal is not None
-            and self.sample is not None
-            and not goal.min_sample <= self.sample <= goal.max_sample
-        ):
-            issues.append(
-                (
-                    "sample",
-                    "expected intervals_goal.min_sample <= sample <= intervals_goal.max_sample,"
-                    f" got {format_duration(goal.min_sample)} <= {format_duration(self.sample)}"
-                    f" <= {format_duration(goal.max_sample)}",
-                )
+        if goal is None or self.sample is None or goal.min_sample <= self.sample <= goal.max_sample:
+            return []
+        return [
+            (
+                "sample",
+                "expected intervals_goal.min_sample <= sample <= intervals_goal.max_sample,"
+                f" got {format_duration(goal.min_sample)} <= {format_duration(self.sample)}"
+                f" <= {format_duration(goal.max_sample)}",
             )
+        ]
+
+    @cross_check
+    def _targets_fit_ops(self) -> list[Issue]:
         if self.ops == "paddr" and not self.targets.is_empty():
-            issues.append(("targets", "ops paddr monitors physical memory and takes no targets"))
-        elif self.ops != "paddr" and self.targets.is_empty():
-            issues.append(
+            return [("targets", "ops paddr monitors physical memory and takes no targets")]
+        if self.ops != "paddr" and self.targets.is_empty():
+            return [
                 (
                     "targets",
                     f"ops {self.ops} needs at least one target: pids, command, cgroup or selector",
                 )
-            )
-        if issues:
-            fail_many(issues)
-        return self
+            ]
+        return []
 
     def intervals(self, backend: str) -> tuple[float, float]:
         """(sample, aggregation) in seconds: as configured, or the backend's defaults.
@@ -528,13 +526,17 @@ class GoalConfig(Section):
             fail(f"metric user takes a number (in the signal's own unit), got {show(value)}")
         return float(value)
 
-    @model_validator(mode="after")
-    def _inputs(self) -> GoalConfig:
+    @cross_check
+    def _user_signal(self) -> list[Issue]:
         if self.metric == "user" and not self.signal:
-            fail_many([("signal", "metric user needs the name of the signal: add signal")])
+            return [("signal", "metric user needs the name of the signal: add signal")]
+        return []
+
+    @cross_check
+    def _numa_node(self) -> list[Issue]:
         if self.metric == "node_used_ratio" and self.node is None:
-            fail_many([("metric", "metric node_used_ratio needs a NUMA node id: add node")])
-        return self
+            return [("metric", "metric node_used_ratio needs a NUMA node id: add node")]
+        return []
 
 
 class QuotaConfig(Section):
@@ -544,19 +546,17 @@ class QuotaConfig(Section):
     max: Size
     per: PositiveDuration = 1.0
 
-    @model_validator(mode="after")
-    def _order(self) -> QuotaConfig:
-        if self.min > self.max:
-            fail_many(
-                [
-                    (
-                        "min",
-                        f"expected min <= max, got min {format_size(self.min)} > max "
-                        f"{format_size(self.max)}",
-                    )
-                ]
+    @cross_check
+    def _order(self) -> list[Issue]:
+        if self.min <= self.max:
+            return []
+        return [
+            (
+                "min",
+                f"expected min <= max, got min {format_size(self.min)} > max "
+                f"{format_size(self.max)}",
             )
-        return self
+        ]
 
 
 class ControllerConfig(Section):
@@ -647,49 +647,64 @@ class PolicyConfig(Section):
             fail(f"expected a size > 0 (or leave it out for no cap), got {value} bytes")
         return value
 
-    @model_validator(mode="after")
-    def _tuner(self) -> PolicyConfig:
-        issues: list[tuple[str, str]] = []
+    @cross_check
+    def _kernel_tuner_scheme(self) -> list[Issue]:
         if self.tuner == "kernel" and self.scheme is None:
-            issues.append(
+            return [
                 ("tuner", "tuner kernel tunes a DAMON scheme's quota: add scheme (e.g. '0/0/0')")
-            )
+            ]
+        return []
+
+    @cross_check
+    def _kernel_tuner_kind(self) -> list[Issue]:
         if self.tuner == "kernel" and self.kind == "tiering":
-            issues.append(
-                ("tuner", "tuner kernel is for reclaim and monitoring; tiering uses reactor")
-            )
+            return [("tuner", "tuner kernel is for reclaim and monitoring; tiering uses reactor")]
+        return []
+
+    @cross_check
+    def _goals_given(self) -> list[Issue]:
         if self.kind in ("reclaim", "tiering") and not self.goals:
-            issues.append(
+            return [
                 (
                     "goals",
                     f"a {self.kind} policy needs at least one goal (e.g. metric "
                     "memory_psi_some, target 0.5%)",
                 )
-            )
+            ]
+        return []
+
+    @cross_check
+    def _quota_given(self) -> list[Issue]:
         if self.kind in ("reclaim", "tiering") and self.quota is None:
-            issues.append(
+            return [
                 ("quota", f"a {self.kind} policy needs quota bounds: add quota: {{max: 64 MiB}}")
-            )
+            ]
+        return []
+
+    @cross_check
+    def _tiers_apart(self) -> list[Issue]:
         overlap = sorted(set(self.fast_nodes) & set(self.slow_nodes))
-        if overlap:
-            issues.append(
-                (
-                    "fast_nodes",
-                    f"expected fast_nodes and slow_nodes apart, got node(s) "
-                    f"{', '.join(map(str, overlap))} in both",
-                )
+        if not overlap:
+            return []
+        return [
+            (
+                "fast_nodes",
+                f"expected fast_nodes and slow_nodes apart, got node(s) "
+                f"{', '.join(map(str, overlap))} in both",
             )
+        ]
+
+    @cross_check
+    def _hot_above_cold(self) -> list[Issue]:
         if self.hot_access <= self.max_access and self.kind == "tiering":
-            issues.append(
+            return [
                 (
                     "hot_access",
                     f"expected hot_access > max_access (hot regions above cold ones), got "
                     f"{self.hot_access:.4g} <= {self.max_access:.4g}",
                 )
-            )
-        if issues:
-            fail_many(issues)
-        return self
+            ]
+        return []
 
 
 # --- the whole file --------------------------------------------------------------------
