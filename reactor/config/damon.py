@@ -503,6 +503,8 @@ class QuotaGoal(Section):
     @field_validator("target_value", mode="before")
     @classmethod
     def _target_unit(cls, value: Any, info: ValidationInfo) -> int:
+        if "metric" not in info.data:  # the metric itself is wrong; that error is enough
+            return 1  # (a placeholder: the goal is refused with the metric's error)
         metric = info.data.get("metric")
         if metric == "some_mem_psi_us":
             return damon_us(value)

@@ -126,3 +126,23 @@ def test_models_still_refuse_cross_field_violations() -> None:
     assert [e["type"] for e in info.value.errors()] == ["extra_forbidden", "reactor"]
     ok = MonitorConfig.model_validate({"name": "m", "targets": {"pids": [42]}})
     assert ok.update == 1.0
+
+
+def test_a_wrong_goal_metric_is_the_only_error_of_its_goal() -> None:
+    """target_value is read in its metric's unit: with the metric wrong, its ``5%`` is
+    not blamed as "expected a whole number" as well (only the metric's error)."""
+    report = _report(
+        """\
+        damon:
+          kdamonds:
+            - contexts:
+                - ops: vaddr
+                  targets: [{pid: 1}]
+                  schemes:
+                    - action: pageout
+                      quotas:
+                        goals:
+                          - {metric: some_mem_psi, target_value: 5%}
+        """
+    )
+    assert len(report) == 1 and report[0].endswith("did you mean 'some_mem_psi_us'?"), report
