@@ -559,6 +559,10 @@ class QuotaConfig(Section):
         ]
 
 
+#: goal metrics that cap a reclaim quota as a whole (not stalls the cold set's drain causes)
+_MEMORY_GOAL_METRICS = frozenset({"free_ratio", "node_used_ratio", "fast_tier_used_ratio"})
+
+
 class ControllerConfig(Section):
     """The feedback controller that turns goal error into quota (gains must be finite).
 
@@ -567,9 +571,13 @@ class ControllerConfig(Section):
     growth per tick while no goal sees a signal. ``log_pid`` runs a PID on ln(quota)
     with the error on a log scale (gains per ln unit); ``pid`` the same PID on
     ln(quota) with the error relative to the target (dimensionless gains).
+    ``feedforward`` (reclaim only, with at least one stall goal) takes the cold bytes the
+    monitor shows and leaves only the quota beyond them to the goals
+    (controllers.feedforward); it is what a native reclaim policy without a ``kind``
+    runs, and opt-in on the DAMON backend (docs/policies.md says why).
     """
 
-    kind: Literal["adaptive", "pid", "log_pid"] = "adaptive"
+    kind: Literal["adaptive", "pid", "log_pid", "feedforward"] = "adaptive"
     kp: FiniteFloat = 0.0
     ki: FiniteFloat = 0.0
     kd: FiniteFloat = 0.0
@@ -659,6 +667,28 @@ class PolicyConfig(Section):
     def _kernel_tuner_kind(self) -> list[Issue]:
         if self.tuner == "kernel" and self.kind == "tiering":
             return [("tuner", "tuner kernel is for reclaim and monitoring; tiering uses reactor")]
+        return []
+
+    @cross_check
+    def _feedforward_fits(self) -> list[Issue]:
+        if self.controller is None or self.controller.kind != "feedforward":
+            return []
+        if self.kind != "reclaim" or self.cgroup is not None:
+            return [
+                (
+                    "controller.kind",
+                    "controller feedforward drains a monitor's cold regions: it is for "
+                    "reclaim policies without cgroup (memory.reclaim picks by LRU)",
+                )
+            ]
+        if self.goals and all(g.metric in _MEMORY_GOAL_METRICS for g in self.goals):
+            return [
+                (
+                    "controller.kind",
+                    "controller feedforward steers what lies beyond the cold set by a stall "
+                    "goal: add one (e.g. metric memory_psi_some, target 0.5%)",
+                )
+            ]
         return []
 
     @cross_check

@@ -106,11 +106,18 @@ class GoalInput:
 @dataclass
 class Acted:
     """What the actuator did this tick: bytes asked for and bytes measured to move
-    (left RSS or the page cache, changed node), with further fields for the log."""
+    (left RSS or the page cache, changed node), with further fields for the log.
+
+    ``applied_output``: the quota (controller output units) the actuator's limits let
+    through when they cut the one asked for (``max_bytes_per_tick``, the rate limit, a
+    commit threshold); None when nothing limited it. Running out of candidates is not a
+    limit: the quota was there, nothing more was cold.
+    """
 
     requested_bytes: int = 0
     measured_bytes: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
+    applied_output: float | None = None
 
 
 def goal_name(goal: GoalConfig) -> str:

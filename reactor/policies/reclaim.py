@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,6 @@ from reactor.policies.regions import Candidate, PickCache, cold_regions, target_
 from reactor.signals.meminfo import parse_meminfo
 
 if TYPE_CHECKING:
-    from controllers.compose import CompositeOutput
     from reactor.config import PolicyConfig
     from reactor.sampler.procfs import Mappings
 
@@ -134,6 +133,31 @@ class _Backoff:
     strikes: int
 
 
+@dataclass
+class _Pick:
+    """One target's share of a plan: its candidates (coldest first), the mappings the
+    pieces were chosen from, and the pieces that can be paged out now."""
+
+    pid: int
+    cands: list[Candidate]
+    before: _Resident
+    ranges: list[Span]
+
+
+@dataclass
+class _Plan:
+    """A native reclaim tick's candidates, computed before the controller steps.
+
+    ``why``: the snapshot is missing or stale (nothing to act on, no cold reading);
+    ``regions``: cold regions in the snapshot; ``cold_bytes``: the pieces' total.
+    """
+
+    why: str | None = None
+    regions: int = 0
+    picks: list[_Pick] = field(default_factory=list)
+    cold_bytes: int = 0
+
+
 def policy_limits(cfg: PolicyConfig, dry_run: bool) -> Limits:
     """The actuator limits a policy's config sets (rate limit, dry-run)."""
     rate = cfg.rate_limit
@@ -163,6 +187,8 @@ class NativeReclaim(QuotaPolicy):
         self._fruitless: dict[tuple[int, int, int], _Backoff] = {}
         self._comm: dict[int, str] = {}
         self._cold = PickCache()
+        #: bytes that left the targets' RSS in the last act (None: it did not act)
+        self._reclaimed: int | None = None
 
     def update(self, cfg: PolicyConfig) -> None:
         """Take new goals and bounds; a changed rate limit gets a fresh bucket."""
@@ -274,12 +300,14 @@ class NativeReclaim(QuotaPolicy):
         horizon = BACKOFF_MAX_FACTOR * max(self.cfg.min_age, 1e-3)
         self._fruitless = {k: b for k, b in self._fruitless.items() if now - b.until < horizon}
 
-    async def act(self, decision: CompositeOutput, now: float, dt: float) -> Acted:
-        """Page out up to the tick's bytes of cold regions; measure what left RSS."""
-        budget = self.tick_bytes(decision.output, dt)
+    async def prepare(self, now: float) -> _Plan:
+        """The tick's candidates, before the controller steps: the monitor's cold regions
+        (coldest, then oldest) less those issued within ``min_age``, those known to hold
+        nothing to page out and excluded processes, cut to the pieces that could be paged
+        out now. ``cold_bytes`` is their total: what the feedforward drains."""
         view, why = self.access_view(now)
         if view is None:
-            return Acted(fields={"access": why, "budget_bytes": budget})
+            return _Plan(why=why)
         max_access, min_age = self.cfg.max_access, self.cfg.min_age
         cands = self._cold.get(
             view,
@@ -298,23 +326,13 @@ class NativeReclaim(QuotaPolicy):
             if key in self._issued or key in self._nothing or self._excluded(cand.pid):
                 continue
             by_pid.setdefault(cand.pid, []).append(cand)
-        acted = Acted(
-            fields={
-                "budget_bytes": budget,
-                "cold_regions": len(cands),
-                "cold_bytes": sum(c.length for c in cands),
-            }
-        )
         sampled = {
             pid: snap.mappings
             for key, snap in view.snapshots.items()
             if snap.mappings is not None and (pid := target_pid(key)) is not None
         }
-        left = budget
-        outcomes = []
+        plan = _Plan(regions=len(cands))
         for pid, pcands in by_pid.items():
-            if left <= 0:
-                break
             try:
                 before = await self._resident(pid, sampled.get(pid))
             except (KernelInterfaceError, TargetVanished):
@@ -333,8 +351,47 @@ class NativeReclaim(QuotaPolicy):
                     pid=pid,
                     anon_cold_bytes=anon,
                 )
+            if ranges:
+                plan.picks.append(_Pick(pid, pcands, before, ranges))
+                plan.cold_bytes += sum(length for _, length in ranges)
+        return plan
+
+    def feedforward_inputs(self, plan: Any, now: float) -> dict[str, float | None]:
+        """The pageable cold bytes (None without a fresh snapshot: the drain is dropped)
+        and the bytes that left the targets' RSS last tick."""
+        assert isinstance(plan, _Plan)
+        cold = None if plan.why is not None else float(plan.cold_bytes)
+        # read once: a held tick (no act) must not hand the same bytes over again
+        reclaimed, self._reclaimed = self._reclaimed, None
+        return {
+            "cold_bytes": cold,
+            "cold_reclaimed_bytes": None if reclaimed is None else float(reclaimed),
+        }
+
+    async def act(self, decision: Any, now: float, dt: float, plan: Any = None) -> Acted:
+        """Page out up to the tick's bytes of the prepared pieces; measure what left RSS."""
+        if plan is None:
+            plan = await self.prepare(now)
+        assert isinstance(plan, _Plan)
+        budget = self.tick_bytes(decision.output, dt)
+        if plan.why is not None:
+            return Acted(fields={"access": plan.why, "budget_bytes": budget})
+        acted = Acted(
+            fields={
+                "budget_bytes": budget,
+                "cold_regions": plan.regions,
+                "cold_bytes": plan.cold_bytes,
+            }
+        )
+        left = budget
+        outcomes = []
+        rate_cut = False
+        for pick in plan.picks:
+            if left <= 0:
+                break
+            pid, before = pick.pid, pick.before
             # cut here, in coldness order (the actuator would cut in address order)
-            cut, _ = take_bytes(ranges, left)
+            cut, _ = take_bytes(pick.ranges, left)
             if not cut:
                 continue
             try:
@@ -347,12 +404,13 @@ class NativeReclaim(QuotaPolicy):
             except RefusedAction as exc:
                 self.note_once(f"refused-{pid}", "policy_note", note=str(exc), pid=pid)
                 continue
+            rate_cut = rate_cut or "rate limit" in (outcome.skipped or "")
             issued = outcome.issued_bytes or int(outcome.measured.get("planned_bytes", 0))
             left -= issued
             acted.requested_bytes += issued
             if outcome.rss_delta_bytes is not None:
                 acted.measured_bytes += max(0, -outcome.rss_delta_bytes)
-            _mark(self._issued, pid, pcands, issued, now)
+            _mark(self._issued, pid, pick.cands, issued, now)
             after = self.states.peek(pid) if outcome.status in ("applied", "partial") else None
             if after is not None and after is not before.state:
                 self._judge(pid, cut, before, after, now)
@@ -368,7 +426,29 @@ class NativeReclaim(QuotaPolicy):
                 }
             )
         acted.fields["outcomes"] = outcomes or None
+        self._reclaimed = acted.measured_bytes
+        acted.applied_output = self._applied_output(decision.output, dt, budget, rate_cut, acted)
         return acted
+
+    def _applied_output(
+        self, output: float, dt: float, budget: int, rate_cut: bool, acted: Acted
+    ) -> float | None:
+        """The quota the limits let through, when they cut it: ``max_bytes_per_tick``
+        (the tick's budget) or the rate limit (what was issued), scaled back to bytes per
+        ``quota.per``; None when neither cut (fewer candidates than the budget is not a
+        limit)."""
+        assert self.cfg.quota is not None
+        tick = self.ctx.config.reactor.tick
+        span = min(dt if dt > 0 else tick, 3 * tick)
+        cap = self.cfg.max_bytes_per_tick
+        limited: float | None = None
+        if cap is not None and budget >= cap and output * span / self.cfg.quota.per > cap:
+            limited = float(cap)
+        if rate_cut:
+            limited = float(acted.requested_bytes)
+        if limited is None:
+            return None
+        return max(limited, 1.0) * self.cfg.quota.per / span
 
 
 def _mark(
@@ -396,7 +476,9 @@ class CgroupReclaim(QuotaPolicy):
             ctx.fs, limits=policy_limits(cfg, ctx.config.reactor.dry_run)
         )
 
-    async def act(self, decision: CompositeOutput, now: float, dt: float) -> Acted:
+    cold_actuator = False  # memory.reclaim picks by the kernel's LRU, not by the monitor
+
+    async def act(self, decision: Any, now: float, dt: float, plan: Any = None) -> Acted:
         """Write the tick's bytes to ``memory.reclaim``; measure the usage drop."""
         assert self.cfg.cgroup is not None
         budget = self.tick_bytes(decision.output, dt)

@@ -12,10 +12,22 @@ Bounds, derived before running:
   offsets, which are never paged out, so nothing faults on the cold chunks: neither
   readahead nor fault-around brings any of them back (host-capabilities.md: the refill
   it measured came from paging out the hot set too).
-* time: a chunk is cold after ``min_age`` 3 s; the PSI goal sees no pressure on this idle
-  machine, so the quota probes x1.4 per tick from 4 MiB: 5.6 + 7.8 + 11 + 15 + 21 + 30 +
-  42 MiB = 133 MiB > 112 MiB after 7 ticks. Start-up (probe detection, first snapshot)
-  takes about 3 s, so a 22 s run leaves twice the time needed.
+* time: a chunk is cold after ``min_age`` 3 s. The controller is the cold-set feedforward
+  (controllers/feedforward.py; tick 1 s = ``quota.per``, so a tick may use its whole
+  quota): quota = 0.9 x cold + refill + excess, ``cold`` the pageable cold pieces the
+  tick found (C: the cold chunks holding anything, at most 112 MiB, plus the workload's
+  other cold file mappings, its interpreter's libraries), the excess held at its 4 MiB
+  start while the drain runs (a tick is informative only once what the last one left,
+  0.1 x cold, is at most a tenth of the excess). Tick 1 with cold pieces issues
+  0.9 C + 4 MiB of them; the rest, at most 0.1 C - 4 MiB, is issued at tick 2 (0.9 x
+  rest + 4 MiB >= rest while rest <= 40 MiB, i.e. for any C <= 440 MiB); the one piece
+  the tick-1 budget cut in two is issued again min_age = 3 s later. So every cold
+  chunk is issued within 2 ticks + 3 s of the first cold snapshot, about 3 s (start-up:
+  probe detection, first snapshot) + 3 s (age) + 2 + 3 s = 11 s of the 22 s run. (The
+  PSI-only composite it replaces needed 7 probing ticks from 4 MiB: 5.6 + 7.8 + ... + 42
+  MiB = 133 MiB > 112 MiB.) Once drained the cold reading is ~0, the ticks are
+  informative and the PSI goal (no pressure on this idle machine) binds and probes the
+  excess: at least one tick names ``memory_psi_some`` as the binding goal.
 * the workload's populate loop writes every page (dirty file pages cannot be paged
   out): the test fsyncs the file once the workload says it is ready.
 * splitting the mapping into VMAs at a page offset (the workload's guard page) makes the

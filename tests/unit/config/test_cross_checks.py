@@ -146,3 +146,23 @@ def test_a_wrong_goal_metric_is_the_only_error_of_its_goal() -> None:
         """
     )
     assert len(report) == 1 and report[0].endswith("did you mean 'some_mem_psi_us'?"), report
+
+
+def test_feedforward_controller_needs_a_native_style_reclaim_with_a_stall_goal() -> None:
+    """controller feedforward drains cold regions: refused for memory.reclaim (cgroup)
+    and for a policy whose goals are all memory caps; accepted otherwise."""
+    policy = _POLICY + "    quota: {max: 64 MiB}\n    controller: {kind: feedforward}\n"
+    assert _report(
+        policy + "    cgroup: /sys/fs/cgroup/app\n    goals: [{metric: memory_psi_some, "
+        "target: 0.5%}]\n"
+    ) == [
+        "9:24 policies[0].controller.kind: controller feedforward drains a monitor's cold "
+        "regions: it is for reclaim policies without cgroup (memory.reclaim picks by LRU)"
+    ]
+    report = _report(policy + "    goals: [{metric: free_ratio, target: 10%}]\n")
+    assert len(report) == 1 and "add one (e.g. metric memory_psi_some" in report[0], report
+    config, issues = validate_text(
+        textwrap.dedent(policy + "    goals: [{metric: memory_psi_some, target: 0.5%}]\n"),
+        "c.yaml",
+    )
+    assert config is not None and not issues

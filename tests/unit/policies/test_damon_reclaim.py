@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ policies:
     goals: [{metric: memory_psi_some, target: 0.5%}]
     quota: {max: 64 MiB, per: 1s}
 """
+#: The cold-set feedforward is opt-in on the DAMON backend (DamonReclaim.feedforward_default).
+FEEDFORWARD_POLICY = REACTOR_POLICY + "    controller: {kind: feedforward}\n"
 
 
 async def drive(damon: FakeDamon, step_s: float = 0.02) -> None:
@@ -64,10 +67,155 @@ def quota_file(fs: FakeKernelFS, k: int, s: int, name: str) -> str:
     return fs.read_text(f"{paths.scheme_dir(k, s)}/quotas/{name}").strip()
 
 
+def sz_applied(damon: FakeDamon, k: int, s: int) -> int:
+    """The scheme's sz_applied in the simulated kernel (what it paged out)."""
+    ctx = damon.context(k)
+    assert ctx is not None
+    return int(ctx.schemes[s].stats.sz_applied)
+
+
+MIB = 1 << 20
+COLD_BYTES = COLD[1] - COLD[0]  # 32 MiB, never accessed
+GAP = COLD[0] - HOT[1]  # 12 MiB unmapped between them: a region over it reads cold too
+
+
+@pytest.mark.anyio
+async def test_reactor_tuner_commits_the_feedforward_quota_online(tmp_path: Path) -> None:
+    """tuner reactor: the pageout scheme's sz_bytes follows the controller, committed to
+    the running kdamond (its pid never changes); the feedforward's terms are logged and
+    shown by status (cold bytes, refill estimate, excess, binding)."""
+    fs, damon = fake_machine()
+    seen: list[int] = []
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs) as reactor:
+                pid = damon.kdamond_pid(0)
+                assert pid is not None
+                for _ in range(12):
+                    await anyio.sleep(0.2)
+                    seen.append(int(quota_file(fs, 0, 1, "bytes")))
+                    assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
+                status = reactor.status()
+            tg.cancel_scope.cancel()
+    assert fs.read_text(f"{paths.scheme_dir(0, 1)}/action").strip() == "pageout"
+    assert len(set(seen)) >= 2, seen
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    assert ticks and all("requested_bytes" in t and "measured_bytes" in t for t in ticks)
+    for key in ("feedforward.cold_bytes", "feedforward.refill", "feedforward.excess"):
+        assert all(key in t["controller"] for t in ticks), key
+    assert {t["controller"]["binding_goal"] for t in ticks} <= {
+        "feedforward",
+        "memory_psi_some",
+        "no_stall_reading",
+    }
+    (pol,) = status["policies"]
+    assert pol["name"] == "cold" and pol["output"]
+    assert pol["goals"][0]["metric"] == "memory_psi_some"
+    assert "feedforward.cold_bytes" in pol["controller"]
+    assert "feedforward.refill" in pol["controller"]
+
+
+@pytest.mark.anyio
+async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None:
+    """Each tick's step sees the cold bytes of the monitor's newest snapshot (regions of
+    the scheme's pattern: no access, >= 200 ms old): the first one holds the 32 MiB never
+    accessed (plus at most the unmapped gap before it, never the hot 4 MiB), and its
+    drain is 0.9 x cold x per / tick = 4.5 x cold (first tick: dt = the 200 ms tick)."""
+    fs, damon = fake_machine()
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs):
+                await anyio.sleep(1.0)
+            tg.cancel_scope.cancel()
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    read = [t for t in ticks if t["inputs"].get("cold_bytes") is not None]
+    assert read, [t["inputs"] for t in ticks]
+    first = read[0]
+    cold = first["inputs"]["cold_bytes"]
+    assert COLD_BYTES <= cold <= COLD_BYTES + GAP
+    assert all(t["controller"]["feedforward.cold_bytes"] == t["inputs"]["cold_bytes"] for t in read)
+    if first is ticks[0]:
+        assert first["controller"]["feedforward.drain"] == pytest.approx(0.9 * cold * 1.0 / 0.2)
+
+
+@pytest.mark.anyio
+async def test_the_quota_drains_the_cold_set_within_the_derived_bound(tmp_path: Path) -> None:
+    """Derivation (quota = 0.9 x cold x per/dt + refill + excess, per 1 s, tick 200 ms):
+    the first tick reads cold >= 32 MiB, so its quota is >= 0.9 x 32 x 5 + 4 = 148 MiB,
+    capped at ``quota.max`` 64 MiB: the first commit is 64 MiB. DAMON takes a new
+    sz_bytes at its next charge-window reset (<= reset_interval 1 s later) and applies
+    it at the next aggregation (<= 100 ms): every region of the pattern, 32 MiB <= 64 MiB,
+    within 1.1 s of that commit (1.3 s of simulated time allowed for the fake's 20 ms
+    steps). The PSI-only composite committed 5.6 MiB first and x1.4 per 200 ms tick:
+    at most 4 x 1.4^6 = 30 MiB in that window. (The fake pages out without evicting, so
+    the cold regions come back once 200 ms old: sz_applied keeps growing after this.)"""
+    fs, damon = fake_machine()
+    commit: tuple[int, int] | None = None
+    first = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs):
+            start = int(quota_file(fs, 0, 1, "bytes"))
+            for _ in range(200):
+                await anyio.sleep(0.01)
+                now_q = int(quota_file(fs, 0, 1, "bytes"))
+                if commit is None and now_q != start:
+                    first, commit = now_q, (damon.now_us, sz_applied(damon, 0, 1))
+                if commit is not None and damon.now_us >= commit[0] + 1_300_000:
+                    break
+            applied = sz_applied(damon, 0, 1)
+        tg.cancel_scope.cancel()
+    assert commit is not None and first == 64 * MIB, first
+    assert applied - commit[1] >= COLD_BYTES, (applied - commit[1]) / MIB
+
+
+PSI_POLICY = FEEDFORWARD_POLICY.replace("quota: {max: 64 MiB", "quota: {max: 1 GiB")
+
+
+async def pressure(fs: FakeKernelFS, share: float, step_s: float = 0.02) -> None:
+    """/proc/pressure/memory with ``some`` stalls growing at ``share`` of the time."""
+    total = 0.0
+    while True:
+        total += share * step_s * 1e6
+        line = f"avg10=0.00 avg60=0.00 avg300=0.00 total={int(total)}"
+        fs.set_file("/proc/pressure/memory", f"some {line}\nfull {line}\n")
+        await anyio.sleep(step_s)
+
+
+@pytest.mark.anyio
+async def test_a_stall_above_the_goal_lowers_the_excess(tmp_path: Path) -> None:
+    """PSI some at 10 % against a 0.5 % goal asks for less: even on ticks that are not
+    informative (the drain is running) that reading passes, and each step takes
+    0.24 x ln(0.005 / 0.1) = -0.72 of ln(excess), i.e. x 0.49 per tick (the cap is
+    8/s: -0.42 per 200 ms tick, so x 0.66): the excess the PSI goal allows beyond the
+    feedforward (``allowed`` minus drain and refill) falls tick after tick."""
+    fs, damon = fake_machine()
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            tg.start_soon(pressure, fs, 0.10)
+            async with Reactor(config(tmp_path, PSI_POLICY), fs=fs):
+                await anyio.sleep(2.0)
+            tg.cancel_scope.cancel()
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    stalled = [t for t in ticks if (t["inputs"].get("memory_psi_some") or 0) > 0.05]
+    assert len(stalled) >= 3, [t["inputs"] for t in ticks]
+    excess = []
+    for t in stalled:
+        c = t["controller"]
+        ff = c["feedforward.drain"] + c["feedforward.refill"]
+        excess.append(c["allowed.memory_psi_some"] - ff)
+    assert all(b < a for a, b in itertools.pairwise(excess)), excess
+    assert excess[-1] < 0.5 * 4 * MIB, excess  # from its 4 MiB start
+
+
 @pytest.mark.anyio
 async def test_reactor_tuner_commits_a_growing_quota_online(tmp_path: Path) -> None:
-    """tuner reactor: the pageout scheme's sz_bytes follows the controller tick by tick,
-    committed to the running kdamond (its pid never changes)."""
+    """tuner reactor, the default controller on the DAMON backend (the per-goal composite,
+    not the feedforward): the pageout scheme's sz_bytes follows the controller tick by
+    tick, committed to the running kdamond (its pid never changes)."""
     fs, damon = fake_machine()
     seen: list[int] = []
     with structlog.testing.capture_logs() as logs:
