@@ -184,12 +184,14 @@ def goal_value(goal: GoalConfig, policy: PolicyConfig, value: Any) -> float | No
 
 
 def nodes_used_ratio(tiers: Any, nodes: Sequence[int]) -> float | None:
-    """Used / total memory of ``nodes`` (0..1), from a :class:`~reactor.signals.tiers.Tiers`."""
+    """Used / total memory of ``nodes`` (0..1), from a :class:`~reactor.signals.tiers.Tiers`:
+    the pages on the per-CPU free lists count as free (:attr:`~reactor.signals.tiers.
+    NumaNode.used_bytes`; node meminfo's MemUsed counts them used, up to ~5 % of a node)."""
     total = used = 0
     for node in nodes:
-        mem = tiers.node(node).meminfo
-        total += mem.mem_total_bytes
-        used += mem.mem_used_bytes
+        view = tiers.node(node)
+        total += view.total_bytes
+        used += view.used_bytes
     return used / total if total else None
 
 

@@ -90,7 +90,7 @@ def _freest(tiers: Tiers | None, nodes: Sequence[int]) -> int:
     best, free = nodes[0], -1
     for node in nodes:
         try:
-            have = tiers.node(node).meminfo.mem_free_bytes
+            have = tiers.node(node).free_bytes  # the per-CPU free lists counted
         except (KeyError, AttributeError, ValueError):
             continue
         if have > free:

@@ -346,3 +346,17 @@ def test_guest_two_tiers_from_captures() -> None:
     assert (slow.tier_id, slow.nodes, slow.total_bytes) == (90, (1,), 513704 * 1024)
     assert slow.used_bytes == (62080 - 20760) * 1024  # 41,320 kB
     assert tiers.node(1).meminfo.active_anon_bytes == 26256 * 1024
+
+
+def test_node_goals_read_the_view_with_the_per_cpu_lists_free() -> None:
+    """The policies' node_used_ratio / fast_tier_used_ratio (fast_nodes given) read the
+    same corrected used bytes as the tier view, not node meminfo's MemUsed: 750 KiB used
+    of 1000 KiB less 30 pages on node 0's per-CPU lists."""
+    from reactor.policies.base import fast_used_ratio, nodes_used_ratio
+
+    fs = two_tier_fs()
+    fs.set_file(ZONEINFO, zoneinfo({(0, "Normal"): (10, 20), (1, "Normal"): (5, 0)}))
+    tiers = TiersPoller(fs, page_size=4096).poll(0.0)
+    want = (750 * 1024 - 30 * 4096) / (1000 * 1024)
+    assert nodes_used_ratio(tiers, [0]) == pytest.approx(want)
+    assert fast_used_ratio(tiers, [0]) == pytest.approx(want)
