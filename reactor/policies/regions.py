@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = (
     "Candidate",
     "PickCache",
-    "access_share",
     "cold_regions",
     "hot_regions",
     "target_pid",
@@ -125,18 +124,3 @@ def hot_regions(view: AccessView, *, hot_access: float) -> list[Candidate]:
     found = _pick(view, keep, order)
     found.sort(key=lambda c: -c.nr_accesses)
     return found
-
-
-def access_share(view: AccessView) -> float | None:
-    """Size-weighted share of samples that saw an access (the kernel's ``access_bp``
-    as a fraction): sum(size x nr_accesses / max_nr_accesses) / sum(size)."""
-    total = 0.0
-    seen = 0.0
-    for snap in view.snapshots.values():
-        r = snap.regions
-        if not len(r):
-            continue
-        sizes = (r["end"] - r["start"]).astype(np.float64)
-        total += float(sizes.sum())
-        seen += float((sizes * r["nr_accesses"]).sum()) / max(1, snap.max_nr_accesses)
-    return seen / total if total > 0 else None

@@ -74,6 +74,30 @@ def sz_applied(damon: FakeDamon, k: int, s: int) -> int:
     return int(ctx.schemes[s].stats.sz_applied)
 
 
+async def run_commits(
+    tmp_path: Path, policy: str
+) -> tuple[list[int], list[dict[str, Any]], dict[str, Any]]:
+    """Run ``policy`` for 12 x 0.2 s on the fake: the pageout scheme's ``sz_bytes`` at
+    each step, the log events and the final status. Each commit keeps the kdamond's pid;
+    the scheme reactor added is a pageout."""
+    fs, damon = fake_machine()
+    seen: list[int] = []
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(config(tmp_path, policy), fs=fs) as reactor:
+                pid = damon.kdamond_pid(0)
+                assert pid is not None
+                for _ in range(12):
+                    await anyio.sleep(0.2)
+                    seen.append(int(quota_file(fs, 0, 1, "bytes")))
+                    assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
+                status = reactor.status()
+            tg.cancel_scope.cancel()
+    assert fs.read_text(f"{paths.scheme_dir(0, 1)}/action").strip() == "pageout"
+    return seen, logs, dict(status)
+
+
 MIB = 1 << 20
 COLD_BYTES = COLD[1] - COLD[0]  # 32 MiB, never accessed
 GAP = COLD[0] - HOT[1]  # 12 MiB unmapped between them: a region over it reads cold too
@@ -84,21 +108,7 @@ async def test_reactor_tuner_commits_the_feedforward_quota_online(tmp_path: Path
     """tuner reactor: the pageout scheme's sz_bytes follows the controller, committed to
     the running kdamond (its pid never changes); the feedforward's terms are logged and
     shown by status (cold bytes, refill estimate, excess, binding)."""
-    fs, damon = fake_machine()
-    seen: list[int] = []
-    with structlog.testing.capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive, damon)
-            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs) as reactor:
-                pid = damon.kdamond_pid(0)
-                assert pid is not None
-                for _ in range(12):
-                    await anyio.sleep(0.2)
-                    seen.append(int(quota_file(fs, 0, 1, "bytes")))
-                    assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
-                status = reactor.status()
-            tg.cancel_scope.cancel()
-    assert fs.read_text(f"{paths.scheme_dir(0, 1)}/action").strip() == "pageout"
+    seen, logs, status = await run_commits(tmp_path, FEEDFORWARD_POLICY)
     assert len(set(seen)) >= 2, seen
     ticks = [e for e in logs if e["event"] == "controller_tick"]
     assert ticks and all("requested_bytes" in t and "measured_bytes" in t for t in ticks)
@@ -216,21 +226,7 @@ async def test_reactor_tuner_commits_a_growing_quota_online(tmp_path: Path) -> N
     """tuner reactor, the default controller on the DAMON backend (the per-goal composite,
     not the feedforward): the pageout scheme's sz_bytes follows the controller tick by
     tick, committed to the running kdamond (its pid never changes)."""
-    fs, damon = fake_machine()
-    seen: list[int] = []
-    with structlog.testing.capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive, damon)
-            async with Reactor(config(tmp_path, REACTOR_POLICY), fs=fs) as reactor:
-                pid = damon.kdamond_pid(0)
-                assert pid is not None
-                for _ in range(12):
-                    await anyio.sleep(0.2)
-                    seen.append(int(quota_file(fs, 0, 1, "bytes")))
-                    assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
-                status = reactor.status()
-            tg.cancel_scope.cancel()
-    assert fs.read_text(f"{paths.scheme_dir(0, 1)}/action").strip() == "pageout"
+    seen, logs, status = await run_commits(tmp_path, REACTOR_POLICY)
     assert len(set(seen)) >= 4, seen
     assert seen[-1] > seen[0], "no pressure on the fake: the quota probes upward"
     ticks = [e for e in logs if e["event"] == "controller_tick"]
