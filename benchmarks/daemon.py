@@ -12,11 +12,12 @@ intervals:
 * ``native_defaults``: sampling 100 ms / aggregation 2 s (the native backend's defaults);
 * ``slow_sampling``: sampling 1 s / aggregation 10 s.
 
-Each daemon's CPU is read from ``/proc/<pid>/stat`` after a start-up allowance and again
-at the end, over the same wall interval: CPU share = CPU seconds / wall seconds (1.0 = one
-core), split into user time (``utime``: parsing, the region engine, controllers, logging,
-the event loop) and kernel time (``stime``: mostly the ``referenced`` probe's page walks,
-``clear_refs`` and ``smaps``, which the kernel does on the daemon's behalf). The native
+Each daemon's CPU is read from its CPU-time clock (exact, all threads) after a start-up
+allowance and again at the end, over the same wall interval: CPU share = CPU seconds /
+wall seconds (1.0 = one core). ``/proc/<pid>/stat``'s user time (``utime``: parsing, the
+region engine, controllers, logging, the event loop) and kernel time (``stime``: mostly
+the ``referenced`` probe's page walks, ``clear_refs`` and ``smaps``, which the kernel
+does on the daemon's behalf) are shown beside it. The native
 sampler runs in the daemon's process, so its sampling is the daemon's own cost. RSS is
 ``VmHWM`` (peak) and ``VmRSS`` just before the daemon stops.
 
@@ -111,9 +112,16 @@ def _seconds(text: str) -> float:
 
 
 def _cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process."""
+    """(user, system) CPU seconds of a process, tick-sampled (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S
+
+
+def _process_cpu_s(pid: int) -> float:
+    """All CPU seconds of a process, exact: its CPU-time clock (clock_getcpuclockid(3):
+    ``(~pid << 3) | CPUCLOCK_SCHED``), the scheduler's runtime summed over its threads,
+    ended ones included, with no 10 ms tick granularity."""
+    return time.clock_gettime(((~pid) << 3) | 2)
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -165,12 +173,14 @@ class _Run:
     walk_s: float = 0.0
     sampling0: float = 0.0
     sampling1: float = 0.0
+    exact0: float = 0.0
+    exact1: float = 0.0
 
     def result(self) -> dict[str, Any]:
         wall = self.t1 - self.t0
         user = (self.cpu1[0] - self.cpu0[0]) / wall
         kernel = (self.cpu1[1] - self.cpu0[1]) / wall
-        share = user + kernel
+        share = (self.exact1 - self.exact0) / wall
         sampling = (self.sampling1 - self.sampling0) / wall
         events = [json.loads(x) for x in self.log.read_text().splitlines() if x.startswith("{")]
         ticks = sum(1 for e in events if e.get("event") == "controller_tick")
@@ -179,7 +189,7 @@ class _Run:
             "sample_interval_s": self.intervals[0],
             "aggr_interval_s": self.intervals[1],
             "duration_s": round(wall, 3),
-            "cpu_s": round((self.cpu1[0] + self.cpu1[1]) - (self.cpu0[0] + self.cpu0[1]), 3),
+            "cpu_s": round(self.exact1 - self.exact0, 4),
             "cpu_share": round(share, 5),
             "user_share": round(user, 5),
             "kernel_share": round(kernel, 5),
@@ -270,10 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(STARTUP_S)
             for run in runs:
                 run.cpu0, run.t0 = _cpu_s(run.proc.pid), time.monotonic()
+                run.exact0 = _process_cpu_s(run.proc.pid)
                 run.sampling0 = _sampling_cpu_s(run)
             time.sleep(ns.duration)
             for run in runs:
                 run.cpu1, run.t1 = _cpu_s(run.proc.pid), time.monotonic()
+                run.exact1 = _process_cpu_s(run.proc.pid)
                 run.sampling1 = _sampling_cpu_s(run)
                 run.hwm = _status_kib(run.proc.pid, "VmHWM") * 1024
                 run.rss = _status_kib(run.proc.pid, "VmRSS") * 1024

@@ -27,6 +27,7 @@ from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
 from reactor.engine.bus import Bus
 from reactor.engine.monitors import AccessView
+from reactor.engine.ticker import Ticker
 from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
 from reactor.sampler.snapshot import Region, Snapshot, regions_array
@@ -242,7 +243,10 @@ class DamonMonitors:
 
     async def _loop(self) -> None:
         monitors = list(self.config.monitors)
+        # on the process-wide grid, with the sources (reactor.engine.ticker)
+        ticker = Ticker(lambda: self.snapshot_every_s, phase=0.0)
         while True:
+            await ticker.next()
             for k, monitor in enumerate(monitors):
                 (tried, *_) = await self.driver.update_schemes_tried_regions(k)
                 sample, aggregation = self._intervals(k, monitor)
@@ -250,4 +254,3 @@ class DamonMonitors:
                 snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
                 view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
                 self.bus.publish(f"access.{monitor.name}", view, now)
-            await anyio.sleep(self.snapshot_every_s)

@@ -42,7 +42,15 @@ class AccessView:
     snapshots: Mapping[str, Snapshot] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int | float]:
-        """Targets, regions, monitored bytes, bytes seen accessed, the hottest region."""
+        """Targets, regions, monitored bytes, bytes seen accessed, the hottest region
+        (computed once per view: a view is reported every tick until the next one)."""
+        cached: dict[str, int | float] | None = self.__dict__.get("_summary")
+        if cached is None:
+            cached = self._summarize()
+            object.__setattr__(self, "_summary", cached)
+        return dict(cached)
+
+    def _summarize(self) -> dict[str, int | float]:
         snaps = list(self.snapshots.values())
         regions = sum(len(s.regions) for s in snaps)
         total = sum(s.total_bytes for s in snaps)

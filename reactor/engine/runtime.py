@@ -395,9 +395,9 @@ class Reactor:
         # Report half a tick after the sources' ticks, so a report never races the reads
         # due at the same instant. Every source that started has a value by now (a rate
         # source is ready only after its first sample, not its baseline).
+        # (On the process-wide grid: sources at phase 0, policies and reports at 0.5.)
         task_status.started()
-        await anyio.sleep(self.config.reactor.tick / 2)
-        ticker = Ticker(lambda: self.config.reactor.tick)
+        ticker = Ticker(lambda: self.config.reactor.tick, phase=0.5, immediate=False)
         while True:
             tick = await ticker.next()
             self.ticks += 1

@@ -184,7 +184,7 @@ class SourceRunner:
             except KernelInterfaceError as exc:
                 poller = None
                 self._fail(log, str(exc))
-            self.ticker = Ticker(lambda: self.spec.cfg.period)
+            self.ticker = Ticker(lambda: self.spec.cfg.period, phase=0.0)
             give_up_at = anyio.current_time() + self._startup_timeout()
             started = False
             while True:

@@ -263,9 +263,11 @@ class Policy:
         with anyio.CancelScope() as self._scope:
             await self.start()
             task_status.started()
-            tick_s = self.ctx.config.reactor.tick
-            await anyio.sleep(tick_s / 2)
-            self.ticker = Ticker(lambda: self.ctx.config.reactor.tick)
+            # Half a tick after the sources, on the process-wide grid (one wake-up for
+            # every policy and the report). The first step comes 1.5 to 2.5 ticks after
+            # the start, with a whole tick behind it (the first grid point is passed).
+            await anyio.sleep(self.ctx.config.reactor.tick / 2)
+            self.ticker = Ticker(lambda: self.ctx.config.reactor.tick, phase=0.5, immediate=False)
             await self.ticker.next()
             while True:
                 tick = await self.ticker.next()

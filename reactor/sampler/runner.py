@@ -18,9 +18,10 @@ pid when it stops.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -319,6 +320,15 @@ class NativeSampler:
                 events.append(("sample_failed", f"{key}: {exc}"))
         return events
 
+    def _step(self, refresh: bool, aggregate: bool) -> tuple[list[tuple[str, str]], list[Snapshot]]:
+        """One sample (worker thread): re-discover processes first when ``refresh``,
+        then sample every target, then aggregate when ``aggregate`` (the snapshots'
+        ``taken_at`` is stamped on the event loop's clock by the caller)."""
+        events = self._refresh() if refresh else []
+        events += self._sample_all()
+        snaps = self._aggregate_all(math.nan) if aggregate else []
+        return events, snaps
+
     def _aggregate_all(self, now: float) -> list[Snapshot]:
         assert self.probes is not None
         infos = {i.name: i for i in self.probes}
@@ -389,7 +399,7 @@ class NativeSampler:
             owned.stop()
 
     async def _loop(self, task_status: TaskStatus[None]) -> None:
-        self.ticker = Ticker(lambda: self.settings.sample_interval_s)
+        self.ticker = Ticker(lambda: self.settings.sample_interval_s, phase=0.0)
         started = False
         next_update = anyio.current_time()
         samples = 0
@@ -398,17 +408,22 @@ class NativeSampler:
             if tick.skipped:
                 _log.warning("tick_overrun", skipped=tick.skipped, total=self.ticker.overruns)
             s = self.settings
-            if tick.now >= next_update:
+            refresh = tick.now >= next_update
+            if refresh:
                 next_update = tick.now + s.update_interval_s
-                self._log(await self._thread(self._refresh))
-            self._log(await self._thread(self._sample_all))
             samples += 1
+            aggregate = samples % s.samples_per_aggr == 0
+            # one hand-off to the worker thread per sample: each costs a wake-up of the
+            # thread and of the event loop, more than a small target's probe itself
+            events, snaps = await self._thread(self._step, refresh, aggregate)
+            self._log(events)
             if not started:
                 started = True
                 task_status.started()
-            if samples % s.samples_per_aggr == 0:
+            if aggregate:
                 now = anyio.current_time()
-                for snap in await self._thread(self._aggregate_all, now):
+                for taken in snaps:
+                    snap = replace(taken, taken_at=now)
                     self.latest[snap.target] = snap
                     if self.sink is not None:
                         self.sink(snap)

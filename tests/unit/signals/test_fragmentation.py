@@ -29,6 +29,7 @@ from reactor.signals.fragmentation import (
     parse_extfrag,
     parse_zoneinfo,
     unusable_free_index,
+    zoneinfo_pcp_pages,
 )
 from reactor.signals.vmstat import VmstatPoller
 from reactor.testing import FakeKernelFS
@@ -502,3 +503,28 @@ def test_guest_two_nodes_by_hand() -> None:
     ]
     assert frag.proactiveness is None
     assert frag.nodes[1].wmark_high is None and frag.nodes[1].above_wmark_high is None
+
+
+@pytest.mark.parametrize("capture", ["guest", "host"])
+def test_pcp_scan_agrees_with_the_parser(capture: str, captured: Captured) -> None:
+    """The tiers source's count-only scan gives the whole parser's per-node sums on both
+    captures (node 1 of the guest included), and on an edit of each: a CPU block's count
+    changed by 1000 moves exactly that node's sum."""
+    text = guest("proc_zoneinfo") if capture == "guest" else captured("proc_zoneinfo")
+    assert zoneinfo_pcp_pages(text) == parse_zoneinfo(text).node_pcp_pages()
+    # the last CPU block of the file: the last zone's (node 1 in the guest, 0 on the host)
+    head, sep, tail = text.rpartition("count:")
+    number = tail.split()[0]
+    edited = head + sep + tail.replace(number, str(int(number) + 1000), 1)
+    expected = parse_zoneinfo(edited).node_pcp_pages()
+    assert zoneinfo_pcp_pages(edited) == expected
+    last_node = max(expected)
+    assert expected[last_node] == parse_zoneinfo(text).node_pcp_pages()[last_node] + 1000
+
+
+def test_pcp_scan_refuses_a_file_without_zones() -> None:
+    """No zone header, or a count before one: KernelFormatError naming the file."""
+    with pytest.raises(KernelFormatError, match="no zones"):
+        zoneinfo_pcp_pages("nothing here\n", "/proc/zoneinfo")
+    with pytest.raises(KernelFormatError, match="before any zone"):
+        zoneinfo_pcp_pages("    cpu: 0\n              count: 5\n", "/proc/zoneinfo")
