@@ -115,7 +115,7 @@ class Vma:
     def anonymous(self) -> int:
         return self.get("Anonymous")
 
-    @property
+    @cached_property
     def file_dirty(self) -> int:
         """Dirty file pages: all dirty pages of the mapping minus its anonymous (COW)
         pages, which in a private file mapping are the written ones."""
