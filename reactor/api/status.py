@@ -41,6 +41,7 @@ from reactor._version import __version__
 from reactor.errors import ReactorError
 
 if TYPE_CHECKING:
+    from reactor.config import MonitorConfig
     from reactor.engine.runtime import Reactor
 
 __all__ = (
@@ -127,7 +128,8 @@ class MonitorStatus(TypedDict):
 
     ``state`` is ``running`` (snapshots arrive), ``starting`` (none yet) or ``inactive``
     (``reason`` says why). ``targets`` and ``nr_regions`` come from the newest snapshot
-    (None before it); intervals are seconds. ``stale`` is true when the newest snapshot
+    (None before it); intervals are seconds, the ones it runs with now (a monitoring
+    policy tunes them online), not the configured ones. ``stale`` is true when the newest snapshot
     is older than three aggregation intervals. ``summary`` is the newest snapshot's
     summary (monitored and accessed bytes, the hottest region's access count).
     ``sampling_cpu_s``: CPU seconds the native sampler has spent on this monitor since
@@ -291,16 +293,15 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
     """The configured monitors, as far as the runtime has started them."""
     backend = reactor.backend.backend if reactor.backend is not None else "unknown"
     native = getattr(reactor, "native", None)
+    damon = getattr(reactor, "damon", None)
     skipped = getattr(native, "skipped", ())
     out = []
     for monitor in reactor.config.monitors:
-        sample_s, aggregation_s = monitor.intervals(
-            "damon" if native is None and backend == "damon" else "native"
-        )
+        sample_s, aggregation_s = _live_intervals(reactor, monitor, backend)
         age, summary = _peek(reactor, f"access.{monitor.name}", now)
         reason = None
-        if native is None:
-            state, reason = "inactive", f"monitors do not run on the {backend} backend yet"
+        if native is None and damon is None:
+            state, reason = "inactive", f"no monitor runs on the {backend} backend"
         elif monitor.name in skipped:
             state, reason = "inactive", f"ops {monitor.ops} needs the DAMON backend"
         else:
@@ -308,7 +309,7 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
         out.append(
             MonitorStatus(
                 name=monitor.name,
-                backend="native" if native is not None else backend,
+                backend="native" if native is not None else "damon" if damon else backend,
                 state=state,
                 reason=reason,
                 targets=None if summary is None else summary.get("targets"),
@@ -322,6 +323,23 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
             )
         )
     return out
+
+
+def _live_intervals(reactor: Reactor, monitor: MonitorConfig, backend: str) -> tuple[float, float]:
+    """The intervals the monitor runs with now, in seconds (a monitoring policy tunes
+    them online): the native sampler's settings; on DAMON, those of the newest snapshot
+    (read back from the kdamond's files with it); the configured ones before either."""
+    native = getattr(reactor, "native", None)
+    sampler = getattr(native, "samplers", {}).get(monitor.name) if native is not None else None
+    if sampler is not None:
+        return sampler.settings.sample_interval_s, sampler.settings.aggr_interval_s
+    peek = getattr(reactor.bus, "peek", reactor.bus.latest)
+    sample = peek(f"access.{monitor.name}")
+    snaps = getattr(getattr(sample, "value", None), "snapshots", None) or {}
+    if snaps:
+        newest = max(snaps.values(), key=lambda s: s.taken_at)
+        return newest.sample_interval_s, newest.aggr_interval_s
+    return monitor.intervals("damon" if native is None and backend == "damon" else "native")
 
 
 def _sampling_cpu_s(native: Any, name: str) -> float | None:

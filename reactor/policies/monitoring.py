@@ -176,6 +176,10 @@ class MonitoringPolicy(Policy):
         """Apply the interval and region bound online; fields for the log."""
         raise NotImplementedError
 
+    def regions_fixed(self) -> str | None:
+        """Why the region count cannot be tuned on this monitor (None: it can)."""
+        return None
+
     # -- the tick ----------------------------------------------------------------------
     def cpu_share(self, now: float) -> float | None:
         """CPU seconds per wall second since the last tick (None on the first)."""
@@ -217,12 +221,20 @@ class MonitoringPolicy(Policy):
             self.interval_state, i_dec = self.interval_ctl.step(self.interval_state, sampled, now)
             self._stepped_at = taken
             terms |= {f"intervals.{k}": v for k, v in i_dec.log_fields().items()}
-        self.regions_state, r_dec = self.regions_ctl.step(
-            self.regions_state, {"cpu": cpu, "accuracy": headroom}, now
-        )
-        terms |= {f"regions.{k}": v for k, v in r_dec.log_fields().items()}
+        fixed = self.regions_fixed()
+        binding: str | None = None
+        if fixed is None:
+            self.regions_state, r_dec = self.regions_ctl.step(
+                self.regions_state, {"cpu": cpu, "accuracy": headroom}, now
+            )
+            terms |= {f"regions.{k}": v for k, v in r_dec.log_fields().items()}
+            binding = r_dec.binding
+            new_regions = round(self.regions_state.output)
+        else:
+            self.note_once("regions-fixed", "policy_note", note=fixed)
+            terms["regions.held"] = "fixed_by_probe"
+            new_regions = round(self.max_regions)
         new_us = self.interval_ctl.output_of(self.interval_state) if self.tune_intervals else None
-        new_regions = round(self.regions_state.output)
         moved = _moved(new_regions, self.max_regions) or (
             new_us is not None and _moved(new_us, self.sample_us)
         )
@@ -243,7 +255,7 @@ class MonitoringPolicy(Policy):
             "sample_us": self.sample_us,
             "aggr_us": self.sample_us * self.ratio,
             "max_nr_regions": self.max_regions,
-            "binding_goal": r_dec.binding,
+            "binding_goal": binding,
         }
         held = None
         if share is None and cpu is None:
@@ -274,6 +286,23 @@ class NativeMonitoring(MonitoringPolicy):
         if sampler is None:
             return None
         return sum(s.probe.kernel_s + s.user_s for s in sampler.stats.values())
+
+    def regions_fixed(self) -> str | None:
+        """A sampler whose every target uses a per-mapping probe (``referenced``) has one
+        region per mapping: ``max_nr_regions`` bounds nothing there, so only the
+        intervals (which set its CPU) are tuned."""
+        sampler = self._sampler()
+        if sampler is None or not sampler.monitors:
+            return None
+        if any(m.session.per_page for m in sampler.monitors.values()):
+            return None
+        probes = sorted({m.session.name for m in sampler.monitors.values()})
+        return (
+            f"monitor {self.cfg.monitor}: the {', '.join(probes)} probe counts accesses per "
+            "mapping, one region per mapping, which max_nr_regions does not bound: the "
+            "region count is left alone; the sampling interval (and so the sampling CPU) "
+            "is tuned"
+        )
 
     async def apply(self, sample_us: float, max_regions: int, now: float) -> dict[str, Any]:
         """Stage the new settings; the sampler adopts them at its next aggregation."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 
 from controllers.filtered import sampled_share
 from reactor.config import load_config_text
@@ -102,12 +103,24 @@ def test_interval_bounds_fit_one_aggregation_in_the_smallest_min_age() -> None:
     assert high == pytest.approx(8.0 / 20)
 
 
-class FakeSampler:
-    """The two things the policy uses of a NativeSampler: settings and cost stats."""
+class FakeSession:
+    def __init__(self, name: str, per_page: bool) -> None:
+        self.name, self.per_page = name, per_page
 
-    def __init__(self) -> None:
+
+class FakeTarget:
+    def __init__(self, session: FakeSession) -> None:
+        self.session = session
+
+
+class FakeSampler:
+    """What the policy uses of a NativeSampler: settings, cost stats and its targets'
+    probe sessions (a per-page probe by default)."""
+
+    def __init__(self, probe: str = "page-idle", per_page: bool = True) -> None:
         self.settings = SamplerSettings(sample_interval_s=0.1, aggr_interval_s=2.0)
         self.stats = {"app.pids:4242": MonitorStats(ProbeCost())}
+        self.monitors = {"app.pids:4242": FakeTarget(FakeSession(probe, per_page))}
         self.staged: list[SamplerSettings] = []
 
     def update_settings(self, settings: SamplerSettings) -> None:
@@ -145,6 +158,32 @@ async def test_native_intervals_grow_until_the_access_share_is_met(
     assert last.max_nr_regions < 1000, "CPU above the 1 % budget: fewer regions"
 
 
+@pytest.mark.anyio
+async def test_a_per_mapping_probe_keeps_its_region_count(fake_kernel: FakeKernelFS) -> None:
+    """With ``referenced`` (one region per mapping) the CPU over budget cannot be cut by
+    regions: max_nr_regions stays at the configured 1000, a policy_note says why, and the
+    intervals are still tuned (they set the sampling CPU)."""
+    config = load_config_text(POLICY, "t.yaml")
+    bus = Bus()
+    sampler = FakeSampler("referenced", per_page=False)
+    ctx = PolicyContext(config, bus, fake_kernel, "native", native=FakeNative(sampler))  # type: ignore[arg-type]
+    policy = build_policy(config.policies[0], ctx)
+    now = 100.0
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(8):
+            s = sampler.settings
+            bus.publish("access.app", view(1, now, s.sample_interval_s), now)
+            sampler.stats["app.pids:4242"].probe.kernel_s += 0.05  # 5 % of a CPU
+            await policy.tick(now + 0.5, 1.0)
+            now += max(1.0, s.aggr_interval_s + 0.1)
+    assert sampler.staged and sampler.settings.sample_interval_s > 0.1
+    assert all(st.max_nr_regions == 1000 for st in sampler.staged)
+    notes = [e for e in logs if e["event"] == "policy_note"]
+    assert len(notes) == 1 and "referenced probe counts accesses per mapping" in notes[0]["note"]
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    assert all(t["controller"]["regions.held"] == "fixed_by_probe" for t in ticks)
+
+
 DAMON_POLICY = """
 policies:
   - name: self
@@ -172,11 +211,13 @@ def damon_config(run_dir: Path) -> Any:
 @pytest.mark.anyio
 async def test_damon_monitoring_commits_intervals_online(tmp_path: Path) -> None:
     """A 50 % access-share target (the fake's hot set is 4 of 36 MiB) lengthens the
-    kdamond's sampling interval by online commits (same pid), aggregation in step."""
+    kdamond's sampling interval by online commits (same pid), aggregation in step;
+    ``reactor status`` shows the monitor running on DAMON with the intervals it runs
+    with (read back with the newest snapshot), not the configured 10 ms / 100 ms."""
     fs, damon = fake_machine()
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive, damon)
-        async with Reactor(damon_config(tmp_path), fs=fs):
+        async with Reactor(damon_config(tmp_path), fs=fs) as reactor:
             pid = damon.kdamond_pid(0)
             assert pid is not None
             fs.set_file(f"/proc/{pid}/stat", f"{pid} (kdamond.0) S 2 0 0 0 -1 0 0 0 0 0 1 1 0\n")
@@ -186,5 +227,11 @@ async def test_damon_monitoring_commits_intervals_online(tmp_path: Path) -> None
             base = paths.kdamond_dir(0) + "/contexts/0/monitoring_attrs/intervals"
             sample = int(fs.read_text(f"{base}/sample_us"))
             aggr = int(fs.read_text(f"{base}/aggr_us"))
+            await anyio.sleep(0.5)  # a snapshot taken under them (snapshots every tick)
+            (mon,) = reactor.status()["monitors"]
+            assert int(fs.read_text(f"{base}/sample_us")) == sample, "settled"
         tg.cancel_scope.cancel()
     assert sample > 10_000 and aggr == pytest.approx(10 * sample, rel=0.01)
+    assert (mon["state"], mon["backend"], mon["reason"]) == ("running", "damon", None)
+    assert mon["sample_interval_s"] == pytest.approx(sample / 1e6)
+    assert mon["aggregation_interval_s"] == pytest.approx(aggr / 1e6)
