@@ -177,12 +177,16 @@ class PolicyStatus(TypedDict):
     ``output`` is in ``output_unit`` (e.g. ``bytes`` of quota per quota interval);
     ``controller`` holds the controller's components (``p``, ``i``, ``d`` and any others it
     reports). ``held`` is the reason the output is held (stale input, dry run), else None.
+    ``binding`` names what decided the output at the last tick: a goal's metric (that
+    goal is also marked ``binding`` in ``goals``) or a term that is no goal, such as
+    ``feedforward`` (the cold-set drain) or ``no_stall_reading``; None before a tick.
     """
 
     name: str
     kind: str
     monitor: str
     goals: list[GoalStatus]
+    binding: str | None
     output: float | None
     output_unit: str
     controller: dict[str, float | None]
@@ -713,12 +717,16 @@ def _fmt_policy(pol: Mapping[str, Any]) -> list[str]:
         f"{pol.get('output')} {pol.get('output_unit', '')}".rstrip()
         + (f", HELD: {pol['held']}" if pol.get("held") else "")
     ]
-    for goal in pol.get("goals", []):
+    goals = pol.get("goals", [])
+    for goal in goals:
         mark = " <- binding" if goal.get("binding") else ""
         out.append(
             f"  goal {goal.get('metric')}: target {goal.get('target')}, "
             f"measured {goal.get('measurement')}{mark}"
         )
+    binding = pol.get("binding")
+    if binding and not any(goal.get("binding") for goal in goals):
+        out.append(f"  decided by: {binding} (no goal)")
     ctl = pol.get("controller") or {}
     if ctl:
         out.append("  controller " + " ".join(f"{k}={v}" for k, v in ctl.items()))

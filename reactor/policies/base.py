@@ -397,6 +397,7 @@ class Policy:
             kind=self.cfg.kind,
             monitor=self.cfg.monitor,
             goals=goals,
+            binding=self.binding,
             output=self.output,
             output_unit=self.output_unit,
             controller=dict(self.controller_terms),

@@ -319,6 +319,11 @@ def test_format_status_shows_policies_goals_and_held() -> None:
     assert "reclaim-cold (reclaim on node): output 1048576.0 bytes, HELD: psi.memory stale" in text
     assert "goal memory_psi_some: target 0.005, measured 0.002 <- binding" in text
     assert "acted: 10 B requested, 8 B measured" in text
+    assert "decided by" not in text  # a goal decided: it is marked
+    pol = doc["policies"][0]  # type: ignore[index]
+    pol["goals"][0]["binding"] = False
+    pol["binding"] = "feedforward"
+    assert "  decided by: feedforward (no goal)" in format_status(doc)
 
 
 class _View:
