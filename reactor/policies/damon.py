@@ -14,10 +14,11 @@ access pattern (``max_access``, ``min_age``).
   thing for the scheme reactor adds; for a ``scheme:`` whose pattern is wider, e.g. one
   that matches every region, the pattern alone would feed the hot set forward as cold),
   and the growth of the scheme's ``sz_applied`` since the last tick (what it paged out).
-  Limit: a ``scheme:`` on another kdamond than the monitor's pages out without the
-  monitor's regions noticing (their ages are the monitor's own), so paged-out memory
-  still reads as cold there and the drain keeps re-trying it (harmless: it only
-  charges the quota to regions with nothing resident).
+  With a vaddr/fvaddr monitor (the default there) the cold regions are cut to what is
+  resident in its processes (:func:`resident_bytes`: mappings, then pagemap): a region
+  over the holes between mappings, or over memory a ``scheme:`` on another kdamond
+  already paged out (the monitor's ages do not notice), reads cold but holds nothing
+  to page out.
 * ``tuner: kernel``: reactor writes DAMOS quota goals once (``some_mem_psi_us`` with
   target = share x reset interval in µs for the pressure goal; ``user_input`` for what
   the kernel cannot measure: refault rate in bytes/s, ratios in basis points, user
@@ -35,23 +36,34 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import numpy as np
 
 from reactor.config.damon import Kdamond, MonitoringIntervals, QuotaGoal, Quotas, Scheme
-from reactor.errors import ReactorError
-from reactor.policies.base import Acted, PolicyContext, read_goals
+from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
+from reactor.kernelfs import KernelFS
+from reactor.policies.base import PAGE_SIZE, Acted, PolicyContext, read_goals
 from reactor.policies.quota import QuotaPolicy
+from reactor.sampler.procfs import parse_maps
 
 if TYPE_CHECKING:
     from reactor.config import GoalConfig, PolicyConfig
     from reactor.damon.driver import DamonDriver
     from reactor.engine.monitors import AccessView
 
-__all__ = ("ColdPattern", "DamonReclaim", "cold_pattern", "kernel_goals", "pageout_scheme")
+__all__ = (
+    "ColdPattern",
+    "DamonReclaim",
+    "cold_pattern",
+    "kernel_goals",
+    "pageout_scheme",
+    "resident_bytes",
+)
 
 _LOCKS: weakref.WeakKeyDictionary[Any, anyio.Lock] = weakref.WeakKeyDictionary()
 
@@ -98,7 +110,11 @@ class ColdPattern:
 
     def cold_bytes(self, view: AccessView) -> int:
         """Bytes of the view's regions within the pattern (every snapshot of the view)."""
-        total = 0
+        return sum(e - s for s, e in self.cold_spans(view))
+
+    def cold_spans(self, view: AccessView) -> list[tuple[int, int]]:
+        """The view's regions within the pattern, as merged half-open address spans."""
+        spans: list[tuple[int, int]] = []
         for snap in view.snapshots.values():
             r = snap.regions
             if not len(r):
@@ -114,8 +130,69 @@ class ColdPattern:
                 & (age >= self.age_min_s - 1e-9)
                 & (age <= self.age_max_s)
             )
-            total += int(size[keep].sum())
-        return total
+            spans.extend(zip(r["start"][keep].tolist(), r["end"][keep].tolist(), strict=True))
+        return _merged(spans)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+#: pagemap entries read per call (8 bytes each: 512 KiB), so a big cold span never needs
+#: one big buffer
+_PAGEMAP_BATCH = 65536
+_PRESENT = np.uint64(63)
+
+
+def resident_bytes(fs: KernelFS, pid: int, spans: Sequence[tuple[int, int]]) -> int:
+    """Bytes of the merged, sorted half-open ``spans`` of process ``pid``'s address
+    space that are in RAM now: the spans are cut to its mappings first (``/proc/PID/
+    maps``, no page walk: the holes between mappings cost nothing), then pagemap is read
+    over the rest (8 bytes a page; the kernel walks only those page tables) and pages
+    with the present bit (63) counted: a page swapped out (bit 62) or never touched is
+    not resident. TargetVanished when the process is gone."""
+    try:
+        maps = parse_maps(fs.read_text(f"/proc/{pid}/maps"), f"/proc/{pid}/maps")
+        kept = fs.keep(f"/proc/{pid}/pagemap")
+    except KernelInterfaceError as exc:
+        raise TargetVanished(f"pid {pid}") from exc
+    total = 0
+    try:
+        vmas = zip(maps.start.tolist(), maps.end.tolist(), strict=True)
+        for lo, hi in _intersection(spans, sorted(vmas)):
+            first, end = lo // PAGE_SIZE, -(-hi // PAGE_SIZE)
+            for at in range(first, end, _PAGEMAP_BATCH):
+                n = min(_PAGEMAP_BATCH, end - at)
+                entries = np.frombuffer(kept.pread(n * 8, at * 8), dtype=np.uint64)
+                total += int(np.count_nonzero(entries >> _PRESENT))
+    except KernelInterfaceError as exc:
+        raise TargetVanished(f"pid {pid}") from exc
+    finally:
+        kept.close()
+    return total * PAGE_SIZE
+
+
+def _intersection(
+    a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts of sorted, non-overlapping ``a`` that sorted ``b`` covers (one sweep)."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def cold_pattern(cfg: PolicyConfig, scheme: Scheme, intervals: MonitoringIntervals) -> ColdPattern:
@@ -169,15 +246,9 @@ class DamonReclaim(QuotaPolicy):
     """A pageout scheme's quota, tuned by reactor or by the kernel (module doc)."""
 
     output_unit = "bytes"
-    #: Opt-in here (``controller: {kind: feedforward}``): a DAMON monitor's cold reading
-    #: counts what is not resident, the unmapped holes of a vaddr target and memory a
-    #: scheme on another kdamond already paged out (never accessed, so still "cold"):
-    #: the guest reclaim benchmark read 686-727 MiB against 192 MiB cold, the drain
-    #: reached the hot set and PSI stayed above its goal for 7.3 s (3.0 s with the
-    #: composite). The default waits for a resident-bytes reading.
-    feedforward_default = False
 
     def __init__(self, cfg: PolicyConfig, ctx: PolicyContext) -> None:
+        self.feedforward_default = self.resident_readable(cfg, ctx)
         super().__init__(cfg, ctx)
         assert ctx.damon is not None
         self.driver = ctx.damon.driver
@@ -189,6 +260,19 @@ class DamonReclaim(QuotaPolicy):
         #: growth of the scheme's sz_applied over the last tick (None: not read)
         self._applied_growth: int | None = None
         self._pattern: ColdPattern | None = None
+
+    @staticmethod
+    def resident_readable(cfg: PolicyConfig, ctx: PolicyContext) -> bool:
+        """Whether the cold reading can be cut to resident bytes: the policy's monitor
+        watches processes (vaddr, fvaddr: their pids are known), whether the scheme is
+        the policy's own or a ``damon:`` one. The cold-set feedforward is the default
+        only then: a region's bytes alone count the holes between a process's mappings
+        and what is already paged out (never accessed, so still "cold"; the guest
+        reclaim benchmark read 686-727 MiB against 192 MiB cold, and PSI stayed above
+        its goal 7.3 s against 3.0 s with the composite); a paddr monitor (physical
+        regions: free memory reads cold too) opts in with ``controller: {kind:
+        feedforward}``."""
+        return ctx.config.monitor(cfg.monitor).ops != "paddr"
 
     def _where(self) -> tuple[int, int, int]:
         config = self.ctx.config
@@ -287,6 +371,7 @@ class DamonReclaim(QuotaPolicy):
 
     def update(self, cfg: PolicyConfig) -> None:
         """Take new goals and bounds; the cold pattern is read again."""
+        self.feedforward_default = self.resident_readable(cfg, self.ctx)
         super().update(cfg)
         self._pattern = None
 
@@ -310,13 +395,34 @@ class DamonReclaim(QuotaPolicy):
         return self._pattern
 
     async def prepare(self, now: float) -> tuple[float | None, str | None]:
-        """The cold bytes of the monitor's newest snapshot (None: no fresh snapshot)."""
+        """The cold bytes of the monitor's newest snapshot (None: no fresh snapshot):
+        of them, those resident in the monitor's processes where they are known
+        (:meth:`resident_readable`; read in a worker thread: pagemap walks page tables),
+        else all of them."""
         if self.cfg.tuner == "kernel" or not self.feedforward:
             return None, None
         view, why = self.access_view(now)
         if view is None:
             return None, why
-        return float(self.cold_pattern().cold_bytes(view)), None
+        spans = self.cold_pattern().cold_spans(view)
+        if not self.resident_readable(self.cfg, self.ctx):
+            return float(sum(e - s for s, e in spans)), None
+        assert self.ctx.damon is not None
+        pids = self.ctx.damon.pids.get(self.cfg.monitor, [])
+        if not spans:
+            return 0.0, None
+        total, seen = 0, 0
+        for pid in pids:
+            # regions carry no pid: with several processes a span is read in each (an
+            # address two of them map counts twice: an over-estimate, never an under)
+            try:
+                total += await anyio.to_thread.run_sync(resident_bytes, self.ctx.fs, pid, spans)
+            except TargetVanished:
+                continue
+            seen += 1
+        if not seen:
+            return None, "no_target_process"
+        return float(total), None
 
     def feedforward_inputs(self, plan: Any, now: float) -> dict[str, float | None]:
         """``cold_bytes`` and the scheme's ``sz_applied`` growth over the last tick."""

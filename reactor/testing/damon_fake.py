@@ -44,6 +44,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from reactor.testing.damon_sim import (
     PAGE_SIZE,
@@ -354,15 +355,28 @@ class FakeDamon:
         return self._v[:2] >= FEATURES[feature]
 
     def add_process(self, pid: int, regions: Sequence[tuple[int, int, float]]) -> None:
-        """A simulated process: [start, end) ranges with an access chance per sample."""
+        """A simulated process: [start, end) ranges with an access chance per sample.
+
+        Its ``/proc/PID/maps`` lists the ranges as private anonymous mappings and its
+        ``/proc/PID/pagemap`` shows every page of them present (bit 63), the rest of
+        the address space not: the fake does not page anything out (a pageout scheme
+        counts ``sz_applied`` only)."""
         for start, end, prob in regions:
             if not (0 <= start < end and 0.0 <= prob <= 1.0):
                 raise ValueError(f"expected start < end and 0 <= prob <= 1, got {start, end, prob}")
         self._processes[pid] = sorted(regions)
+        ranges = [(start, end) for start, end, _ in self._processes[pid]]
+        self._fs.set_file(
+            f"/proc/{pid}/maps",
+            "".join(f"{s:x}-{e:x} rw-p 00000000 00:00 0 \n" for s, e in ranges),
+        )
+        self._fs.set_sparse_file(f"/proc/{pid}/pagemap", partial(_pagemap, tuple(ranges)))
 
     def remove_process(self, pid: int) -> None:
         """The process exits: kdamonds whose vaddr targets all exited stop themselves."""
         self._processes.pop(pid, None)
+        if self._fs.exists(f"/proc/{pid}"):
+            self._fs.remove(f"/proc/{pid}")
         for kd in self._kd:
             if kd.ctx is not None:
                 kd.ctx.poll_exit()
@@ -1150,3 +1164,18 @@ class FakeDamon:
                 self._fs.set_file(base + "/state", state + "\n")
             if self._fs.file_text(base + "/pid") != f"{pid}\n":
                 self._fs.set_file(base + "/pid", f"{pid}\n")
+
+
+def _pagemap(ranges: tuple[tuple[int, int], ...], offset: int, size: int) -> bytes:
+    """``size`` bytes of a pagemap at ``offset``: 8 bytes a page, bit 63 (present) set for
+    the pages of ``ranges``; a read past the 47-bit user address space ends short."""
+    first = offset // 8
+    end = min((offset + size) // 8, (1 << 47) // PAGE_SIZE)
+    entries = bytearray(max(0, end - first) * 8)
+    present = (1 << 63).to_bytes(8, "little")
+    for start, stop in ranges:
+        lo, hi = max(first, start // PAGE_SIZE), min(end, -(-stop // PAGE_SIZE))
+        for page in range(lo, hi):
+            at = (page - first) * 8
+            entries[at : at + 8] = present
+    return bytes(entries)

@@ -148,6 +148,10 @@ class FakeFile:
         return self._path
 
     def pread(self, size: int, offset: int) -> bytes:
+        sparse = self._fs._sparse.get(self._path)
+        if sparse is not None:
+            self._content()  # the same checks: closed, removed, faults
+            return sparse(offset, size)
         return self._content()[offset : offset + size]
 
     def read_bytes(self) -> bytes:
@@ -244,6 +248,9 @@ class FakeKernelFS:
         self._triggers: list[FakeTrigger] = []
         self._lock = threading.RLock()
         self._files: dict[str, bytes] = {}
+        #: files whose bytes are made on each positional read (pagemap: 8 bytes a page of
+        #: a 128 TiB address space cannot be stored): ``(offset, size) -> bytes``
+        self._sparse: dict[str, Callable[[int, int], bytes]] = {}
         # A file's generation changes when it is removed, so kept files of a removed path
         # fail with ENODEV even after a new file appears at the same path.
         self._generations: dict[str, int] = {}
@@ -271,7 +278,11 @@ class FakeKernelFS:
         return self._read(path, "cannot read").decode("utf-8", errors="replace")
 
     def read_bytes(self, path: str, offset: int, size: int) -> bytes:
-        return self._read(path, "cannot open")[offset : offset + size]
+        content = self._read(path, "cannot open")
+        sparse = self._sparse.get(normalize_path(path))
+        if sparse is not None:
+            return sparse(offset, size)
+        return content[offset : offset + size]
 
     def write_text(self, path: str, data: str) -> None:
         norm = normalize_path(path)
@@ -392,6 +403,13 @@ class FakeKernelFS:
                 self._next_generation += 1
             self._files[norm] = raw
 
+    def set_sparse_file(self, path: str, read: Callable[[int, int], bytes]) -> None:
+        """A file whose positional reads (``pread``, ``read_bytes``) return
+        ``read(offset, size)``; a whole read (``read_text``) sees it empty."""
+        self.set_file(path, b"")
+        with self._lock:
+            self._sparse[normalize_path(path)] = read
+
     def mkdir(self, path: str) -> None:
         """Create a directory and its parents (no error if it exists)."""
         norm = normalize_path(path)
@@ -431,6 +449,7 @@ class FakeKernelFS:
             for file in [f for f in self._files if f == norm or f.startswith(prefix)]:
                 del self._files[file]
                 del self._generations[file]
+                self._sparse.pop(file, None)
             for d in [d for d in self._dirs if d == norm or d.startswith(prefix)]:
                 del self._dirs[d]
             for known in [i for i in self._inodes if i == norm or i.startswith(prefix)]:

@@ -31,12 +31,11 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   MGLRU on, the first lane run showed PSI some at 0 throughout (a DAMOS-paged-out page
   faulted back from zram is no memstall there), so the benchmark turns MGLRU off for its
   runs (restored after); with it off, four lane runs peaked at 11.5-13.2 %.
-* reactor: the per-goal composite, the DAMON backend's default (the cold-set feedforward
-  is opt-in there: DamonReclaim.feedforward_default says why; one run with it reached
-  80 % of the saving at 6.1 s but kept PSI above the goal for 7.3 s, its cold reading
-  686-727 MiB against 192 MiB cold). The controller moves the quota (from 4 MiB it probes
-  up while PSI is low): the recording shows at least two distinct quotas, all within
-  [4 MiB, 512 MiB].
+* reactor: the cold-set feedforward, the default for a vaddr monitor, reading the
+  resident bytes of the monitor's cold regions (one lane run: 190.4 MiB read against
+  192 MiB cold, 80 % of the saving at 6.7 s, PSI never above the goal). The controller
+  moves the quota (from 4 MiB, the drain, then the excess the goal steers): the
+  recording shows at least two distinct quotas, all within [4 MiB, 512 MiB].
 * kernel: the section kdamond carries one ``some_mem_psi_us`` goal with target
   0.5 % x 500 ms = 2500 us (read from sysfs during the run), and the recording reports
   the kernel's effective quota each tick (at least one value).
