@@ -129,8 +129,9 @@ class MonitorStatus(TypedDict):
     ``state`` is ``running`` (snapshots arrive), ``starting`` (none yet) or ``inactive``
     (``reason`` says why). ``targets`` and ``nr_regions`` come from the newest snapshot
     (None before it); intervals are seconds, the ones it runs with now (a monitoring
-    policy tunes them online), not the configured ones. ``stale`` is true when the newest snapshot
-    is older than three aggregation intervals. ``summary`` is the newest snapshot's
+    policy tunes them online), not the configured ones. ``stale`` is true when the newest
+    snapshot is older than three aggregation intervals or three ticks, whichever is longer
+    (snapshots are read once per tick at most). ``summary`` is the newest snapshot's
     summary (monitored and accessed bytes, the hottest region's access count).
     ``sampling_cpu_s``: CPU seconds the native sampler has spent on this monitor since
     start (its probe's system calls with the page walks they cost the kernel, parsing,
@@ -321,7 +322,9 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
                 sample_interval_s=sample_s,
                 aggregation_interval_s=aggregation_s,
                 last_sample_age_s=None if age is None else round(age, 6),
-                stale=age is None or age > 3 * aggregation_s,
+                # snapshots are read once per tick at most (as the report and the
+                # policies judge them): a 200 ms aggregation read each 1 s tick is fresh
+                stale=age is None or age > 3 * max(aggregation_s, reactor.config.reactor.tick),
                 summary=summary,
                 sampling_cpu_s=_sampling_cpu_s(native, monitor.name),
             )

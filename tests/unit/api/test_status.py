@@ -361,3 +361,14 @@ def test_monitors_are_listed_with_state_and_newest_snapshot() -> None:
     assert "web: native running, 2 target(s), 17 regions" in format_status(
         status_document(reactor, now=10.0)
     )
+    # stale after three aggregations or three ticks, whichever is longer (snapshots are
+    # read once per tick at most): 1 s aggregation and tick, 2.9 s old is fresh, 3.1 s not
+    assert not status_document(reactor, now=12.4)["monitors"][0]["stale"]
+    assert status_document(reactor, now=12.6)["monitors"][0]["stale"]
+    reactor.config = load_config_text(
+        "reactor: {tick: 2s}\nmonitors:\n  - name: web\n    targets: {pids: [4242]}\n"
+        "    sample: 20ms\n    aggregation: 200ms\n",
+        "test.yaml",
+    )
+    # a 200 ms aggregation read each 2 s tick: 5.9 s old is fresh
+    assert not status_document(reactor, now=15.4)["monitors"][0]["stale"]
