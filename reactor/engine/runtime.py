@@ -591,6 +591,9 @@ async def serve(
     config = reactor.config
     api = config.api
     async with anyio.create_task_group() as tg:
+        # first (`started` is logged later): a signal before the handlers are in would
+        # meet Python's defaults (SIGINT: KeyboardInterrupt, exit status -2)
+        await tg.start(_handle_signals, reactor, config_path, tg.cancel_scope.cancel)
         await tg.start(serve_status, api.status_socket_path(config.reactor.run_dir), reactor.status)
         if record is not None:
             recorder = TickRecorder(record, config_digest=config_digest(config))
@@ -606,7 +609,6 @@ async def serve(
 
             port = await tg.start(serve_metrics, api.metrics.listen, reactor.status)
             _log.info("metrics_listening", listen=api.metrics.listen, port=port)
-        tg.start_soon(_handle_signals, reactor, config_path, tg.cancel_scope.cancel)
         if duration is not None:
             await anyio.sleep(duration)
             reactor.stop(f"--duration {duration:g} s elapsed")
@@ -614,9 +616,14 @@ async def serve(
 
 
 async def _handle_signals(
-    reactor: Reactor, config_path: str | None, cancel: Callable[[], None]
+    reactor: Reactor,
+    config_path: str | None,
+    cancel: Callable[[], None],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 if config_path is None:

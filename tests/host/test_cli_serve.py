@@ -103,6 +103,30 @@ def test_sigterm_and_sigint_stop_cleanly_with_status_0(tmp_path: Path, signum: i
     assert '"event": "stopped"' in log.read_text()
 
 
+def test_sigint_during_start_up_stops_cleanly_with_status_0(tmp_path: Path) -> None:
+    """Ctrl-C as soon as the daemon says anything (its status socket is up; sources,
+    backend choice and policies are still starting) is a clean stop, exit 0, not a
+    KeyboardInterrupt traceback (the handlers are installed before the first line; one
+    CI run caught SIGINT between `started` and the handlers, exit -2)."""
+    log = tmp_path / "log.jsonl"
+    argv = [*REACTOR, "serve", "configs/node.yaml", "--log-format", "json"]
+    argv += ["--run-dir", str(tmp_path / "run")]
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(proc, log, "status_listening")
+            proc.send_signal(signal.SIGINT)
+            status = proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert status == 0, text[-2000:]
+    assert "KeyboardInterrupt" not in text
+    assert '"event": "stopped"' in text
+
+
 def test_sighup_reload_changes_a_period_and_a_broken_file_keeps_the_old(tmp_path: Path) -> None:
     """SIGHUP applies an edited period with no task restarted; a broken edit is refused."""
     cfg = tmp_path / "node.yaml"
