@@ -337,7 +337,7 @@ def _live_intervals(reactor: Reactor, monitor: MonitorConfig, backend: str) -> t
     them online): the native sampler's settings; on DAMON, those of the newest snapshot
     (read back from the kdamond's files with it); the configured ones before either."""
     native = getattr(reactor, "native", None)
-    sampler = getattr(native, "samplers", {}).get(monitor.name) if native is not None else None
+    sampler = _sampler(native, monitor.name)
     if sampler is not None:
         return sampler.settings.sample_interval_s, sampler.settings.aggr_interval_s
     peek = getattr(reactor.bus, "peek", reactor.bus.latest)
@@ -349,8 +349,13 @@ def _live_intervals(reactor: Reactor, monitor: MonitorConfig, backend: str) -> t
     return monitor.intervals("damon" if native is None and backend == "damon" else "native")
 
 
+def _sampler(native: Any, name: str) -> Any:
+    """The native sampler of monitor ``name`` (None off the native backend)."""
+    return getattr(native, "samplers", {}).get(name) if native is not None else None
+
+
 def _sampling_cpu_s(native: Any, name: str) -> float | None:
-    sampler = getattr(native, "samplers", {}).get(name) if native is not None else None
+    sampler = _sampler(native, name)
     return None if sampler is None else round(sampler.cpu_seconds(), 6)
 
 

@@ -21,7 +21,7 @@ All ranges are half-open ``(start, end)`` in bytes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reactor.errors import KernelFormatError, KernelInterfaceError
@@ -105,15 +105,21 @@ def merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
     return tuple(out)
 
 
-def intersect(a: Sequence[Range], b: Sequence[Range]) -> tuple[Range, ...]:
-    """The parts covered by both range lists."""
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            lo, hi = max(s1, s2), min(e1, e2)
-            if lo < hi:
-                out.append((lo, hi))
-    return merge(out)
+def intersect(a: Iterable[Range], b: Iterable[Range]) -> tuple[Range, ...]:
+    """The parts covered by both range lists, merged and sorted (one sweep over the two
+    merged lists: a process's hundreds of mappings against as many cold regions)."""
+    x, y = merge(a), merge(b)
+    out: list[Range] = []
+    i = j = 0
+    while i < len(x) and j < len(y):
+        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
 
 
 def node_memory_ranges(fs: KernelFS, node: int) -> tuple[Range, ...]:

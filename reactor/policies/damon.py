@@ -45,6 +45,7 @@ import anyio.to_thread
 import numpy as np
 
 from reactor.config.damon import Kdamond, MonitoringIntervals, QuotaGoal, Quotas, Scheme
+from reactor.damon.memory import intersect, merge
 from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
 from reactor.kernelfs import KernelFS
 from reactor.policies.base import PAGE_SIZE, Acted, PolicyContext, read_goals
@@ -108,11 +109,7 @@ class ColdPattern:
     age_min_s: float
     age_max_s: float
 
-    def cold_bytes(self, view: AccessView) -> int:
-        """Bytes of the view's regions within the pattern (every snapshot of the view)."""
-        return sum(e - s for s, e in self.cold_spans(view))
-
-    def cold_spans(self, view: AccessView) -> list[tuple[int, int]]:
+    def cold_spans(self, view: AccessView) -> tuple[tuple[int, int], ...]:
         """The view's regions within the pattern, as merged half-open address spans."""
         spans: list[tuple[int, int]] = []
         for snap in view.snapshots.values():
@@ -131,17 +128,7 @@ class ColdPattern:
                 & (age <= self.age_max_s)
             )
             spans.extend(zip(r["start"][keep].tolist(), r["end"][keep].tolist(), strict=True))
-        return _merged(spans)
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
+        return merge(spans)
 
 
 #: pagemap entries read per call (8 bytes each: 512 KiB), so a big cold span never needs
@@ -151,12 +138,12 @@ _PRESENT = np.uint64(63)
 
 
 def resident_bytes(fs: KernelFS, pid: int, spans: Sequence[tuple[int, int]]) -> int:
-    """Bytes of the merged, sorted half-open ``spans`` of process ``pid``'s address
-    space that are in RAM now: the spans are cut to its mappings first (``/proc/PID/
-    maps``, no page walk: the holes between mappings cost nothing), then pagemap is read
-    over the rest (8 bytes a page; the kernel walks only those page tables) and pages
-    with the present bit (63) counted: a page swapped out (bit 62) or never touched is
-    not resident. TargetVanished when the process is gone."""
+    """Bytes of the half-open ``spans`` of process ``pid``'s address space that are in
+    RAM now: the spans are cut to its mappings first (``/proc/PID/maps``, no page walk:
+    the holes between mappings cost nothing), then pagemap is read over the rest (8
+    bytes a page; the kernel walks only those page tables) and pages with the present
+    bit (63) counted: a page swapped out (bit 62) or never touched is not resident.
+    TargetVanished when the process is gone."""
     try:
         maps = parse_maps(fs.read_text(f"/proc/{pid}/maps"), f"/proc/{pid}/maps")
         kept = fs.keep(f"/proc/{pid}/pagemap")
@@ -165,7 +152,7 @@ def resident_bytes(fs: KernelFS, pid: int, spans: Sequence[tuple[int, int]]) -> 
     total = 0
     try:
         vmas = zip(maps.start.tolist(), maps.end.tolist(), strict=True)
-        for lo, hi in _intersection(spans, sorted(vmas)):
+        for lo, hi in intersect(spans, vmas):
             first, end = lo // PAGE_SIZE, -(-hi // PAGE_SIZE)
             for at in range(first, end, _PAGEMAP_BATCH):
                 n = min(_PAGEMAP_BATCH, end - at)
@@ -176,23 +163,6 @@ def resident_bytes(fs: KernelFS, pid: int, spans: Sequence[tuple[int, int]]) -> 
     finally:
         kept.close()
     return total * PAGE_SIZE
-
-
-def _intersection(
-    a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """The parts of sorted, non-overlapping ``a`` that sorted ``b`` covers (one sweep)."""
-    out: list[tuple[int, int]] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo < hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
 
 
 def cold_pattern(cfg: PolicyConfig, scheme: Scheme, intervals: MonitoringIntervals) -> ColdPattern:

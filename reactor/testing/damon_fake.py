@@ -1175,7 +1175,6 @@ def _pagemap(ranges: tuple[tuple[int, int], ...], offset: int, size: int) -> byt
     present = (1 << 63).to_bytes(8, "little")
     for start, stop in ranges:
         lo, hi = max(first, start // PAGE_SIZE), min(end, -(-stop // PAGE_SIZE))
-        for page in range(lo, hi):
-            at = (page - first) * 8
-            entries[at : at + 8] = present
+        if lo < hi:
+            entries[(lo - first) * 8 : (hi - first) * 8] = present * (hi - lo)
     return bytes(entries)

@@ -402,6 +402,7 @@ class FakeKernelFS:
                 self._generations[norm] = self._next_generation
                 self._next_generation += 1
             self._files[norm] = raw
+            self._sparse.pop(norm, None)
 
     def set_sparse_file(self, path: str, read: Callable[[int, int], bytes]) -> None:
         """A file whose positional reads (``pread``, ``read_bytes``) return

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reactor.damon.memory import (
     IomemHidden,
+    intersect,
+    merge,
     node_memory_ranges,
     node_ram_ranges,
     parse_iomem,
@@ -92,3 +96,21 @@ def test_this_host_reads_its_ram_through_the_seam() -> None:
     assert ram and all(start < end for start, end in ram)
     if fs.is_dir("/sys/devices/system/node/node0"):
         assert node_ram_ranges(fs, 0)
+
+
+_RANGES = st.lists(
+    st.tuples(st.integers(0, 200), st.integers(1, 40)).map(lambda t: (t[0], t[0] + t[1])),
+    max_size=12,
+)
+
+
+@given(_RANGES, _RANGES)
+def test_intersect_is_the_merged_pairwise_overlap(
+    a: list[tuple[int, int]], b: list[tuple[int, int]]
+) -> None:
+    """The one-sweep intersection equals every pairwise overlap, merged, for unsorted
+    and overlapping inputs (a process's mappings against a monitor's cold regions)."""
+    pairwise = [
+        (max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b if max(s1, s2) < min(e1, e2)
+    ]
+    assert intersect(a, b) == merge(pairwise)
