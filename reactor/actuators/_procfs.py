@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ class Vma:
         return {k: int(v) * KIB for k, v in _BODY_FIELD.findall(self.body)}
 
     @cached_property
+    def kind(self) -> PieceKind:
+        """:func:`mapping_kind` without tmpfs mount points (asked of every piece)."""
+        return mapping_kind(self.inode, self.path)
+
+    @cached_property
     def vmflags(self) -> frozenset[str]:
         """The two-letter ``VmFlags`` (``nh``: MADV_NOHUGEPAGE)."""
         at = self.body.find("\nVmFlags:")
@@ -98,6 +104,14 @@ class Vma:
         fields = self.__dict__.get("fields")
         if fields is not None:
             return int(fields.get(name, 0))
+        # a reading kept across ticks is asked the same few counts each tick
+        got: dict[str, int] = self.__dict__.setdefault("_got", {})
+        value = got.get(name)
+        if value is None:
+            value = got[name] = self._find(name)
+        return value
+
+    def _find(self, name: str) -> int:
         at = self.body.find(f"\n{name}:")
         if at < 0:
             return 0
@@ -248,6 +262,8 @@ class Piece:
 
 def piece_kind(vma: Vma, shmem_mounts: Sequence[str] = ()) -> PieceKind:
     """What kind of memory a mapping holds (see :data:`PieceKind`)."""
+    if not shmem_mounts:
+        return vma.kind
     return mapping_kind(vma.inode, vma.path, shmem_mounts)
 
 
@@ -283,10 +299,12 @@ def classify(
     pieces: list[Piece] = []
     covered = 0
     ordered = vmas
-    if any(a.start > b.start for a, b in itertools.pairwise(vmas)):
+    starts = [v.start for v in vmas]
+    if any(map(operator.gt, starts, starts[1:])):
         ordered = sorted(vmas, key=lambda v: v.start)  # smaps is in address order already
+        starts.sort()
     for start, end in merged:
-        i = max(0, bisect.bisect_right(ordered, start, key=lambda v: v.start) - 1)
+        i = max(0, bisect.bisect_right(starts, start) - 1)
         for vma in itertools.islice(ordered, i, None):
             if vma.end <= start:
                 continue

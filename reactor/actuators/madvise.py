@@ -540,8 +540,9 @@ def _mapped_rss(vmas: Sequence[Vma], pieces: Sequence[Piece]) -> int:
     if not spans:
         return 0
     hit: set[int] = set()
+    starts = [v.start for v in vmas]
     for lo, hi in spans:
-        i = max(0, bisect.bisect_right(vmas, lo, key=lambda v: v.start) - 1)
+        i = max(0, bisect.bisect_right(starts, lo) - 1)
         while i < len(vmas) and vmas[i].start < hi:
             if vmas[i].end > lo:
                 hit.add(i)

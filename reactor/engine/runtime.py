@@ -38,7 +38,7 @@ from reactor.engine.bus import Bus
 from reactor.engine.damon_monitors import DamonMonitors
 from reactor.engine.monitors import NativeMonitors
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
-from reactor.engine.ticker import Ticker
+from reactor.engine.ticker import DECIDE_PHASE, Ticker
 from reactor.errors import ConfigError, KernelInterfaceError, ReactorError, SourceFailed
 from reactor.kernelfs import KernelFS, RealKernelFS
 
@@ -392,12 +392,11 @@ class Reactor:
 
     async def _report_loop(self, *, task_status: TaskStatus[None]) -> None:
         """One ``node_sample`` event per tick with the freshest value of every topic."""
-        # Report half a tick after the sources' ticks, so a report never races the reads
-        # due at the same instant. Every source that started has a value by now (a rate
-        # source is ready only after its first sample, not its baseline).
-        # (On the process-wide grid: sources at phase 0, policies and reports at 0.5.)
+        # Report just after the sources' reads of the same grid instant (DECIDE_PHASE:
+        # never racing them, in the same wake-up). Every source that started has a value
+        # by now (a rate source is ready only after its first sample, not its baseline).
         task_status.started()
-        ticker = Ticker(lambda: self.config.reactor.tick, phase=0.5, immediate=False)
+        ticker = Ticker(lambda: self.config.reactor.tick, phase=DECIDE_PHASE, immediate=False)
         while True:
             tick = await ticker.next()
             self.ticks += 1

@@ -19,7 +19,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from reactor.engine.bus import Bus
-from reactor.engine.ticker import Ticker
+from reactor.engine.ticker import READ_PHASE, Ticker
 from reactor.errors import KernelInterfaceError, SourceFailed, TargetVanished
 from reactor.kernelfs import KernelFS
 from reactor.signals.base import Poller
@@ -184,7 +184,7 @@ class SourceRunner:
             except KernelInterfaceError as exc:
                 poller = None
                 self._fail(log, str(exc))
-            self.ticker = Ticker(lambda: self.spec.cfg.period, phase=0.0)
+            self.ticker = Ticker(lambda: self.spec.cfg.period, phase=READ_PHASE)
             give_up_at = anyio.current_time() + self._startup_timeout()
             started = False
             while True:

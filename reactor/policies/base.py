@@ -41,7 +41,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from controllers.base import LogValue
-from reactor.engine.ticker import Ticker
+from reactor.engine.ticker import DECIDE_PHASE, Ticker
 
 if TYPE_CHECKING:
     from reactor.api.status import GoalStatus, PolicyStatus
@@ -263,11 +263,14 @@ class Policy:
         with anyio.CancelScope() as self._scope:
             await self.start()
             task_status.started()
-            # Half a tick after the sources, on the process-wide grid (one wake-up for
-            # every policy and the report). The first step comes 1.5 to 2.5 ticks after
-            # the start, with a whole tick behind it (the first grid point is passed).
+            # Just after the sources' reads of each grid instant, in the same wake-up
+            # (reactor.engine.ticker.DECIDE_PHASE). The first step comes 1.5 to 2.5
+            # ticks after the start, with a whole tick behind it (the first grid point
+            # is passed).
             await anyio.sleep(self.ctx.config.reactor.tick / 2)
-            self.ticker = Ticker(lambda: self.ctx.config.reactor.tick, phase=0.5, immediate=False)
+            self.ticker = Ticker(
+                lambda: self.ctx.config.reactor.tick, phase=DECIDE_PHASE, immediate=False
+            )
             await self.ticker.next()
             while True:
                 tick = await self.ticker.next()

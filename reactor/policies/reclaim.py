@@ -82,7 +82,7 @@ class _Resident:
     is, its resident bytes and what kind of memory it holds (from a smaps reading or
     from the monitor's sampled mappings)."""
 
-    __slots__ = ("ends", "kind", "rss", "starts", "state")
+    __slots__ = ("_spans", "ends", "kind", "rss", "starts", "state")
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class _Resident:
         self.starts, self.ends, self.rss, self.kind = starts, ends, rss, kind
         #: the smaps reading this view is of (None: the monitor's sampled mappings)
         self.state = state
+        self._spans: dict[tuple[int, int], tuple[tuple[int, int, int], ...]] = {}
 
     @classmethod
     def of_state(cls, state: TargetState) -> _Resident:
@@ -103,26 +104,61 @@ class _Resident:
             [v.start for v in vmas],
             [v.end for v in vmas],
             lambda i: vmas[i].rss,  # parse_smaps made sure every mapping has one
-            lambda i: piece_kind(vmas[i]),
+            _memo(lambda i: piece_kind(vmas[i]), len(vmas)),
             state,
         )
 
     @classmethod
     def of_mappings(cls, maps: Mappings) -> _Resident:
-        rss = maps.rss.tolist()
-        inode, path = maps.inode, maps.path
-        return cls(
-            maps.start.tolist(),
-            maps.end.tolist(),
-            rss.__getitem__,
-            lambda i: mapping_kind(int(inode[i]), path[i]),
-        )
+        """The view of a sampled snapshot's mappings, made once per snapshot (every
+        policy on the monitor asks each tick until the next aggregation)."""
+        res = _OF_MAPPINGS.get(maps)
+        if res is None:
+            rss = maps.rss.tolist()
+            inode, path = maps.inode, maps.path
+            res = _OF_MAPPINGS[maps] = cls(
+                maps.start.tolist(),
+                maps.end.tolist(),
+                rss.__getitem__,
+                _memo(lambda i: mapping_kind(int(inode[i]), path[i]), len(maps)),
+            )
+        return res
 
     def overlapping(self, start: int, end: int) -> range:
         """Indices of the mappings that may overlap ``[start, end)`` (check each)."""
         i = max(0, bisect.bisect_right(self.starts, start) - 1)
         j = bisect.bisect_left(self.starts, end, lo=i)
         return range(i, j)
+
+    def resident_spans(self, start: int, end: int) -> tuple[tuple[int, int, int], ...]:
+        """``(lo, hi, index)`` of ``[start, end)`` in each mapping with resident pages,
+        in address order; kept per range (a snapshot's view is asked about the same
+        cold regions every tick until the next aggregation)."""
+        spans = self._spans.get((start, end))
+        if spans is None:
+            spans = self._spans[(start, end)] = tuple(
+                (lo, hi, i)
+                for i in self.overlapping(start, end)
+                if (hi := min(end, self.ends[i])) > (lo := max(start, self.starts[i]))
+                and self.rss(i) != 0
+            )
+        return spans
+
+
+_OF_MAPPINGS: weakref.WeakKeyDictionary[Mappings, _Resident] = weakref.WeakKeyDictionary()
+
+
+def _memo(kind: Callable[[int], PieceKind], n: int) -> Callable[[int], PieceKind]:
+    """``kind`` computed once per mapping (a decision asks for each piece's)."""
+    known: list[PieceKind | None] = [None] * n
+
+    def get(i: int) -> PieceKind:
+        k = known[i]
+        if k is None:
+            k = known[i] = kind(i)
+        return k
+
+    return get
 
 
 @dataclass
@@ -248,12 +284,11 @@ class NativeReclaim(QuotaPolicy):
         out: list[Span] = []
         anon = 0
         empty: list[Candidate] = []
+        backoffs = any(key[0] == pid for key in self._fruitless)
         for cand in cands:
             found = len(out)
-            end = cand.start + cand.length
-            for i in res.overlapping(cand.start, end):
-                lo, hi = max(cand.start, res.starts[i]), min(end, res.ends[i])
-                if hi <= lo or res.rss(i) == 0 or self._backing_off(pid, res, i, now):
+            for lo, hi, i in res.resident_spans(cand.start, cand.start + cand.length):
+                if backoffs and self._backing_off(pid, res, i, now):
                     continue
                 if res.kind(i) != "file" and not swap:
                     anon += hi - lo

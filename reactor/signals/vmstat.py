@@ -29,6 +29,7 @@ members exist is None: nothing is invented.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,8 +67,11 @@ _NR_COUNTERS = frozenset(
 _OTHER_GAUGES = frozenset({"workingset_nodes"})
 
 _LINE = re.compile(r"^([A-Za-z0-9_]+) (-?[0-9]+)$")
+#: every well-formed line of a whole file at once (checked against the line count)
+_LINES = re.compile(r"^([A-Za-z0-9_]+) (-?[0-9]+)$", re.MULTILINE)
 
 
+@functools.cache  # a kernel's few hundred names, asked about every poll
 def is_gauge(name: str) -> bool:
     """True for a vmstat entry that is a current amount rather than a cumulative count."""
     if name in _OTHER_GAUGES:
@@ -86,6 +90,19 @@ def parse_vmstat(text: str, path: str) -> Vmstat:
 
     Every non-empty line must be ``name integer``; a duplicate name is an error too.
     """
+    pairs = _LINES.findall(text)
+    values = {name: int(value) for name, value in pairs}
+    lines = text.count("\n") + (not text.endswith("\n"))
+    if len(values) != len(pairs) or len(pairs) != lines:
+        # a blank or malformed line, or a duplicate: line by line, to skip or name it
+        values = _parse_lines(text, path)
+    if not values:
+        raise KernelFormatError(path, "no entries", line=text[:200])
+    return Vmstat(values)
+
+
+def _parse_lines(text: str, path: str) -> dict[str, int]:
+    """Line by line, to name the line a whole-file parse could not account for."""
     values: dict[str, int] = {}
     for raw in text.splitlines():
         if not raw.strip():
@@ -97,9 +114,7 @@ def parse_vmstat(text: str, path: str) -> Vmstat:
         if name in values:
             raise KernelFormatError(path, f"duplicate entry {name!r}", line=raw)
         values[name] = int(match.group(2))
-    if not values:
-        raise KernelFormatError(path, "no entries", line=text[:200])
-    return Vmstat(values)
+    return values
 
 
 @dataclass(frozen=True)
@@ -207,13 +222,12 @@ class VmstatPoller:
                 self._base = base
             return None
         rates: dict[str, float] = {}
+        gauges: dict[str, int] = {}
         for name, value in stat.items():
-            if is_gauge(name) or name not in old:
-                continue
-            delta = value - old[name]
-            if delta >= 0:
-                rates[name] = delta / interval_s
-        gauges = {name: value for name, value in stat.items() if is_gauge(name)}
+            if is_gauge(name):
+                gauges[name] = value
+            elif (then_value := old.get(name)) is not None and value >= then_value:
+                rates[name] = (value - then_value) / interval_s
         return _rates(interval_s, rates, gauges, stat)
 
     def close(self) -> None:

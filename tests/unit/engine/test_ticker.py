@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from typing import cast
+
 import anyio
 import pytest
 
-from reactor.engine.ticker import Ticker
+from reactor.engine.ticker import ThreadTicker, Ticker
 
 
 @pytest.mark.anyio
@@ -141,3 +144,57 @@ def test_bad_phase_is_refused() -> None:
         Ticker(lambda: 1.0, phase=1.0)
     with pytest.raises(ValueError, match="without a phase"):
         Ticker(lambda: 1.0, immediate=False)
+
+
+class _FakeTime:
+    """A clock whose stop event's wait advances it (a thread's sleep, without sleeping)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.stopped = False
+
+    def clock(self) -> float:
+        return self.now
+
+    # the ticker calls stop.wait(timeout) and stop.is_set()
+    def wait(self, timeout: float) -> bool:
+        if not self.stopped:
+            self.now += timeout
+        return self.stopped
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
+def test_thread_ticker_keeps_the_grid_and_counts_skipped_ticks() -> None:
+    """The sampler thread's ticker: the first tick at once, then the grid points of
+    period 1 s (phase 0), a 3.5 s stall skips the 2 grid points it passed (counted)
+    and resumes on the grid; a stop ends the wait."""
+    t = _FakeTime(10.3)
+    ticker = ThreadTicker(lambda: 1.0, phase=0.0, clock=t.clock)
+    stop = cast(threading.Event, t)
+    ticks = [ticker.next(stop)]
+    ticks.append(ticker.next(stop))
+    t.now += 3.5  # work (or a stall) of 3.5 periods
+    ticks.append(ticker.next(stop))
+    ticks.append(ticker.next(stop))
+    assert [round(tk.now, 6) for tk in ticks if tk] == [10.3, 11.0, 14.5, 15.0]
+    assert [tk.skipped for tk in ticks if tk] == [0, 0, 2, 0]
+    assert ticker.overruns == 2
+    t.stopped = True
+    assert ticker.next(stop) is None
+
+
+def test_thread_ticker_phase_and_period_change() -> None:
+    """Phase 0.25 of a 2 s period puts ticks at 2k + 0.5; a new period applies from the
+    next tick, on its own grid."""
+    t = _FakeTime(100.0)
+    period = [2.0]
+    ticker = ThreadTicker(lambda: period[0], phase=0.25, clock=t.clock)
+    stop = cast(threading.Event, t)
+    first = ticker.next(stop)
+    second = ticker.next(stop)
+    period[0] = 1.0
+    third = ticker.next(stop)
+    assert first is not None and second is not None and third is not None
+    assert (first.now, second.now, third.now) == (100.0, 102.5, 103.25)

@@ -120,3 +120,22 @@ def test_settings_are_validated() -> None:
     """A sampling interval longer than the aggregation interval is refused with values."""
     with pytest.raises(ValueError, match="sample_interval_s=2, aggr_interval_s=1"):
         SamplerSettings(sample_interval_s=2, aggr_interval_s=1)
+
+
+@pytest.mark.anyio
+async def test_cancel_ends_the_sampling_thread_at_once() -> None:
+    """The sampling loop sleeps in a thread of its own: a cancel (a daemon's shutdown,
+    a reload that drops the monitor) wakes it at once. With a 60 s interval, the
+    thread's next grid point is 0-60 s away (30 s on average): a sleep the stop did
+    not end would hold the cancel that long."""
+    fs = FakeKernelFS()
+    fake_process(fs, 4253, SMAPS)
+    slow = SamplerSettings(sample_interval_s=60.0, aggr_interval_s=120.0, update_interval_s=60.0)
+    sampler = NativeSampler(fs, [TargetSpec(name="app", pids=(4253,))], slow, probes=[REFERENCED])
+    async with anyio.create_task_group() as tg:
+        await tg.start(sampler.run)
+        await anyio.sleep(0.2)  # the thread is asleep until its next grid point
+        t0 = anyio.current_time()
+        tg.cancel_scope.cancel()
+    assert anyio.current_time() - t0 < 5.0
+    assert sampler.monitors == {}  # closed on the way out
