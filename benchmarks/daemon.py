@@ -31,7 +31,9 @@ The split: ``sampling_share`` is what the native sampler itself spent (each moni
 ``sampling_cpu_s`` from ``reactor status``, on the sampler thread's CPU clock: the probe's
 system calls with their page walks, parsing, the region engine), the monitoring work a
 kdamond does in the kernel on the DAMON backend; ``control_share`` is the rest (sources,
-policy ticks, actuator planning, logging, the event loop and its worker-thread hand-offs).
+policy ticks, actuator planning, logging, the event loop, the sampler thread's own
+bookkeeping and its hand-offs of snapshots): what the daemon costs when a kdamond does
+the sampling, judged against the target on its own as well (``control_met``).
 The user/kernel split of ``/proc/PID/stat`` is tick-sampled (whole ticks charged to the
 mode they interrupt) and is shown, not relied on. Targets: under 0.5 % of one core and
 under 100 MiB RSS.
@@ -204,6 +206,8 @@ class _Run:
             "scipy_loaded": self.scipy,
             "exit_status": self.proc.returncode,
             "met": share < TARGET_SHARE and self.hwm < TARGET_RSS,
+            # the daemon's own work, what it costs where a kdamond does the sampling
+            "control_met": share - sampling < TARGET_SHARE and self.hwm < TARGET_RSS,
         }
 
 
@@ -249,6 +253,11 @@ def _summary(results: dict[str, dict[str, Any]]) -> str:
         )
     met = [n for n, r in results.items() if r["met"]]
     verdict = f"target (<0.5%, <100 MiB) met by: {', '.join(met) or 'none'}"
+    control = [n for n, r in results.items() if r["control_met"]]
+    verdict += (
+        f"; by the control alone (the daemon's cost where a kdamond samples): "
+        f"{', '.join(control) or 'none'}"
+    )
     for name, r in results.items():
         if r["met"]:
             continue
@@ -307,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "configs": results,
         "target": {"cpu_share": TARGET_SHARE, "rss_bytes": TARGET_RSS},
         "met_by": [n for n, r in results.items() if r["met"]],
+        "control_met_by": [n for n, r in results.items() if r["control_met"]],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")

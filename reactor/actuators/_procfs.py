@@ -81,10 +81,15 @@ class Vma:
         """Every ``Name: N kB`` count of the mapping, in bytes."""
         return {k: int(v) * KIB for k, v in _BODY_FIELD.findall(self.body)}
 
-    @cached_property
-    def kind(self) -> PieceKind:
-        """:func:`mapping_kind` without tmpfs mount points (asked of every piece)."""
-        return mapping_kind(self.inode, self.path)
+    def kind(self, shmem_mounts: Sequence[str] = ()) -> PieceKind:
+        """:func:`mapping_kind`, once per mount list (asked of every piece, every tick
+        a reading is kept)."""
+        kinds: dict[tuple[str, ...], PieceKind] = self.__dict__.setdefault("_kinds", {})
+        key = tuple(shmem_mounts)
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = mapping_kind(self.inode, self.path, key)
+        return kind
 
     @cached_property
     def vmflags(self) -> frozenset[str]:
@@ -262,9 +267,7 @@ class Piece:
 
 def piece_kind(vma: Vma, shmem_mounts: Sequence[str] = ()) -> PieceKind:
     """What kind of memory a mapping holds (see :data:`PieceKind`)."""
-    if not shmem_mounts:
-        return vma.kind
-    return mapping_kind(vma.inode, vma.path, shmem_mounts)
+    return vma.kind(shmem_mounts)
 
 
 def mapping_kind(inode: int, path: str, shmem_mounts: Sequence[str] = ()) -> PieceKind:

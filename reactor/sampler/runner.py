@@ -428,22 +428,25 @@ class NativeSampler:
         self._deliver(*first)
         task_status.started()
 
-        async def stop_when_cancelled() -> None:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                stop.set()
+        finished = threading.Event()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_when_cancelled)
+        def sample_until_stopped() -> None:
             try:
-                # its own limiter: the thread holds its token for as long as it runs
-                await anyio.to_thread.run_sync(
-                    self._sample_thread, stop, state, limiter=anyio.CapacityLimiter(1)
-                )
+                self._sample_thread(stop, state)
             finally:
-                stop.set()
-                tg.cancel_scope.cancel()
+                finished.set()
+
+        try:
+            # its own limiter: the thread holds its token for as long as it runs. A
+            # cancel returns at once (abandon_on_cancel); the thread is then stopped
+            # and waited for, so its targets are closed after it and not under it.
+            await anyio.to_thread.run_sync(
+                sample_until_stopped, limiter=anyio.CapacityLimiter(1), abandon_on_cancel=True
+            )
+        finally:
+            stop.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(finished.wait)
 
     def _sample_thread(self, stop: threading.Event, state: _LoopState) -> None:
         """The sampling loop, in its own thread until ``stop``: hands snapshots and
