@@ -63,6 +63,7 @@ __all__ = (
     "cold_pattern",
     "kernel_goals",
     "pageout_scheme",
+    "reclaimed_bound",
     "resident_bytes",
 )
 
@@ -212,6 +213,26 @@ def kernel_goals(cfg: PolicyConfig) -> tuple[QuotaGoal, ...]:
     return tuple(goals)
 
 
+def reclaimed_bound(growth: int | None, last_cold: float | None) -> int | None:
+    """What a vaddr/fvaddr pageout scheme can have paged out over a tick: its
+    ``sz_applied`` growth, but at most the resident cold bytes read at the tick's start.
+
+    On those operations ``sz_applied`` grows by a whole region's size whenever the
+    region's ``MADV_PAGEOUT`` succeeds (the kernel's ``damos_madvise`` returns the
+    length, not what was reclaimed), resident or not: after a drain it keeps growing
+    over regions with nothing left, and the feedforward's refill estimate, ``(cold -
+    last cold + reclaimed) / dt``, took that for memory turning cold (196 MiB/s in a
+    guest run right after the drain, where nothing was). What left can only have been
+    resident and cold, so the growth is cut to the last reading. The cut errs low only
+    where the scheme pages out memory that turned cold within the same tick; that
+    memory is then missing from the refill estimate for a tick and shows as cold
+    memory left over, which the drain term takes. (paddr's ``sz_applied`` counts the
+    folios reclaimed: no bound is needed there.)"""
+    if growth is None or last_cold is None:
+        return growth
+    return min(growth, max(0, int(last_cold)))
+
+
 class DamonReclaim(QuotaPolicy):
     """A pageout scheme's quota, tuned by reactor or by the kernel (module doc)."""
 
@@ -229,6 +250,8 @@ class DamonReclaim(QuotaPolicy):
         self.effective_bytes: int | None = None
         #: growth of the scheme's sz_applied over the last tick (None: not read)
         self._applied_growth: int | None = None
+        #: the cold reading handed to the feedforward last tick
+        self._last_cold: float | None = None
         self._pattern: ColdPattern | None = None
 
     @staticmethod
@@ -395,10 +418,15 @@ class DamonReclaim(QuotaPolicy):
         return float(total), None
 
     def feedforward_inputs(self, plan: Any, now: float) -> dict[str, float | None]:
-        """``cold_bytes`` and the scheme's ``sz_applied`` growth over the last tick."""
+        """``cold_bytes`` and what the scheme paged out over the last tick: its
+        ``sz_applied`` growth, at most the resident cold bytes read then where the
+        reading is resident bytes (:func:`reclaimed_bound`)."""
         cold, _ = plan
         # read once: a held tick (no act) must not hand the same bytes over again
         growth, self._applied_growth = self._applied_growth, None
+        last, self._last_cold = self._last_cold, cold
+        if self.resident_readable(self.cfg, self.ctx):
+            growth = reclaimed_bound(growth, last)
         return {
             "cold_bytes": cold,
             "cold_reclaimed_bytes": None if growth is None else float(growth),

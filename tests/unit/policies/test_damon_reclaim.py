@@ -301,3 +301,18 @@ async def test_kernel_tuner_writes_goals_feeds_user_input_and_reports_effective_
     assert max(effective) > 0
     (pol,) = status["policies"]
     assert pol["output"] == float(effective[-1]) or pol["output"] is not None
+
+
+def test_sz_applied_counts_at_most_the_resident_cold_bytes() -> None:
+    """A vaddr pageout scheme's sz_applied grows by whole regions (the kernel's
+    damos_madvise returns the length it advised), resident or not: after a drain, 64 MiB
+    of growth over regions with 1 MiB resident and cold is 1 MiB paged out. Fed as is,
+    the refill estimate (cold - last cold + reclaimed) / dt would read 64 MiB of memory
+    turning cold in that tick; bounded, at most the 1 MiB that was there."""
+    from reactor.policies.damon import reclaimed_bound
+
+    assert reclaimed_bound(64 * MIB, 1.0 * MIB) == 1 * MIB
+    assert reclaimed_bound(3 * MIB, 32.0 * MIB) == 3 * MIB  # the growth, when it fits
+    assert reclaimed_bound(None, 32.0 * MIB) is None  # nothing read: nothing to bound
+    assert reclaimed_bound(5 * MIB, None) == 5 * MIB  # no reading last tick: as is
+    assert reclaimed_bound(5 * MIB, 0.0) == 0
