@@ -280,21 +280,30 @@ class NativeReclaim(QuotaPolicy):
     ) -> tuple[list[Span], int, list[Candidate]]:
         """File pieces of ``cands`` (in their order) with something resident and not
         backing off in ``res`` (the target's mappings), the anonymous/shmem bytes
-        dropped for lack of swap, and the candidates with nothing to page out."""
+        dropped for lack of swap, and the candidates with nothing to page out.
+
+        A piece that starts where the one before it in the list ends extends it (cold
+        regions of equal coldness come in address order: a per-mapping probe's run of
+        adjacent cold mappings is one span), so the budget cut, the plan and the calls
+        go over a few spans instead of one per mapping."""
         out: list[Span] = []
         anon = 0
         empty: list[Candidate] = []
         backoffs = any(key[0] == pid for key in self._fruitless)
         for cand in cands:
-            found = len(out)
+            found = False
             for lo, hi, i in res.resident_spans(cand.start, cand.start + cand.length):
                 if backoffs and self._backing_off(pid, res, i, now):
                     continue
                 if res.kind(i) != "file" and not swap:
                     anon += hi - lo
                     continue
-                out.append((lo, hi - lo))
-            if len(out) == found:
+                found = True
+                if out and out[-1][0] + out[-1][1] == lo:
+                    out[-1] = (out[-1][0], hi - out[-1][0])
+                else:
+                    out.append((lo, hi - lo))
+            if not found:
                 empty.append(cand)
         return out, anon, empty
 
