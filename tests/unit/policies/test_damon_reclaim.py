@@ -134,10 +134,11 @@ async def test_reactor_tuner_commits_the_feedforward_quota_online(tmp_path: Path
 async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None:
     """Each tick's step sees the resident cold bytes of the monitor's newest snapshot
     (regions of the scheme's pattern: no access, >= 200 ms old, cut to the process's
-    resident pages): the first one holds exactly the 32 MiB never accessed (a region over
-    the unmapped 12 MiB gap before it reads cold too, but nothing there is resident;
-    never the hot 4 MiB), and its drain is 0.9 x cold x per / tick = 4.5 x cold (first
-    tick: dt = the 200 ms tick)."""
+    resident pages): never more than the 32 MiB never accessed (a region over the
+    unmapped 12 MiB gap before it reads cold too, but nothing there is resident; never
+    the hot 4 MiB), exactly that once its regions are 200 ms old (an earlier snapshot may
+    hold some of it in younger regions), and the first tick's drain is 0.9 x cold x per /
+    tick = 4.5 x its cold (first tick: dt = the 200 ms tick)."""
     fs, damon = fake_machine()
     with structlog.testing.capture_logs() as logs:
         async with anyio.create_task_group() as tg:
@@ -150,7 +151,8 @@ async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None
     assert read, [t["inputs"] for t in ticks]
     first = read[0]
     cold = first["inputs"]["cold_bytes"]
-    assert cold == COLD_BYTES
+    assert all(t["inputs"]["cold_bytes"] <= COLD_BYTES for t in read)
+    assert max(t["inputs"]["cold_bytes"] for t in read) == COLD_BYTES
     assert all(t["controller"]["feedforward.cold_bytes"] == t["inputs"]["cold_bytes"] for t in read)
     if first is ticks[0]:
         assert first["controller"]["feedforward.drain"] == pytest.approx(0.9 * cold * 1.0 / 0.2)
