@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno as E
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
@@ -80,7 +79,7 @@ from reactor.damon.sysfs import (
 from reactor.errors import KernelInterfaceError
 from reactor.kernelfs import KernelFS
 
-__all__ = ("AggregationRestart", "DamonDriver", "DamonTimeout")
+__all__ = ("DamonDriver", "DamonTimeout")
 
 _log = structlog.get_logger("reactor.damon")
 
@@ -91,30 +90,6 @@ Ranges = Sequence[tuple[int, int]]
 
 class DamonTimeout(KernelInterfaceError):
     """A DAMON write did not finish within its deadline (errno ETIMEDOUT)."""
-
-
-@dataclass(frozen=True)
-class AggregationRestart:
-    """A kdamond's aggregation count (re)started by reactor's own command: ``on``, or a
-    ``commit`` that changed its monitoring attributes (intervals, region bounds; the
-    kernel's ``damon_set_attrs`` then schedules the next boundary one new aggregation
-    later). ``at`` is when the command returned (``anyio.current_time()``); the
-    intervals, in seconds, are the ones the command applied (the first context's)."""
-
-    at: float
-    sample_s: float
-    aggregation_s: float
-
-
-def _monitoring_attrs(kd: Kdamond | None) -> object:
-    """What ``damon_set_attrs`` compares: every context's intervals and region bounds."""
-    if kd is None:
-        return None
-    return [(c.intervals, c.nr_regions) for c in kd.contexts]
-
-
-def _kernel_tunes_intervals(kd: Kdamond) -> bool:
-    return any(c.intervals.intervals_goal.aggrs for c in kd.contexts)
 
 
 def _ram_needs(kdamonds: Sequence[Kdamond]) -> tuple[bool, frozenset[int]]:
@@ -168,7 +143,6 @@ class DamonDriver:
         self._record: OwnershipRecord | None = None
         self._features: KernelFeatures | None = None
         self._models: dict[int, Kdamond] = {}
-        self._restarts: dict[int, AggregationRestart] = {}
 
     # -- set-up and introspection ----------------------------------------------------------
 
@@ -448,7 +422,6 @@ class DamonDriver:
     async def start(self, k: int) -> int:
         """Turn kdamond ``k`` on; records and returns its pid."""
         await self.command(k, "on")
-        self._note_restart(k)
         pid = await self._thread(
             functools.partial(read_int, self.fs, paths.kdamond_dir(k) + "/pid"),
             timeout=self.command_timeout_s,
@@ -469,7 +442,6 @@ class DamonDriver:
             ):
                 raise
         self._save(self.record.with_pid(k, -1))
-        self._restarts.pop(k, None)
         _log.info("damon_kdamond_stopped", kdamond=k)
 
     async def stop_all(self) -> None:
@@ -503,16 +475,10 @@ class DamonDriver:
         target was obsolete.
         """
         ram, nodes = self._ram((kd,), paddr_ram, node_ram)
-        before = self._models.get(k)
-        # damon_commit_ctx() calls damon_set_attrs() when the attributes differ; with the
-        # kernel's own intervals tuner on they almost always do (tuned vs staged).
-        restarts = _monitoring_attrs(before) != _monitoring_attrs(kd) or _kernel_tunes_intervals(kd)
         after, removal = without_obsolete_targets(kd)
         if removal is None:
             await self.stage(k, kd, paddr_ram=ram, node_ram=nodes)
             await self.command(k, "commit")
-            if restarts:
-                self._note_restart(k)
             return None
         # Filters renumbered for the array the kernel holds once this commit is done.
         during = kd.model_copy(
@@ -530,8 +496,6 @@ class DamonDriver:
             if during != kd:  # the tree should say what the caller staged, not our renumbering
                 await self._restage_quietly(k, kd, ram, nodes)
             raise
-        if restarts:
-            self._note_restart(k)
         await self.stage(k, after, paddr_ram=ram, node_ram=nodes)
         self._log_removal(k, removal, "committed; target directories rebuilt to match")
         return removal
@@ -580,20 +544,6 @@ class DamonDriver:
         )
         await self.command(k, "commit_schemes_quota_goals")
 
-    def _note_restart(self, k: int) -> None:
-        kd = self._models.get(k)
-        if kd is None or not kd.contexts:
-            return
-        intervals = kd.contexts[0].intervals
-        self._restarts[k] = AggregationRestart(
-            anyio.current_time(), intervals.sample_us / 1e6, intervals.aggr_us / 1e6
-        )
-
-    def aggregation_restart(self, k: int) -> AggregationRestart | None:
-        """When reactor's last ``on`` or attribute-changing ``commit`` of kdamond ``k``
-        returned, with the intervals it applied (None: not started by this driver)."""
-        return self._restarts.get(k)
-
     def state(self, k: int) -> str:
         """``on`` or ``off``, read now."""
         return self.fs.read_text(paths.state_file(k)).strip()
@@ -611,11 +561,7 @@ class DamonDriver:
     async def update_schemes_tried_regions(self, k: int) -> tuple[TriedRegions, ...]:
         """Collect one apply interval's tried regions of every scheme (blocks that long)."""
         await self.command(k, "update_schemes_tried_regions")
-        return tuple(self.tried_regions(k, s) for s in range(nr_schemes(self.fs, k)))
-
-    def tried_regions(self, k: int, s: int) -> TriedRegions:
-        """Scheme ``s``'s tried regions as the last update left them (reads only)."""
-        return read_tried_regions(self.fs, k, s)
+        return tuple(read_tried_regions(self.fs, k, s) for s in range(nr_schemes(self.fs, k)))
 
     async def update_schemes_effective_quotas(self, k: int) -> tuple[int, ...]:
         """Every scheme's effective quota in bytes."""

@@ -9,20 +9,12 @@ A monitor's command targets are started here (reactor owns them and stops them a
 exit); DAMON monitors fixed pids, so cgroup and selector targets, which come and go,
 are native-only for now and refused with that reason.
 
-Snapshots are read one monitor at a time (the kernel's sysfs lock allows one tried-regions
-walk at a time), each timed to its kdamond's aggregation boundary so that a read holds the
-lock only briefly and a kdamond with a long aggregation delays no other monitor
-(:mod:`reactor.engine.snapshot_timing` has the arithmetic and its reasons).
-
 Shutdown stops reactor's kdamonds (never anyone else's) before the commands end.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +27,7 @@ from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
 from reactor.engine.bus import Bus
 from reactor.engine.monitors import AccessView
-from reactor.engine.snapshot_timing import Read, Timing, missed_by, plan_next
+from reactor.engine.ticker import Ticker
 from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
 from reactor.sampler.snapshot import Region, Snapshot, regions_array
@@ -44,7 +36,7 @@ from reactor.sampler.targets import OwnedCommand
 if TYPE_CHECKING:
     from reactor.config import Config, DamonSection, MonitorConfig
 
-__all__ = ("DamonMonitors", "SnapshotRead", "monitor_kdamond", "section_for")
+__all__ = ("DamonMonitors", "monitor_kdamond", "section_for")
 
 _log = structlog.get_logger("reactor.monitors")
 
@@ -58,34 +50,6 @@ _EVERYTHING = {
 
 class UnsupportedTarget(ReactorError):
     """A monitor target the DAMON backend cannot follow."""
-
-
-@dataclass(frozen=True)
-class SnapshotRead:
-    """One tried-regions read: when it was issued, when it returned (a boundary of the
-    kdamond; the snapshot's stamp) and when it was predicted to (None: phase unknown).
-    ``returned - issued`` is how long it held DAMON's sysfs lock."""
-
-    monitor: str
-    issued: float
-    returned: float
-    predicted: float | None
-
-
-_MAX_STRETCH = 3.0
-
-
-@dataclass
-class _Phase:
-    """What the loop knows of one monitor's aggregation boundaries."""
-
-    anchor: float | None = None  # a boundary, or a restart of the count
-    aggregation_s: float = 0.0  # in effect from the anchor on
-    last_read: float | None = None
-    changed_at: float | None = None  # an aggregation change nothing explains, first seen
-    #: observed period / configured aggregation (the kdamond's own work per sample makes
-    #: every aggregation longer: 28 % for a 4 s paddr one in the TCG guest)
-    stretch: float = 1.0
 
 
 def monitor_kdamond(monitor: MonitorConfig, pids: Sequence[int]) -> dict[str, Any]:
@@ -161,8 +125,6 @@ class DamonMonitors:
         self.commands: dict[str, OwnedCommand] = {}
         #: the pids each monitor's kdamond follows (a started command's included)
         self.pids: dict[str, list[int]] = {}
-        #: the newest snapshot reads, oldest first (lock hold times, boundary predictions)
-        self.reads: deque[SnapshotRead] = deque(maxlen=256)
 
     def _pids(self) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {}
@@ -279,69 +241,16 @@ class DamonMonitors:
             return monitor.intervals("damon")
         return sample_us / 1e6, aggr_us / 1e6
 
-    def _timing(self, k: int, monitor: MonitorConfig, phase: _Phase, now: float) -> Timing:
-        """Monitor ``k``'s timing now: the newer of its last read and the driver's last
-        restart of its aggregation anchors the boundaries, unless the aggregation has
-        changed since with nothing to explain it (then the phase is unknown)."""
-        sample, aggregation = self._intervals(k, monitor)
-        restart = self.driver.aggregation_restart(k)
-        if restart is not None and (phase.anchor is None or restart.at > phase.anchor):
-            phase.anchor, phase.aggregation_s = restart.at, restart.aggregation_s
-        if phase.anchor is not None and round(aggregation * 1e6) == round(
-            phase.aggregation_s * 1e6
-        ):
-            phase.changed_at = None
-            return Timing(sample, aggregation * phase.stretch, phase.anchor, phase.last_read)
-        if phase.anchor is not None and phase.changed_at is None:
-            phase.changed_at = now
-        # a commit in flight (files staged, not yet committed) gets a tick to land
-        grace = -math.inf if phase.changed_at is None else phase.changed_at + self.snapshot_every_s
-        return Timing(sample, aggregation * phase.stretch, None, phase.last_read, grace)
-
     async def _loop(self) -> None:
-        phases = [_Phase() for _ in self.config.monitors]
-        if not phases:
-            await anyio.sleep_forever()
+        monitors = list(self.config.monitors)
+        # on the process-wide grid, with the sources (reactor.engine.ticker)
+        ticker = Ticker(lambda: self.snapshot_every_s, phase=0.0)
         while True:
-            now = anyio.current_time()
-            tick = self.snapshot_every_s
-            monitors = self.config.monitors  # a reload keeps them, in order (reconfigure)
-            timings = [self._timing(k, m, phases[k], now) for k, m in enumerate(monitors)]
-            read = plan_next(timings, now, tick)
-            if read.issue_at > now + 1e-3:
-                # wake at least twice a tick: a commit may restart an aggregation meanwhile
-                await anyio.sleep_until(min(read.issue_at, now + tick / 2))
-                continue
-            await self._read(read, monitors[read.index], phases[read.index])
-
-    async def _read(self, read: Read, monitor: MonitorConfig, phase: _Phase) -> None:
-        """Read monitor ``read.index``'s snapshot and publish it on ``access.<monitor>``."""
-        k = read.index
-        issued = anyio.current_time()
-        await self.driver.command(k, "update_schemes_tried_regions")
-        returned = anyio.current_time()  # a boundary: the update completes at one
-        tried = self.driver.tried_regions(k, 0)  # the snapshot scheme comes first
-        sample, aggregation = self._intervals(k, monitor)
-        self.reads.append(SnapshotRead(monitor.name, issued, returned, read.boundary))
-        period = aggregation * phase.stretch
-        late = missed_by(read, returned, period)
-        if late is not None:
-            _log.info(
-                "damon_snapshot_boundary_missed",
-                monitor=monitor.name,
-                kdamond=k,
-                late_s=round(late, 3),
-                held_s=round(returned - issued, 3),
-                aggregation_s=aggregation,
-                effect="resynced from this read's return",
-            )
-        if read.boundary is not None and phase.anchor is not None and late is None:
-            # aimed one period past its anchor and caught it: a measured period
-            elapsed = returned - phase.anchor
-            if round(elapsed / period) == 1 and aggregation == phase.aggregation_s:
-                phase.stretch = min(max(elapsed / aggregation, 1.0), _MAX_STRETCH)
-        phase.anchor, phase.aggregation_s = returned, aggregation
-        phase.last_read, phase.changed_at = returned, None
-        snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, returned)
-        view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
-        self.bus.publish(f"access.{monitor.name}", view, returned)
+            await ticker.next()
+            for k, monitor in enumerate(monitors):
+                (tried, *_) = await self.driver.update_schemes_tried_regions(k)
+                sample, aggregation = self._intervals(k, monitor)
+                now = anyio.current_time()
+                snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
+                view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
+                self.bus.publish(f"access.{monitor.name}", view, now)
