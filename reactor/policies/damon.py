@@ -27,7 +27,9 @@ access pattern (``max_access``, ``min_age``).
   kernel's effective quota (``update_schemes_effective_quotas``), which it reports.
 
 What acted: the scheme's ``sz_tried`` growth is what DAMON asked the ops layer to page
-out, ``sz_applied`` growth what it paged out (measured by the kernel's reclaim). At
+out, ``sz_applied`` growth what it applied the action to: on paddr the folios reclaimed,
+on vaddr/fvaddr the whole length of every region whose ``MADV_PAGEOUT`` succeeded,
+resident or not (an upper bound: :func:`reclaimed_bound`). At
 shutdown a scheme from the ``damon:`` section gets its original quotas back (when its
 kdamond still runs); reactor's own scheme goes with its kdamond.
 """
@@ -215,7 +217,8 @@ def kernel_goals(cfg: PolicyConfig) -> tuple[QuotaGoal, ...]:
 
 def reclaimed_bound(growth: int | None, last_cold: float | None) -> int | None:
     """What a vaddr/fvaddr pageout scheme can have paged out over a tick: its
-    ``sz_applied`` growth, but at most the resident cold bytes read at the tick's start.
+    ``sz_applied`` growth, but at most the resident cold bytes read at the tick's start
+    (``last_cold``).
 
     On those operations ``sz_applied`` grows by a whole region's size whenever the
     region's ``MADV_PAGEOUT`` succeeds (the kernel's ``damos_madvise`` returns the
@@ -250,8 +253,8 @@ class DamonReclaim(QuotaPolicy):
         self.effective_bytes: int | None = None
         #: growth of the scheme's sz_applied over the last tick (None: not read)
         self._applied_growth: int | None = None
-        #: the cold reading handed to the feedforward last tick
-        self._last_cold: float | None = None
+        #: the cold readings handed to the feedforward the tick before last and last tick
+        self._colds: tuple[float | None, float | None] = (None, None)
         self._pattern: ColdPattern | None = None
 
     @staticmethod
@@ -424,9 +427,11 @@ class DamonReclaim(QuotaPolicy):
         cold, _ = plan
         # read once: a held tick (no act) must not hand the same bytes over again
         growth, self._applied_growth = self._applied_growth, None
-        last, self._last_cold = self._last_cold, cold
+        # that growth was read by the last act, over the tick before it: what it paged
+        # out was resident and cold at the reading before last
+        before_last, self._colds = self._colds[0], (self._colds[1], cold)
         if self.resident_readable(self.cfg, self.ctx):
-            growth = reclaimed_bound(growth, last)
+            growth = reclaimed_bound(growth, before_last)
         return {
             "cold_bytes": cold,
             "cold_reclaimed_bytes": None if growth is None else float(growth),
