@@ -54,7 +54,31 @@ class Tick:
     index: int
 
 
-class Ticker:
+class _Ticks:
+    """What both tickers count: the previous tick's time, the index, overruns."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._index = 0
+        self.overruns = 0
+
+    def _emit(self, now: float, skipped: int) -> Tick:
+        dt = 0.0 if self._last is None else now - self._last
+        self._last = now
+        tick = Tick(now=now, dt=dt, skipped=skipped, index=self._index)
+        self._index += 1
+        return tick
+
+
+def _skip(deadline: float, now: float, period: float) -> tuple[float, int]:
+    """The deadline moved past the whole periods already missed, and how many."""
+    if now - deadline < period:
+        return deadline, 0
+    skipped = int((now - deadline) // period)
+    return deadline + skipped * period, skipped
+
+
+class Ticker(_Ticks):
     """Yields :class:`Tick` values on absolute deadlines of a (changeable) period."""
 
     def __init__(
@@ -69,14 +93,12 @@ class Ticker:
             raise ValueError(f"ticker phase: expected a fraction in [0, 1), got {phase!r}")
         if phase is None and not immediate:
             raise ValueError("a ticker without a phase has no grid to wait for: immediate")
+        super().__init__()
         self._period = period
         self._phase = phase
         self._immediate = immediate
         self._deadline: float | None = None
-        self._last: float | None = None
-        self._index = 0
         self._sleep: anyio.CancelScope | None = None
-        self.overruns = 0
 
     def reschedule(self) -> None:
         """Re-read the period now: the pending deadline becomes last tick + new period."""
@@ -103,9 +125,8 @@ class Ticker:
                 if rescheduled:
                     # a new period applies from the last tick; never schedule in the past
                     deadline = max(deadline, now)
-                elif now - deadline >= period:
-                    skipped = int((now - deadline) // period)
-                    deadline += skipped * period
+                else:
+                    deadline, skipped = _skip(deadline, now, period)
                     self.overruns += skipped
                 self._deadline = deadline
                 with anyio.CancelScope() as self._sleep:
@@ -116,12 +137,7 @@ class Ticker:
                     break
                 self.overruns -= skipped
                 skipped = 0
-        now = anyio.current_time()
-        dt = 0.0 if self._last is None else now - self._last
-        self._last = now
-        tick = Tick(now=now, dt=dt, skipped=skipped, index=self._index)
-        self._index += 1
-        return tick
+        return self._emit(anyio.current_time(), skipped)
 
     def _align(self, t: float, period: float, to: Callable[[float], int]) -> float:
         """``t`` moved to a grid point (``to``: round for the nearest, ceil for the next
@@ -141,7 +157,7 @@ def _align(t: float, period: float, phase: float, to: Callable[[float], int]) ->
     return (to(t / period - phase) + phase) * period
 
 
-class ThreadTicker:
+class ThreadTicker(_Ticks):
     """:class:`Ticker`'s grid for a thread of its own (the native sampler's): deadlines
     on ``time.monotonic()`` (the asyncio loop's clock, so the same grid), a sleep that
     a stop event ends at once, missed periods skipped and counted. The first tick is
@@ -156,13 +172,11 @@ class ThreadTicker:
     ) -> None:
         if not 0.0 <= phase < 1.0:
             raise ValueError(f"ticker phase: expected a fraction in [0, 1), got {phase!r}")
+        super().__init__()
         self._period = period
         self._phase = phase
         self._clock = clock
         self._deadline: float | None = None
-        self._last: float | None = None
-        self._index = 0
-        self.overruns = 0
 
     def next(self, stop: threading.Event) -> Tick | None:
         """Sleep until the next deadline; None once ``stop`` is set."""
@@ -174,18 +188,11 @@ class ThreadTicker:
             period = Ticker._check(self._period())
             deadline = _align(self._deadline + period, period, self._phase, round)
             now = self._clock()
-            if now - deadline >= period:
-                skipped = int((now - deadline) // period)
-                deadline += skipped * period
-                self.overruns += skipped
+            deadline, skipped = _skip(deadline, now, period)
+            self.overruns += skipped
             self._deadline = deadline
             if stop.wait(max(0.0, deadline - now)):
                 return None
         if stop.is_set():
             return None
-        now = self._clock()
-        dt = 0.0 if self._last is None else now - self._last
-        self._last = now
-        tick = Tick(now=now, dt=dt, skipped=skipped, index=self._index)
-        self._index += 1
-        return tick
+        return self._emit(self._clock(), skipped)
