@@ -371,8 +371,12 @@ async def test_migrate_cold_moves_the_cold_buffer_to_node_1(
     """
     work = damon.spawn_process()
     before = numa_pages(work.pid, work.cold[0])
-    # cold for a whole second (5 aggregations)
-    stably_cold = {**COLD, "age": {"min": "5 aggr_intervals", "max": "max"}}
+    # cold for 3 s (15 aggregations). One CI run, the guest slow (747 s for the suite),
+    # had the hot buffer on node 1 within 1.5 s of the start with a 1 s age: its regions
+    # read no access for 5 aggregations in a row while the child's Python loop over the
+    # hot pages was slow to get going. The cold buffer, never touched after the set-up,
+    # matches either way; a hot region must now read empty 15 aggregations running.
+    stably_cold = {**COLD, "age": {"min": "15 aggr_intervals", "max": "max"}}
     # hot: seen in at least a quarter of the samples (the cold buffer is never seen: 0)
     hot_pattern = {"nr_accesses": {"min": f"{AGGR_US // SAMPLE_US // 4} samples", "max": "max"}}
     demote = {"action": "migrate_cold", "target_nid": 1, "access_pattern": stably_cold}
