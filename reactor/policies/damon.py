@@ -215,10 +215,10 @@ def kernel_goals(cfg: PolicyConfig) -> tuple[QuotaGoal, ...]:
     return tuple(goals)
 
 
-def reclaimed_bound(growth: int | None, last_cold: float | None) -> int | None:
-    """What a vaddr/fvaddr pageout scheme can have paged out over a tick: its
-    ``sz_applied`` growth, but at most the resident cold bytes read at the tick's start
-    (``last_cold``).
+def reclaimed_bound(growth: int | None, cold_before: float | None) -> int | None:
+    """What a vaddr/fvaddr pageout scheme can have paged out over an interval: its
+    ``sz_applied`` growth, but at most the resident cold bytes read when the interval
+    began (``cold_before``).
 
     On those operations ``sz_applied`` grows by a whole region's size whenever the
     region's ``MADV_PAGEOUT`` succeeds (the kernel's ``damos_madvise`` returns the
@@ -226,14 +226,14 @@ def reclaimed_bound(growth: int | None, last_cold: float | None) -> int | None:
     over regions with nothing left, and the feedforward's refill estimate, ``(cold -
     last cold + reclaimed) / dt``, took that for memory turning cold (196 MiB/s in a
     guest run right after the drain, where nothing was). What left can only have been
-    resident and cold, so the growth is cut to the last reading. The cut errs low only
-    where the scheme pages out memory that turned cold within the same tick; that
+    resident and cold, so the growth is cut to that reading. The cut errs low only
+    where the scheme pages out memory that turned cold within the interval; that
     memory is then missing from the refill estimate for a tick and shows as cold
     memory left over, which the drain term takes. (paddr's ``sz_applied`` counts the
     folios reclaimed: no bound is needed there.)"""
-    if growth is None or last_cold is None:
+    if growth is None or cold_before is None:
         return growth
-    return min(growth, max(0, int(last_cold)))
+    return min(growth, max(0, int(cold_before)))
 
 
 class DamonReclaim(QuotaPolicy):

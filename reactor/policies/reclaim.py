@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from reactor.actuators._procfs import PieceKind, mapping_kind, piece_kind
+from reactor.actuators._procfs import PieceKind, mapping_kind
 from reactor.actuators.base import Limits, RefusedAction, Span, take_bytes
 from reactor.actuators.cgroup import CgroupReclaimer
 from reactor.actuators.madvise import (
@@ -104,7 +104,7 @@ class _Resident:
             [v.start for v in vmas],
             [v.end for v in vmas],
             lambda i: vmas[i].rss,  # parse_smaps made sure every mapping has one
-            _memo(lambda i: piece_kind(vmas[i]), len(vmas)),
+            lambda i: vmas[i].kind(),  # kept on the Vma, per reading
             state,
         )
 

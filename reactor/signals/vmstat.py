@@ -68,7 +68,7 @@ _OTHER_GAUGES = frozenset({"workingset_nodes"})
 
 _LINE = re.compile(r"^([A-Za-z0-9_]+) (-?[0-9]+)$")
 #: every well-formed line of a whole file at once (checked against the line count)
-_LINES = re.compile(r"^([A-Za-z0-9_]+) (-?[0-9]+)$", re.MULTILINE)
+_LINES = re.compile(_LINE.pattern, re.MULTILINE)
 
 
 @functools.cache  # a kernel's few hundred names, asked about every poll
