@@ -474,6 +474,7 @@ class DamonDriver:
         removal is logged (``damon_obsolete_targets_removed``) and returned; None when no
         target was obsolete.
         """
+        kd = await self._keeping_tuned_intervals(k, kd)
         ram, nodes = self._ram((kd,), paddr_ram, node_ram)
         after, removal = without_obsolete_targets(kd)
         if removal is None:
@@ -524,6 +525,48 @@ class DamonDriver:
             ],
             note=what,
         )
+
+    async def _keeping_tuned_intervals(self, k: int, kd: Kdamond) -> Kdamond:
+        """``kd``, with the kernel's tuned sampling and aggregation intervals in place of
+        the staged ones where the kernel tunes them and the caller keeps them.
+
+        ``damon_commit_ctx()`` calls ``damon_set_attrs()`` when the committed attributes
+        differ from the running ones. With intervals auto-tuning on
+        (``intervals_goal/aggrs`` != 0) the running intervals are the tuner's, and the
+        files hold what was staged (or the tuned values of the last refresh): committing
+        them back, as a quota change read back from the files does, would put the
+        intervals where the tuner started, every time. So when the caller's intervals
+        are the ones in the files or the ones reactor staged last, the driver fetches
+        the tuned ones (``update_tuned_intervals``) and commits those: the attributes
+        are equal and the kernel keeps tuning from where it is. Intervals the caller
+        changed (a reload, reactor's own intervals tuner) are committed as given."""
+        if not kd.contexts or self.state(k) != "on":
+            return kd
+        intervals = kd.contexts[0].intervals
+        if not intervals.intervals_goal.aggrs:
+            return kd
+        files = read_tuned_intervals(self.fs, k)  # the files, before the command
+        kept = {(files.sample_us, files.aggr_us)}
+        model = self._models.get(k)
+        if model is not None and model.contexts:
+            staged = model.contexts[0].intervals
+            kept.add((staged.sample_us, staged.aggr_us))
+        if (intervals.sample_us, intervals.aggr_us) not in kept:
+            return kd
+        await self.command(k, "update_tuned_intervals")
+        tuned = read_tuned_intervals(self.fs, k)
+        if (tuned.sample_us, tuned.aggr_us) == (intervals.sample_us, intervals.aggr_us):
+            return kd
+        _log.debug(
+            "damon_tuned_intervals_kept",
+            kdamond=k,
+            sample_us=tuned.sample_us,
+            aggr_us=tuned.aggr_us,
+            staged_sample_us=intervals.sample_us,
+        )
+        new = intervals.model_copy(update={"sample_us": tuned.sample_us, "aggr_us": tuned.aggr_us})
+        contexts = (kd.contexts[0].model_copy(update={"intervals": new}), *kd.contexts[1:])
+        return kd.model_copy(update={"contexts": contexts})
 
     async def commit_quota_goals(self, k: int, current: Mapping[tuple[int, int], int]) -> None:
         """Feed ``user_input`` goals: write ``current_value`` of (scheme, goal) pairs, then

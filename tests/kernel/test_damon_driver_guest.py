@@ -458,6 +458,55 @@ async def test_online_commit_changes_intervals_and_quota_of_a_running_kdamond(
     assert (esz_before, esz_after) == (MiB, 4 * MiB)
 
 
+@pytest.mark.anyio
+async def test_a_quota_commit_keeps_the_kernels_tuned_intervals(
+    damon: RealBackend, driver: DamonDriver
+) -> None:
+    """damon_commit_ctx() resets the intervals whenever the committed attributes differ
+    from the running ones, so a quota commit of the files' (staged) intervals would put
+    the kernel's intervals tuner back at its start each time; the driver commits the
+    tuned ones instead.
+
+    The goal (access_bp 10000: every region accessed in every sample) is out of reach,
+    so the tuner grows the sampling interval at each tuning (aggrs 1), 10 -> 20 -> 40 ms
+    (max_sample_us), there within 0.6 s (aggregations of 200 then 400 ms); 1.5 s is
+    waited. Then (a) the driver commits a quota change built on the read-back model: the
+    kernel's sampling interval is still 40 ms right after (the tuner stays clamped at its
+    max); (b) the staged 10 ms committed as is (staged and committed below the driver's
+    check) resets it: at most one tuning step (one aggregation, 200 ms at 10 ms) can
+    pass before the read, so it reads 10 or 20 ms, below 40."""
+    work = damon.spawn_process()
+    goal = {
+        "access_bp": 10000,
+        "aggrs": 1,
+        "min_sample_us": SAMPLE_US,
+        "max_sample_us": 4 * SAMPLE_US,
+    }
+    capped = {"action": "stat", "quotas": {"sz_bytes": MiB, "reset_interval_ms": 100}}
+    ctx = vaddr(work.pid, ALL, capped, intervals=dict(INTERVALS, intervals_goal=goal))
+    await driver.open()
+    await driver.apply(section(ctx))
+    time.sleep(1.5)
+    assert (await driver.update_tuned_intervals(0)).sample_us == 4 * SAMPLE_US
+    staged = read_kdamond(driver.fs, 0)
+    assert staged.contexts[0].intervals.sample_us in (SAMPLE_US, 4 * SAMPLE_US)
+    kd = staged.contexts[0]
+    quotas = kd.schemes[1].quotas.model_copy(update={"sz_bytes": 2 * MiB})
+    schemes = (kd.schemes[0], kd.schemes[1].model_copy(update={"quotas": quotas}))
+    first = kd.intervals.model_copy(update={"sample_us": SAMPLE_US, "aggr_us": AGGR_US})
+    committed = staged.model_copy(
+        update={"contexts": (kd.model_copy(update={"schemes": schemes, "intervals": first}),)}
+    )
+    await driver.commit(0, committed)
+    kept = await driver.update_tuned_intervals(0)
+    await driver.stage(0, committed)
+    await driver.command(0, "commit")
+    reset = await driver.update_tuned_intervals(0)
+    print(f"tuned 40 ms; after the driver's quota commit {kept}; after a raw commit {reset}")
+    assert (kept.sample_us, kept.aggr_us) == (4 * SAMPLE_US, 4 * AGGR_US)
+    assert reset.sample_us in (SAMPLE_US, 2 * SAMPLE_US), reset
+
+
 # ------------------------------------------------------------------------ foreign kdamonds
 
 

@@ -238,3 +238,51 @@ async def test_stop_all_stops_only_own_kdamonds(tmp_path: Path) -> None:
     assert driver.state(0) == "off" and driver.record.pid_of(0) == -1
     await driver.stop(0)
     assert driver.owned() == {0}
+
+
+def _tuning_section() -> DamonSection:
+    """CTX with intervals auto-tuning whose goal cannot be reached (every access of every
+    sample is 10000 bp; the fake process's cold range never is): the tuner doubles the
+    sampling interval at each tuning, up to max_sample_us (4x the staged 10 ms)."""
+    goal = {"access_bp": 10000, "aggrs": 1, "min_sample_us": 10000, "max_sample_us": 40000}
+    ctx = {**CTX, "intervals": {**CTX["intervals"], "intervals_goal": goal}}
+    return DamonSection.model_validate({"kdamonds": [{"contexts": [ctx]}]})
+
+
+async def test_a_quota_commit_keeps_the_kernels_tuned_intervals(tmp_path: Path) -> None:
+    """A commit that keeps the staged intervals (a quota change on the read-back model)
+    commits the tuned ones instead: damon_commit_ctx() resets the intervals whenever the
+    attributes differ, which would restart the tuner from 10 ms at every quota commit.
+    After the commit the kernel's sampling interval is still the tuned 40 ms (the tuner
+    reaches max_sample_us within 1 s: 10 -> 20 -> 40 ms at 100-200 ms aggregations)."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_tuning_section())
+    damon.advance(2.0)
+    assert (await driver.update_tuned_intervals(0)).sample_us == 40000
+    kd = driver.read_back(0)
+    quotas = kd.contexts[0].schemes[0].quotas.model_copy(update={"sz_bytes": 8 << 20})
+    scheme = kd.contexts[0].schemes[0].model_copy(update={"quotas": quotas})
+    # as a policy builds it: the files' intervals, a new quota
+    staged = kd.contexts[0].intervals.model_copy(update={"sample_us": 10000, "aggr_us": 100000})
+    ctx = kd.contexts[0].model_copy(update={"schemes": (scheme,), "intervals": staged})
+    await driver.commit(0, kd.model_copy(update={"contexts": (ctx,)}))
+    tuned = await driver.update_tuned_intervals(0)
+    assert (tuned.sample_us, tuned.aggr_us) == (40000, 400000)
+    assert driver.read_back(0).contexts[0].schemes[0].quotas.sz_bytes == 8 << 20
+
+
+async def test_a_commit_of_new_intervals_applies_them_under_tuning(tmp_path: Path) -> None:
+    """Intervals the caller changed (a reload, reactor's own tuner) are committed as given,
+    tuning on or not: the kernel's sampling interval is then the new 20 ms (read at once:
+    the tuner's next step is an aggregation away, and the fake is not advanced)."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_tuning_section())
+    damon.advance(2.0)
+    kd = driver.read_back(0)
+    new = kd.contexts[0].intervals.model_copy(update={"sample_us": 20000, "aggr_us": 200000})
+    ctx = kd.contexts[0].model_copy(update={"intervals": new})
+    await driver.commit(0, kd.model_copy(update={"contexts": (ctx,)}))
+    tuned = await driver.update_tuned_intervals(0)
+    assert (tuned.sample_us, tuned.aggr_us) == (20000, 200000)
