@@ -49,7 +49,12 @@ its kdamonds start just before). Reported per run: bytes saved (``memory.current
 the launch minus the mean of the last three samples; also swap growth and zram's
 growth), the time to 80 % of that saving, seconds with the stall share above the goal
 and its peak (system and cgroup), the child's touch-round times, and the quotas per
-tick from the recording.
+tick from the recording. What the policy says it moved, summed over its ticks:
+``measured_bytes`` (what left the child's RAM, at most the scheme's ``sz_applied``
+growth), ``applied_bytes`` (``sz_applied`` growth: whole regions on vaddr),
+``left_bytes`` by kind (swap, file, shmem); beside it ``swap_event_bytes``, the pages
+the kernel gave a swap entry over the run (``/proc/vmstat`` :data:`SWAP_EVENTS`), which
+bounds the swap that left.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from benchmarks.sampler_vs_damon import refusal as lane_refusal
 __all__ = ("CHILD", "main", "refusal", "run_all")
 
 MIB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
 RESULT_NAME = "reclaim.json"
 ROOT = Path(__file__).resolve().parents[1]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -210,6 +216,22 @@ def start_workload(name: str, cold: int, hot: int, tmp: Path) -> Workload:
         w.stop()
         raise
     return w
+
+
+#: /proc/vmstat counters of pages given a swap entry: written to swap, found zero-filled
+#: (not written, since 6.12), or swapped in (still in the swap cache, so a pageout needs
+#: no write). A page that leaves a process for swap is counted by one of them.
+SWAP_EVENTS = ("pswpout", "swpout_zero", "pswpin")
+
+
+def _swap_events() -> int:
+    """The sum of :data:`SWAP_EVENTS` in ``/proc/vmstat`` (absent counters count 0)."""
+    total = 0
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name in SWAP_EVENTS:
+            total += int(value)
+    return total
 
 
 def _psi_some_us(path: Path) -> int:
@@ -365,6 +387,7 @@ def serve(name: str, w: Workload, args: argparse.Namespace, tmp: Path, out: Path
     argv += ["--duration", f"{args.duration:g}", "--log-format", "json"]
     argv += ["--record", str(rec), "--run-dir", str(tmp / f"run-{name}")]
     base = sample(w.cgroup)
+    swap_events = _swap_events()
     samples: list[dict[str, float]] = []
     goals: list[dict[str, str]] = []
     t0: float | None = None
@@ -384,6 +407,7 @@ def serve(name: str, w: Workload, args: argparse.Namespace, tmp: Path, out: Path
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    swap_events = _swap_events() - swap_events
     text = log.read_text()
     (out / f"reclaim_serve_{name}.jsonl").write_text(text)
     if proc.returncode != 0:
@@ -407,7 +431,13 @@ def serve(name: str, w: Workload, args: argparse.Namespace, tmp: Path, out: Path
             "record_ticks": len(records),
             "quota_fixed_bytes": quota_max if name == "uncontrolled" else None,
             "quotas": quotas,
-            "applied_bytes": sum(int(t.get("measured_bytes", 0)) for t in ticks),
+            "measured_bytes": sum(int(t.get("measured_bytes", 0)) for t in ticks),
+            "applied_bytes": sum(int(t.get("applied_bytes", 0)) for t in ticks),
+            "left_bytes": {
+                kind: sum(int((t.get("left") or {}).get(kind, 0)) for t in ticks)
+                for kind in ("swap", "file", "shmem")
+            },
+            "swap_event_bytes": swap_events * PAGE,
             "kernel_goals": goals or None,
             "touch": _touch(w.stats, t0),
         }

@@ -2,7 +2,8 @@
 
 ``/proc/PID/smaps`` (each mapping's Rss, Anonymous, Swap, dirty counts and VmFlags: the
 actuator decides per mapping what an advice can do), ``/proc/PID/smaps_rollup`` (the
-process totals measured before and after), ``/proc/PID/stat`` (the kernel-thread flag),
+process totals measured before and after), ``/proc/PID/status`` (the memory counters a
+DAMON pageout moves, read without a page walk), ``/proc/PID/stat`` (the kernel-thread flag),
 ``/proc/PID/numa_maps`` (pages per node) and ``/proc/PID/mounts`` (which paths are tmpfs,
 whose pages need swap like anonymous ones). Counts in smaps are in kB (KiB) and are
 converted to bytes. Fields are looked up by name; a mapping without ``Rss`` or
@@ -24,6 +25,7 @@ from reactor.errors import KernelFormatError
 
 __all__ = (
     "ROLLUP_FIELDS",
+    "STATUS_FIELDS",
     "Piece",
     "PieceKind",
     "Vma",
@@ -33,6 +35,7 @@ __all__ = (
     "parse_rollup",
     "parse_smaps",
     "parse_smaps_totals",
+    "parse_status_memory",
     "piece_kind",
     "smaps_totals",
     "swap_backed_mounts",
@@ -211,6 +214,27 @@ def parse_rollup(text: str, path: str) -> dict[str, int]:
             out[match.group(1)] = int(match.group(2)) * KIB
     if "Rss" not in out:
         raise KernelFormatError(path, "no 'Rss: N kB' line", line=text[:200])
+    return out
+
+
+#: The ``/proc/PID/status`` counters a pageout moves: anonymous pages leave ``RssAnon``
+#: for swap entries (``VmSwap``); file and shmem pages leave ``RssFile``/``RssShmem``
+#: (shmem's swapped pages are not in ``VmSwap``, which counts swap entries in page tables).
+STATUS_FIELDS = ("RssAnon", "RssFile", "RssShmem", "VmSwap")
+_STATUS = re.compile(r"^(" + "|".join(STATUS_FIELDS) + r"):[ \t]+(\d+) kB$", re.MULTILINE)
+
+
+def parse_status_memory(text: str, path: str) -> dict[str, int]:
+    """The :data:`STATUS_FIELDS` of a ``/proc/PID/status`` text, in bytes. The kernel
+    prints them from the mm's counters (no page walk: cheap to read every tick); a
+    kernel thread has none of them, which is a format error here (name the process's
+    path, the fields missing)."""
+    out = {name: int(value) * KIB for name, value in _STATUS.findall(text)}
+    missing = [name for name in STATUS_FIELDS if name not in out]
+    if missing:
+        raise KernelFormatError(
+            path, f"no {', '.join(f'{m}: N kB' for m in missing)} line(s)", line=text[:200]
+        )
     return out
 
 

@@ -540,11 +540,11 @@ class DamonDriver:
         the tuned ones (``update_tuned_intervals``) and commits those: the attributes
         are equal and the kernel keeps tuning from where it is. Intervals the caller
         changed (a reload, reactor's own intervals tuner) are committed as given."""
-        if not kd.contexts or self.state(k) != "on":
+        # (no state read: the state file takes DAMON's sysfs lock, EBUSY while another
+        # command holds it; a commit needs a running kdamond anyway)
+        if not kd.contexts or not kd.contexts[0].intervals.intervals_goal.aggrs:
             return kd
         intervals = kd.contexts[0].intervals
-        if not intervals.intervals_goal.aggrs:
-            return kd
         files = read_tuned_intervals(self.fs, k)  # the files, before the command
         kept = {(files.sample_us, files.aggr_us)}
         model = self._models.get(k)

@@ -13,7 +13,7 @@ access pattern (``max_access``, ``min_age``).
   pattern *and* the policy's cold definition (``max_access``, ``min_age``; the same
   thing for the scheme reactor adds; for a ``scheme:`` whose pattern is wider, e.g. one
   that matches every region, the pattern alone would feed the hot set forward as cold),
-  and the growth of the scheme's ``sz_applied`` since the last tick (what it paged out).
+  and what the scheme measurably paged out since the last tick (below: What acted).
   With a vaddr/fvaddr monitor (the default there) the cold regions are cut to what is
   resident in its processes (:func:`resident_bytes`: mappings, then pagemap): a region
   over the holes between mappings, or over memory a ``scheme:`` on another kdamond
@@ -26,19 +26,32 @@ access pattern (``max_access``, ``min_age``).
   ``user_input`` goals' current values (``commit_schemes_quota_goals``) and reads the
   kernel's effective quota (``update_schemes_effective_quotas``), which it reports.
 
-What acted: the scheme's ``sz_tried`` growth is what DAMON asked the ops layer to page
-out, ``sz_applied`` growth what it applied the action to: on paddr the folios reclaimed,
-on vaddr/fvaddr the whole length of every region whose ``MADV_PAGEOUT`` succeeded,
-resident or not (an upper bound: :func:`reclaimed_bound`). At
-shutdown a scheme from the ``damon:`` section gets its original quotas back (when its
-kdamond still runs); reactor's own scheme goes with its kdamond.
+What acted (``requested_bytes``, ``measured_bytes``; the log's ``applied_bytes`` and
+``left``): the scheme's ``sz_tried`` growth is what DAMON asked the ops layer to
+page out, ``sz_applied`` growth what it applied the action to. On paddr that is the
+folios reclaimed: measured. On vaddr/fvaddr it is the whole length of every region
+whose ``MADV_PAGEOUT`` succeeded, resident or not (the kernel's ``damos_madvise``
+returns the length): guest logs showed 223-239 MiB a tick where at most 67-82 MiB was
+resident and cold, and the reclaim benchmark summed 2.1-2.7 times the swap it grew.
+There the measurement is what left the target processes' RAM over the tick, read from
+``/proc/PID/status`` (mm counters, no page walk) each tick with the stats, before the
+cold reading (``tuner: reactor``: in ``prepare``, so the feedforward's refill estimate
+sees one interval's cold change and what left within it; reported by the act that
+follows): swap entries gained
+(``VmSwap``, anonymous pages) plus the fall of ``RssFile`` and ``RssShmem``
+(:func:`left_memory`), each net of the process's own faults over the tick (an
+under-count when it faults pages in as they leave); ``measured_bytes`` is the smaller
+of that and ``sz_applied`` growth (the kernel's own reclaim under a cgroup limit also
+moves those counters). At shutdown a scheme from the ``damon:`` section gets its
+original quotas back (when its kdamond still runs); reactor's own scheme goes with its
+kdamond.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +59,7 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
+from reactor.actuators._procfs import parse_status_memory
 from reactor.config.damon import Kdamond, MonitoringIntervals, QuotaGoal, Quotas, Scheme
 from reactor.damon.memory import intersect, merge
 from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
@@ -64,6 +78,7 @@ __all__ = (
     "DamonReclaim",
     "cold_pattern",
     "kernel_goals",
+    "left_memory",
     "pageout_scheme",
     "reclaimed_bound",
     "resident_bytes",
@@ -215,18 +230,36 @@ def kernel_goals(cfg: PolicyConfig) -> tuple[QuotaGoal, ...]:
     return tuple(goals)
 
 
-def reclaimed_bound(growth: int | None, cold_before: float | None) -> int | None:
-    """What a vaddr/fvaddr pageout scheme can have paged out over an interval: its
-    ``sz_applied`` growth, but at most the resident cold bytes read when the interval
-    began (``cold_before``).
+def left_memory(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Bytes that left a process's RAM between two ``/proc/PID/status`` readings
+    (:func:`~reactor.actuators._procfs.parse_status_memory`), by kind: ``swap``, the swap
+    entries it gained (anonymous pages paged out); ``file`` and ``shmem``, the fall of
+    its file and shmem pages. Each is net of the process's own activity over the
+    interval and never below 0: swap-ins and new file pages hide as many pages that
+    left (an under-count, never an over-count of what a pageout moved, unless something
+    else reclaims the same process's memory meanwhile)."""
+    return {
+        "swap": max(0, after["VmSwap"] - before["VmSwap"]),
+        "file": max(0, before["RssFile"] - after["RssFile"]),
+        "shmem": max(0, before["RssShmem"] - after["RssShmem"]),
+    }
 
-    On those operations ``sz_applied`` grows by a whole region's size whenever the
-    region's ``MADV_PAGEOUT`` succeeds (the kernel's ``damos_madvise`` returns the
-    length, not what was reclaimed), resident or not: after a drain it keeps growing
-    over regions with nothing left, and the feedforward's refill estimate, ``(cold -
-    last cold + reclaimed) / dt``, took that for memory turning cold (196 MiB/s in a
-    guest run right after the drain, where nothing was). What left can only have been
-    resident and cold, so the growth is cut to that reading. The cut errs low only
+
+def reclaimed_bound(growth: int | None, cold_before: float | None) -> int | None:
+    """What a vaddr/fvaddr pageout scheme can have paged out over an interval: what it
+    measurably moved (``growth``: ``sz_applied`` growth cut to what left the target
+    processes' RAM, module doc), but at most the resident cold bytes read when the
+    interval began (``cold_before``).
+
+    ``sz_applied`` alone grows by a whole region's size whenever the region's
+    ``MADV_PAGEOUT`` succeeds (the kernel's ``damos_madvise`` returns the length, not
+    what was reclaimed), resident or not: after a drain it keeps growing over regions
+    with nothing left, and the feedforward's refill estimate, ``(cold - last cold +
+    reclaimed) / dt``, took that for memory turning cold (196 MiB/s in a guest run right
+    after the drain, where nothing was). The processes' counters also move when
+    something else reclaims their memory (the kernel under a cgroup limit, another
+    kdamond's scheme). What this scheme paged out can only have been resident and cold,
+    so the growth is cut to that reading. The cut errs low only
     where the scheme pages out memory that turned cold within the interval; that
     memory is then missing from the refill estimate for a tick and shows as cold
     memory left over, which the drain term takes. (paddr's ``sz_applied`` counts the
@@ -234,6 +267,30 @@ def reclaimed_bound(growth: int | None, cold_before: float | None) -> int | None
     if growth is None or cold_before is None:
         return growth
     return min(growth, max(0, int(cold_before)))
+
+
+def _add_acted(first: Acted | None, then: Acted) -> Acted:
+    """Two readings' worth of what acted, as one report (a held tick has no act to
+    report its reading): bytes and ``applied_bytes``/``left`` summed, other fields the
+    newer reading's."""
+    if first is None:
+        return then
+    fields = {**first.fields, **then.fields}
+    fields.pop("unmeasured", None)
+    if "unmeasured" in then.fields:
+        fields["unmeasured"] = then.fields["unmeasured"]
+    if "applied_bytes" in first.fields or "applied_bytes" in then.fields:
+        fields["applied_bytes"] = first.fields.get("applied_bytes", 0) + then.fields.get(
+            "applied_bytes", 0
+        )
+    lefts = [a.fields["left"] for a in (first, then) if a.fields.get("left") is not None]
+    if lefts:
+        fields["left"] = {k: sum(x.get(k, 0) for x in lefts) for k in ("swap", "file", "shmem")}
+    return Acted(
+        requested_bytes=first.requested_bytes + then.requested_bytes,
+        measured_bytes=first.measured_bytes + then.measured_bytes,
+        fields=fields,
+    )
 
 
 class DamonReclaim(QuotaPolicy):
@@ -250,12 +307,19 @@ class DamonReclaim(QuotaPolicy):
         self.committed: float | None = None
         self.original: Quotas | None = None
         self._stats: tuple[int, int] | None = None
+        #: the target processes' /proc/PID/status memory counters at the last act
+        self._status: dict[int, dict[str, int]] = {}
         self.effective_bytes: int | None = None
-        #: growth of the scheme's sz_applied over the last tick (None: not read)
+        #: what the scheme measurably paged out between the last two readings (None:
+        #: not measured), read in prepare with the cold reading
         self._applied_growth: int | None = None
-        #: the cold readings handed to the feedforward the tick before last and last tick
-        self._colds: tuple[float | None, float | None] = (None, None)
+        #: what was measured and not yet reported (ticks held without an act add up)
+        self._unreported: Acted | None = None
+        #: the cold reading handed to the feedforward last tick
+        self._last_cold: float | None = None
         self._pattern: ColdPattern | None = None
+        #: in a dry run, the pageout scheme reactor would have added (not in the kdamond)
+        self._dry_added: Scheme | None = None
 
     @staticmethod
     def resident_readable(cfg: PolicyConfig, ctx: PolicyContext) -> bool:
@@ -320,6 +384,8 @@ class DamonReclaim(QuotaPolicy):
                 self.original = base
             new = self._with_quotas(kd, self._quotas(base, self.state.output), added)
             await self._commit(new, "takeover")
+        # a dry run commits nothing: the scheme it would add is not in the kdamond
+        self._dry_added = added if self.dry_run else None
         self.committed = self.state.output
 
     async def _commit(self, kd: Kdamond, why: str) -> None:
@@ -351,19 +417,70 @@ class DamonReclaim(QuotaPolicy):
         self.log.info("damon_quota_restored", kdamond=self.k, scheme=self.s)
 
     async def _acted(self) -> Acted:
-        """Growth of the scheme's sz_tried (asked) and sz_applied (paged out)."""
+        """Growth of the scheme's sz_tried (asked) and what measurably left since the
+        last act: sz_applied growth, cut on vaddr/fvaddr to what left the target
+        processes' RAM (module doc)."""
         if self.dry_run:
             return Acted()
         stats = (await self.driver.update_schemes_stats(self.k))[self.s]
+        pids = self._target_pids()
+        left, why = (None, None) if pids is None else self._left(pids)
         now = (stats.sz_tried_bytes, stats.sz_applied_bytes)
         last, self._stats = self._stats, now
+        fields: dict[str, Any] = {"qt_exceeds": stats.qt_exceeds}
         if last is None:
-            return Acted(fields={"qt_exceeds": stats.qt_exceeds})
+            return Acted(fields=fields)
+        applied = max(0, now[1] - last[1])
+        fields["applied_bytes"] = applied
+        measured = applied
+        if pids is not None:
+            fields["left"] = left
+            measured = 0 if left is None else min(applied, sum(left.values()))
+            if why is not None:
+                fields["unmeasured"] = why
         return Acted(
-            requested_bytes=max(0, now[0] - last[0]),
-            measured_bytes=max(0, now[1] - last[1]),
-            fields={"qt_exceeds": stats.qt_exceeds},
+            requested_bytes=max(0, now[0] - last[0]), measured_bytes=measured, fields=fields
         )
+
+    def _target_pids(self) -> list[int] | None:
+        """The processes the scheme pages out in (None: physical memory, paddr): its
+        ``damon:`` context's target pids, or the policy's monitor's."""
+        config = self.ctx.config
+        if self.cfg.scheme is not None:
+            k, c, _ = (int(x) for x in self.cfg.scheme.split("/"))
+            context = config.damon.kdamonds[k].contexts[c]
+            if context.ops == "paddr":
+                return None
+            return [t.pid for t in context.targets if t.pid is not None]
+        if config.monitor(self.cfg.monitor).ops == "paddr":
+            return None
+        assert self.ctx.damon is not None
+        return list(self.ctx.damon.pids.get(self.cfg.monitor, []))
+
+    def _left(self, pids: Sequence[int]) -> tuple[dict[str, int] | None, str | None]:
+        """Bytes that left the processes' RAM since the last call, by kind
+        (:func:`left_memory` summed over those read both times; a process gone or new
+        counts nothing), or (None, why) when none was read both times."""
+        readings: dict[int, dict[str, int]] = {}
+        left = {"swap": 0, "file": 0, "shmem": 0}
+        seen = 0
+        for pid in pids:
+            path = f"/proc/{pid}/status"
+            try:
+                text = self.ctx.fs.read_text(path)
+            except KernelInterfaceError:
+                continue  # the process is gone: what it held is no pageout's doing
+            now = parse_status_memory(text, path)
+            readings[pid] = now
+            before = self._status.get(pid)
+            if before is not None:
+                for kind, n in left_memory(before, now).items():
+                    left[kind] += n
+                seen += 1
+        self._status = readings
+        if seen:
+            return left, None
+        return None, "no_target_process" if not readings else "first_reading"
 
     def update(self, cfg: PolicyConfig) -> None:
         """Take new goals and bounds; the cold pattern is read again."""
@@ -391,11 +508,15 @@ class DamonReclaim(QuotaPolicy):
         return self._pattern
 
     async def prepare(self, now: float) -> tuple[float | None, str | None]:
-        """The cold bytes of the monitor's newest snapshot (None: no fresh snapshot):
-        of them, those resident in the monitor's processes where they are known
+        """What the scheme moved since the last tick (:meth:`_measure`), then the cold
+        bytes of the monitor's newest snapshot (None: no fresh snapshot): of them, those
+        resident in the monitor's processes where they are known
         (:meth:`resident_readable`; read in a worker thread: pagemap walks page tables),
         else all of them."""
-        if self.cfg.tuner == "kernel" or not self.feedforward:
+        if self.cfg.tuner == "kernel":
+            return None, None
+        await self._measure()
+        if not self.feedforward:
             return None, None
         view, why = self.access_view(now)
         if view is None:
@@ -420,35 +541,45 @@ class DamonReclaim(QuotaPolicy):
             return None, "no_target_process"
         return float(total), None
 
+    async def _measure(self) -> None:
+        """Read what the scheme moved since the last reading, just before the cold
+        reading: the feedforward's refill estimate, ``(cold - last cold + reclaimed) /
+        dt``, then sees one interval's cold change and what left within it (read in the
+        act, after the step, it lagged a tick: a drain read as memory turning cold a
+        tick later). The next act reports it."""
+        had_stats = self._stats is not None
+        acted = await self._acted()
+        measured = had_stats and not self.dry_run and "unmeasured" not in acted.fields
+        self._applied_growth = acted.measured_bytes if measured else None
+        self._unreported = _add_acted(self._unreported, acted)
+
     def feedforward_inputs(self, plan: Any, now: float) -> dict[str, float | None]:
-        """``cold_bytes`` and what the scheme paged out over the last tick: its
-        ``sz_applied`` growth, at most the resident cold bytes read then where the
+        """``cold_bytes`` and what the scheme paged out since the last tick's reading
+        (read in :meth:`prepare`), at most the resident cold bytes read then where the
         reading is resident bytes (:func:`reclaimed_bound`)."""
         cold, _ = plan
-        # read once: a held tick (no act) must not hand the same bytes over again
         growth, self._applied_growth = self._applied_growth, None
-        # that growth was read by the last act, over the tick before it: what it paged
-        # out was resident and cold at the reading before last
-        before_last, self._colds = self._colds[0], (self._colds[1], cold)
+        cold_before, self._last_cold = self._last_cold, cold
         if self.resident_readable(self.cfg, self.ctx):
-            growth = reclaimed_bound(growth, before_last)
+            growth = reclaimed_bound(growth, cold_before)
         return {
             "cold_bytes": cold,
             "cold_reclaimed_bytes": None if growth is None else float(growth),
         }
 
     async def act(self, decision: Any, now: float, dt: float, plan: Any = None) -> Acted:
-        """Commit the new quota when it moved by more than 1 %; report the scheme's stats."""
+        """Commit the new quota when it moved by more than 1 %; report what the scheme
+        moved since the last act (measured in :meth:`prepare`)."""
         output = decision.output
         if self.committed is None or abs(output - self.committed) > 0.01 * self.committed:
             async with _lock(self.driver):
                 kd = self._model()
-                base = kd.contexts[self.c].schemes[self.s].quotas
-                await self._commit(self._with_quotas(kd, self._quotas(base, output)), "tick")
+                added = self._dry_added
+                base = (added or kd.contexts[self.c].schemes[self.s]).quotas
+                new = self._with_quotas(kd, self._quotas(base, output), added)
+                await self._commit(new, "tick")
             self.committed = output
-        had_stats = self._stats is not None
-        acted = await self._acted()
-        self._applied_growth = acted.measured_bytes if had_stats and not self.dry_run else None
+        acted, self._unreported = self._unreported or Acted(), None
         committed = self.committed
         assert committed is not None
         acted.fields.update(kdamond=self.k, scheme=self.s, committed_sz_bytes=int(committed))

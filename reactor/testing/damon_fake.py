@@ -28,13 +28,18 @@ What it models, file by file:
 - output files (stats, tried_regions, effective_bytes, tuned intervals) change only on
   the ``update_*`` commands or through ``refresh_ms``;
 - a simulated kdamond per running context (:mod:`reactor.testing.damon_sim`) whose
-  regions, ages, stats and effective quotas move with simulated time (:meth:`advance`).
+  regions, ages, stats and effective quotas move with simulated time (:meth:`advance`);
+- simulated processes (:meth:`FakeDamon.add_process`) with ``/proc/PID/maps``,
+  ``/proc/PID/pagemap`` and ``/proc/PID/status``: a vaddr/fvaddr ``pageout`` moves the
+  resident pages of their never-accessed ranges to swap (pagemap, ``RssAnon`` and
+  ``VmSwap`` follow); pages with an access chance are faulted straight back.
 
 What it does not model: file modes live beside the tree (:meth:`FakeDamon.mode`), not in
 it; reads never fail with EBUSY (only writes see :meth:`FakeDamon.hold_lock`); ``pid``
 and ``state`` are refreshed at each write and each :meth:`advance`, so a kdamond whose
 targets exited reads ``on`` until the next one (the kernel notices within a sample
-interval).
+interval); a paddr ``pageout`` moves nothing (physical ranges have no pages to swap);
+swapped pages never come back (the ranges they lie in are never accessed).
 """
 
 from __future__ import annotations
@@ -43,8 +48,7 @@ import errno as errno_mod
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 
 from reactor.testing.damon_sim import (
     PAGE_SIZE,
@@ -72,10 +76,12 @@ __all__ = (
     "MAX_PROBES",
     "MODULES",
     "PAGE_SIZE",
+    "PROC_PID_STATUS_TEMPLATE",
     "STATE_COMMANDS",
     "FakeDamon",
     "module_param",
     "parse_kernel_version",
+    "render_status",
 )
 
 DAMON_ROOT = "/sys/kernel/mm/damon"
@@ -192,9 +198,182 @@ STATE_COMMANDS: dict[str, tuple[int, int]] = {
 #: DAMON_MAX_PROBES (probes/nr_probes above it is EINVAL); to confirm on 7.2.
 MAX_PROBES = 4
 
+#: ``/proc/PID/status`` as the kernel prints it: a verbatim copy of
+#: tests/fixtures/captured/host-6.18/proc_pid_status (``cat /proc/self/status`` on the
+#: host's 6.18.44, see that directory's README). A simulated process's status is this text
+#: with its own pid and memory counters put in (:func:`render_status`); every other line
+#: stays as captured.
+PROC_PID_STATUS_TEMPLATE = (
+    "Name:\tcat\n"
+    "Umask:\t0022\n"
+    "State:\tR (running)\n"
+    "Tgid:\t3128\n"
+    "Ngid:\t0\n"
+    "Pid:\t3128\n"
+    "PPid:\t3126\n"
+    "TracerPid:\t0\n"
+    "Uid:\t0\t0\t0\t0\n"
+    "Gid:\t0\t0\t0\t0\n"
+    "FDSize:\t256\n"
+    "Groups:\t \n"
+    "NStgid:\t3128\n"
+    "NSpid:\t3128\n"
+    "NSpgid:\t3126\n"
+    "NSsid:\t2298\n"
+    "Kthread:\t0\n"
+    "VmPeak:\t    3060 kB\n"
+    "VmSize:\t    3060 kB\n"
+    "VmLck:\t       0 kB\n"
+    "VmPin:\t       0 kB\n"
+    "VmHWM:\t    1720 kB\n"
+    "VmRSS:\t    1720 kB\n"
+    "RssAnon:\t     116 kB\n"
+    "RssFile:\t    1604 kB\n"
+    "RssShmem:\t       0 kB\n"
+    "VmData:\t     360 kB\n"
+    "VmStk:\t     132 kB\n"
+    "VmExe:\t      20 kB\n"
+    "VmLib:\t    1528 kB\n"
+    "VmPTE:\t      52 kB\n"
+    "VmSwap:\t       0 kB\n"
+    "HugetlbPages:\t       0 kB\n"
+    "CoreDumping:\t0\n"
+    "THP_enabled:\t1\n"
+    "untag_mask:\t0xffffffffffffffff\n"
+    "Threads:\t1\n"
+    "SigQ:\t0/96365\n"
+    "SigPnd:\t0000000000000000\n"
+    "ShdPnd:\t0000000000000000\n"
+    "SigBlk:\t0000000000000000\n"
+    "SigIgn:\t0000000000000000\n"
+    "SigCgt:\t0000000000000000\n"
+    "CapInh:\t0000000000000000\n"
+    "CapPrm:\t000001fffeffffff\n"
+    "CapEff:\t000001fffeffffff\n"
+    "CapBnd:\t000001fffeffffff\n"
+    "CapAmb:\t0000000000000000\n"
+    "NoNewPrivs:\t0\n"
+    "Seccomp:\t0\n"
+    "Seccomp_filters:\t0\n"
+    "Speculation_Store_Bypass:\tvulnerable\n"
+    "SpeculationIndirectBranch:\talways enabled\n"
+    "Cpus_allowed:\t3\n"
+    "Cpus_allowed_list:\t0-1\n"
+    "Mems_allowed:\t00000000,00000000,00000000,00000000,00000000,00000000,00000000,00000000,"
+    "00000000,00000000,00000000,00000000,00000000,00000000,00000000,00000000,"
+    "00000000,00000000,00000000,00000000,00000000,00000000,00000000,00000000,"
+    "00000000,00000000,00000000,00000000,00000000,00000000,00000000,00000001\n"
+    "Mems_allowed_list:\t0\n"
+    "voluntary_ctxt_switches:\t2\n"
+    "nonvoluntary_ctxt_switches:\t0\n"
+)
+
 _OPS = ("vaddr", "fvaddr", "paddr")
 _ULONG, _UINT, _INT = 64, 32, -32
 _ULONG_MAX = 2**64 - 1
+
+
+def _kb(nbytes: int) -> str:
+    """A memory line's value as task_mem() prints it: ``%8lu kB``."""
+    return f"{nbytes // 1024:8d} kB"
+
+
+def render_status(pid: int, *, mapped: int, resident: int, swapped: int, peak_rss: int) -> str:
+    """``/proc/PID/status`` of a simulated process: :data:`PROC_PID_STATUS_TEMPLATE` with
+    the lines the fake knows put in, the others kept as captured.
+
+    The fake's mappings are private anonymous read-write memory and nothing else (no
+    stack, text or library mapping; no file or shmem pages), so ``VmSize``/``VmPeak``
+    and ``VmData`` are the mapped bytes, ``VmRSS`` = ``RssAnon`` = the resident bytes,
+    ``RssFile``/``RssShmem``/``VmStk``/``VmExe``/``VmLib`` are 0, ``VmSwap`` is the
+    swapped bytes and ``VmHWM`` the highest RSS seen. Sizes are bytes, printed in kB.
+    """
+    values = {
+        "Name": "simulated",
+        "Tgid": str(pid),
+        "Pid": str(pid),
+        "NStgid": str(pid),
+        "NSpid": str(pid),
+        "VmPeak": _kb(mapped),
+        "VmSize": _kb(mapped),
+        "VmHWM": _kb(peak_rss),
+        "VmRSS": _kb(resident),
+        "RssAnon": _kb(resident),
+        "RssFile": _kb(0),
+        "RssShmem": _kb(0),
+        "VmData": _kb(mapped),
+        "VmStk": _kb(0),
+        "VmExe": _kb(0),
+        "VmLib": _kb(0),
+        "VmSwap": _kb(swapped),
+    }
+    lines = []
+    for line in PROC_PID_STATUS_TEMPLATE.splitlines():
+        key = line.split(":\t", 1)[0]
+        lines.append(f"{key}:\t{values[key]}" if key in values else line)
+    return "\n".join(lines) + "\n"
+
+
+def _with_interval(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Sorted, disjoint ``intervals`` with [lo, hi) added (touching ones are joined)."""
+    out: list[tuple[int, int]] = []
+    placed = False
+    for s, e in intervals:
+        if e < lo:
+            out.append((s, e))
+        elif hi < s:
+            if not placed:
+                out.append((lo, hi))
+                placed = True
+            out.append((s, e))
+        else:
+            lo, hi = min(lo, s), max(hi, e)
+    if not placed:
+        out.append((lo, hi))
+    return out
+
+
+@dataclass
+class _Process:
+    """A simulated process: its ranges (start, end, access chance per sample), the parts of
+    them paged out to swap (sorted, disjoint) and its highest RSS."""
+
+    ranges: list[tuple[int, int, float]]
+    swapped: list[tuple[int, int]] = field(default_factory=list)
+    peak_rss: int = 0
+
+    @property
+    def mapped(self) -> int:
+        return sum(e - s for s, e, _ in self.ranges)
+
+    @property
+    def swapped_bytes(self) -> int:
+        return sum(e - s for s, e in self.swapped)
+
+    def pageout(self, start: int, end: int) -> bool:
+        """MADV_PAGEOUT of [start, end): the resident pages of never-accessed ranges go to
+        swap; pages with an access chance are faulted straight back (no lasting change).
+        Returns whether anything left RAM."""
+        before = self.swapped_bytes
+        for s, e, prob in self.ranges:
+            lo, hi = max(s, start), min(e, end)
+            if prob == 0.0 and lo < hi:
+                self.swapped = _with_interval(self.swapped, lo, hi)
+        return self.swapped_bytes != before
+
+    def status(self, pid: int) -> str:
+        resident = self.mapped - self.swapped_bytes
+        self.peak_rss = max(self.peak_rss, resident)
+        return render_status(
+            pid,
+            mapped=self.mapped,
+            resident=resident,
+            swapped=self.swapped_bytes,
+            peak_rss=self.peak_rss,
+        )
+
+    def pagemap(self, offset: int, size: int) -> bytes:
+        return _pagemap(tuple((s, e) for s, e, _ in self.ranges), tuple(self.swapped), offset, size)
 
 
 def parse_kernel_version(text: str) -> Version:
@@ -309,7 +488,7 @@ class FakeDamon:
         self._fs = fs
         self._kernel = kernel
         self._v = parse_kernel_version(kernel)
-        self._processes: dict[int, list[tuple[int, int, float]]] = {}
+        self._processes: dict[int, _Process] = {}
         self._physical: list[tuple[int, int, float]] = []
         self._pid_exists = pid_exists or (lambda pid: pid in self._processes)
         self._memcgs = frozenset(memcg_paths) | {"/"}
@@ -355,25 +534,43 @@ class FakeDamon:
         return self._v[:2] >= FEATURES[feature]
 
     def add_process(self, pid: int, regions: Sequence[tuple[int, int, float]]) -> None:
-        """A simulated process: [start, end) ranges with an access chance per sample.
+        """A simulated process: [start, end) ranges with an access chance per sample,
+        every page of them resident at first.
 
-        Its ``/proc/PID/maps`` lists the ranges as private anonymous mappings and its
-        ``/proc/PID/pagemap`` shows every page of them present (bit 63), the rest of
-        the address space not: the fake does not page anything out (a pageout scheme
-        counts ``sz_applied`` only)."""
+        Its ``/proc/PID/maps`` lists the ranges as private anonymous mappings
+        (``rw-p``). A ``pageout`` action applied by a vaddr/fvaddr scheme to a region
+        of it does what the kernel's ``MADV_PAGEOUT`` does to such memory: the resident
+        pages of the region's part in ranges with access chance 0 go to swap for good
+        (they are never accessed again); pages in ranges with a chance above 0 are paged
+        out and faulted straight back, so nothing lasting changes there. The scheme's
+        ``sz_applied`` still counts the region's mapped bytes on every apply, resident
+        or not (as ``damos_madvise`` returns the whole length). ``/proc/PID/pagemap``
+        shows resident pages present (bit 63), swapped ones swapped (bit 62, without a
+        type or offset), the rest of the address space neither; ``/proc/PID/status`` is
+        the kernel's format (:data:`PROC_PID_STATUS_TEMPLATE`) with the process's pid,
+        ``VmRSS`` = ``RssAnon`` = its resident bytes, ``RssFile``/``RssShmem`` 0 and
+        ``VmSwap`` its swapped bytes, rewritten whenever a pageout moves pages. Adding a
+        pid again starts it afresh (every page resident)."""
         for start, end, prob in regions:
             if not (0 <= start < end and 0.0 <= prob <= 1.0):
                 raise ValueError(f"expected start < end and 0 <= prob <= 1, got {start, end, prob}")
-        self._processes[pid] = sorted(regions)
-        ranges = [(start, end) for start, end, _ in self._processes[pid]]
+        proc = _Process(sorted(regions))
+        self._processes[pid] = proc
         self._fs.set_file(
             f"/proc/{pid}/maps",
-            "".join(f"{s:x}-{e:x} rw-p 00000000 00:00 0 \n" for s, e in ranges),
+            "".join(f"{s:x}-{e:x} rw-p 00000000 00:00 0 \n" for s, e, _ in proc.ranges),
         )
-        self._fs.set_sparse_file(f"/proc/{pid}/pagemap", partial(_pagemap, tuple(ranges)))
+        self._fs.set_sparse_file(f"/proc/{pid}/pagemap", proc.pagemap)
+        self._fs.set_file(f"/proc/{pid}/status", proc.status(pid))
+
+    def swapped_bytes(self, pid: int) -> int:
+        """Bytes of simulated process ``pid`` that pageouts moved to swap (0 if unknown)."""
+        proc = self._processes.get(pid)
+        return proc.swapped_bytes if proc is not None else 0
 
     def remove_process(self, pid: int) -> None:
-        """The process exits: kdamonds whose vaddr targets all exited stop themselves."""
+        """The process exits (its /proc/PID files go): kdamonds whose vaddr targets all
+        exited stop themselves."""
         self._processes.pop(pid, None)
         if self._fs.exists(f"/proc/{pid}"):
             self._fs.remove(f"/proc/{pid}")
@@ -497,7 +694,8 @@ class FakeDamon:
     def _ranges(self, ops: str, pid: int | None) -> list[tuple[int, int, float]]:
         if ops == "paddr":
             return self._physical
-        return self._processes.get(pid, []) if pid is not None else []
+        proc = self._processes.get(pid) if pid is not None else None
+        return proc.ranges if proc is not None else []
 
     def access_probability(self, ops: str, pid: int | None, start: int, end: int) -> float:
         total = 0.0
@@ -511,7 +709,18 @@ class FakeDamon:
         return sum(max(min(e, end) - max(s, start), 0) for s, e, _ in self._ranges(ops, pid))
 
     def vmas(self, pid: int) -> list[tuple[int, int]]:
-        return [(s, e) for s, e, _ in self._processes.get(pid, [])]
+        return [(s, e) for s, e, _ in self._ranges("vaddr", pid)]
+
+    def pageout(self, ops: str, pid: int | None, start: int, end: int) -> None:
+        """A vaddr/fvaddr pageout of [start, end) in process ``pid`` (see add_process);
+        paddr pages nothing out. ``/proc/PID/status`` is rewritten when pages moved."""
+        if ops == "paddr" or pid is None:
+            return
+        proc = self._processes.get(pid)
+        if proc is None or not proc.pageout(start, end):
+            return
+        if self._fs.exists(f"/proc/{pid}/status"):
+            self._fs.set_file(f"/proc/{pid}/status", proc.status(pid))
 
     def pid_alive(self, pid: int) -> bool:
         return self._pid_exists(pid)
@@ -1166,15 +1375,22 @@ class FakeDamon:
                 self._fs.set_file(base + "/pid", f"{pid}\n")
 
 
-def _pagemap(ranges: tuple[tuple[int, int], ...], offset: int, size: int) -> bytes:
+def _pagemap(
+    ranges: tuple[tuple[int, int], ...],
+    swapped: tuple[tuple[int, int], ...],
+    offset: int,
+    size: int,
+) -> bytes:
     """``size`` bytes of a pagemap at ``offset``: 8 bytes a page, bit 63 (present) set for
-    the pages of ``ranges``; a read past the 47-bit user address space ends short."""
+    the pages of ``ranges``, then bit 62 (swapped) alone for those of ``swapped``; a read
+    past the 47-bit user address space ends short."""
     first = offset // 8
     end = min((offset + size) // 8, (1 << 47) // PAGE_SIZE)
     entries = bytearray(max(0, end - first) * 8)
-    present = (1 << 63).to_bytes(8, "little")
-    for start, stop in ranges:
-        lo, hi = max(first, start // PAGE_SIZE), min(end, -(-stop // PAGE_SIZE))
-        if lo < hi:
-            entries[(lo - first) * 8 : (hi - first) * 8] = present * (hi - lo)
+    for spans, bit in ((ranges, 63), (swapped, 62)):
+        entry = (1 << bit).to_bytes(8, "little")
+        for start, stop in spans:
+            lo, hi = max(first, start // PAGE_SIZE), min(end, -(-stop // PAGE_SIZE))
+            if lo < hi:
+                entries[(lo - first) * 8 : (hi - first) * 8] = entry * (hi - lo)
     return bytes(entries)

@@ -15,9 +15,11 @@ simplifications, each chosen so that time stays cheap in tests:
 - **Event granularity.** Watermarks, refresh_ms and pause are evaluated at events (at
   least once per aggregation interval), not at every sample.
 - **The ops layer is a model.** An action is "applied" to the bytes of the region that
-  the workload maps (process ranges for vaddr/fvaddr, physical ranges for paddr); ops
-  filters know only ``anon`` (all simulated memory is anonymous) and ``young``/``active``
-  (memory with a non-zero access probability). The workload itself does not change.
+  the workload maps (process ranges for vaddr/fvaddr, physical ranges for paddr), on
+  every apply, resident or not; ops filters know only ``anon`` (all simulated memory is
+  anonymous) and ``young``/``active`` (memory with a non-zero access probability). One
+  action changes the workload: a vaddr/fvaddr ``pageout`` (:meth:`Workload.pageout`)
+  moves the region's never-accessed pages to swap; access probabilities do not change.
 - **vaddr regions** come from the process's ranges by the kernel's "three regions" rule
   (two largest gaps skipped); with fewer than two gaps the ranges on each side of the
   gaps that exist are used.
@@ -98,6 +100,11 @@ class Workload(Protocol):
 
     def vmas(self, pid: int) -> list[tuple[int, int]]:
         """The process's mapped ranges, sorted; empty when it has exited."""
+        ...
+
+    def pageout(self, ops: str, pid: int | None, start: int, end: int) -> None:
+        """A ``pageout`` applied to [start, end) of target ``pid`` (``MADV_PAGEOUT`` on
+        vaddr/fvaddr): its resident pages that are never accessed leave RAM."""
         ...
 
     def pid_alive(self, pid: int) -> bool: ...
@@ -869,6 +876,8 @@ class SimContext:
             return 0, passed
         if p.action.startswith("migrate") and p.target_nid < 0 and not p.dests:
             return 0, passed
+        if p.action == "pageout" and ops != "paddr" and passed:
+            self.workload.pageout(ops, t.pid, r.start, r.end)
         return passed, passed
 
     def _ops_filters_pass(self, t: Target, r: Region, s: SchemeState) -> bool:

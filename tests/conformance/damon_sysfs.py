@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import re
+import struct
 
 import pytest
 
@@ -1521,6 +1522,155 @@ def test_apply_interval_sets_how_often_a_scheme_runs(damon: DamonBackend) -> Non
     slow, fast = s.stat("nr_tried", 0, 0), s.stat("nr_tried", 0, 1)
     assert slow > 0
     assert fast >= 4 * slow
+
+
+# ====================================================================== ops: vaddr pageout
+
+#: Short intervals for the pageout test (the guest suite is near its time limit): 20
+#: samples an aggregation, a region is cold after PAGEOUT_MIN_AGE aggregations (0.5 s).
+PAGEOUT_SAMPLE_US = 5_000
+PAGEOUT_AGGR_US = 100_000
+PAGEOUT_MIN_AGE = 5
+PAGEOUT_STEP_S = 0.25
+PAGEOUT_DEADLINE_S = 2.5
+#: The page size of x86-64 (this host and the lane's guest): pagemap has 8 bytes a page.
+PAGE = 4096
+#: The /proc/PID/status counters a pageout moves (task_mem() prints them ``%8lu kB``).
+_STATUS_MEMORY = re.compile(r"^(RssAnon|RssFile|RssShmem|VmSwap):\s+(\d+) kB$", re.MULTILINE)
+
+
+def status_memory(damon: DamonBackend, pid: int) -> dict[str, int]:
+    """RssAnon, RssFile, RssShmem and VmSwap of ``/proc/PID/status``, in bytes."""
+    text = damon.fs.read_text(f"/proc/{pid}/status")
+    got = {name: int(kb) * 1024 for name, kb in _STATUS_MEMORY.findall(text)}
+    assert set(got) == {"RssAnon", "RssFile", "RssShmem", "VmSwap"}, text
+    return got
+
+
+def left_ram(before: dict[str, int], after: dict[str, int]) -> int:
+    """Bytes that left the process's RAM between two status readings: swap entries gained
+    (anonymous pages paged out) plus the fall of its shmem and file pages, each term
+    clamped at 0 (the process's own faults can only hide pages that left)."""
+    return (
+        max(0, after["VmSwap"] - before["VmSwap"])
+        + max(0, before["RssShmem"] - after["RssShmem"])
+        + max(0, before["RssFile"] - after["RssFile"])
+    )
+
+
+def present_pages(damon: DamonBackend, pid: int, lo: int, hi: int) -> int:
+    """Pages of [lo, hi) that ``/proc/PID/pagemap`` shows present (bit 63)."""
+    path, want = f"/proc/{pid}/pagemap", (hi - lo) // PAGE * 8
+    data = b""
+    while len(data) < want:
+        chunk = damon.fs.read_bytes(path, lo // PAGE * 8 + len(data), want - len(data))
+        if not chunk:
+            break
+        data += chunk
+    assert len(data) == want, f"pagemap of {pid} ended after {len(data)} of {want} bytes"
+    return sum(entry >> 63 for entry in struct.unpack(f"<{want // 8}Q", data))
+
+
+def test_vaddr_pageout_moves_the_cold_buffer_out_of_ram(damon: DamonBackend) -> None:
+    """A vaddr ``pageout`` scheme for never-accessed regions takes the child's cold buffer
+    out of RAM; ``sz_applied`` counts more than left (whole regions, on every apply).
+
+    The scheme: nr_accesses max 0, age min PAGEOUT_MIN_AGE aggregations (5 ms sampling,
+    100 ms aggregation), no quota, and one ``addr`` filter (matching N, allow N: reject
+    what lies outside) keeping it to the child's buffer [hot start, cold end): the rest of
+    the interpreter (its heap, its libraries' file pages) is cold too, and would be paged
+    out with it. What left = (VmSwap gain) + (RssShmem fall) + (RssFile fall) of the
+    child's ``/proc/PID/status``, read before ``on`` and at each step; the test waits in
+    PAGEOUT_STEP_S steps until both lower bounds below hold, at most PAGEOUT_DEADLINE_S
+    (on the guest: the first apply after ~0.6 s, the second after ~1.2 s).
+
+    Where the pages go: the guest's child maps its buffer with ``mmap.mmap(-1, …)``, shared
+    anonymous memory (shmem). mm/madvise.c madvise_pageout() pages out a non-anonymous
+    VMA when can_do_file_pageout() holds (the kdamond runs with init_cred: owner or
+    capable), and madvise_cold_or_pageout_pte_range() isolates every LRU folio mapped
+    once (folio_mapcount == nr_pages) for reclaim_pages(), whose reclaim_folio_list()
+    (no demotion, references ignored) unmaps it (RssShmem falls; the PTE is cleared, so
+    pagemap shows it absent) and writes it out through shmem to the guest's zram swap
+    (VmSwap does not grow: it counts swap entries in page tables, shmem keeps them in
+    its page cache). On the fake the buffer is private anonymous memory: it leaves
+    RssAnon for VmSwap.
+
+    The child's hot loop starts after it reports its layout, so its hot buffer is still
+    faulting in when the test starts: RssShmem's fall (net, on the guest) hides as many
+    pages that left. Those are added back: ``moved`` = what left + the hot buffer's pages
+    that became present meanwhile (pagemap, read right after each status reading; a page
+    faulted in between the two reads counts as present before, which only lowers
+    ``moved``). A hot page a straddling region pages out faults straight back: present
+    at both readings, it changes neither term. (A first lane run read 29.5 MiB left with
+    the cold buffer's pages all gone but 0.5 MiB, while 2 MiB of the hot buffer faulted
+    in.)
+
+    Bounds, derived before running:
+
+    * moved >= 90 % of the cold buffer: its pages were all written before the child
+      reported its layout and are never touched again, so every region inside it counts
+      0 accesses from its first aggregation (the kernel clears the accessed bit before the
+      first check) and ages one per aggregation until it matches and is paged out. Pages
+      only stay in regions straddling the buffer's two edges with accessed memory (the
+      hot buffer below, whatever is mapped above): each at most the region size limit,
+      (monitored size) / min_nr_regions (100), about 1 MiB for a small interpreter's
+      three regions, and shrinking with DAMON's splits: under 10 % of 32 MiB together.
+    * moved <= cold + hot + 1 MiB: the filter keeps every pageout inside the buffer,
+      whose resident pages are the cold and the hot buffer (the guard page is never
+      touched); hot pages that a straddling region takes along fault straight back.
+      1 MiB is for the interpreter's own counters moving by the kernel's doing meanwhile
+      (there is no memory pressure; task_mem() sums the per-CPU counters exactly).
+    * at most 10 % of the cold buffer's pages present in pagemap afterwards: the pages
+      not paged out are those of the first bound.
+    * sz_applied > what left: mm/damon/vaddr.c damos_madvise() returns the region's whole
+      length whenever do_madvise() succeeds, resident or not (every address of the buffer
+      is mapped, the guard page included, so no -ENOMEM), and an apply resets the
+      region's age to 0, so each still-cold region is applied again PAGEOUT_MIN_AGE
+      aggregations later and counted again with nothing left to move. Status is read
+      before the stats, so the stats cover at least the applies behind what left.
+    """
+    needs(damon, (6, 6), "DAMOS addr filters")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    (hot_lo, hot_hi), (cold_lo, cold_hi) = work.hot, work.cold
+    hot, cold = hot_hi - hot_lo, cold_hi - cold_lo
+    before = status_memory(damon, work.pid)
+    hot_before = present_pages(damon, work.pid, hot_lo, hot_hi)
+    s.stage(pids=(work.pid,))
+    intervals = f"{s.ctx()}/monitoring_attrs/intervals"
+    s.w(f"{intervals}/sample_us", PAGEOUT_SAMPLE_US)
+    s.w(f"{intervals}/aggr_us", PAGEOUT_AGGR_US)
+    sch = s.scheme()
+    s.w(f"{sch}/action", "pageout")
+    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
+    s.w(f"{sch}/access_pattern/age/min", PAGEOUT_MIN_AGE)
+    s.w(f"{sch}/filters/nr_filters", 1)
+    s.w(f"{sch}/filters/0/type", "addr")
+    s.w(f"{sch}/filters/0/matching", "N")
+    s.w(f"{sch}/filters/0/addr_start", hot_lo)
+    s.w(f"{sch}/filters/0/addr_end", cold_hi)
+    s.state(0, "on")
+    after, left, moved, applied, waited = before, 0, 0, 0, 0.0
+    while waited < PAGEOUT_DEADLINE_S:
+        damon.wait(PAGEOUT_STEP_S)
+        waited += PAGEOUT_STEP_S
+        after = status_memory(damon, work.pid)
+        hot_in = present_pages(damon, work.pid, hot_lo, hot_hi) - hot_before
+        left = left_ram(before, after)
+        moved = left + max(0, hot_in) * PAGE
+        s.state(0, "update_schemes_stats")
+        applied = s.stat("sz_applied")
+        if moved >= 0.9 * cold and applied > moved:
+            break
+    present = present_pages(damon, work.pid, cold_lo, cold_hi)
+    what = (
+        f"moved {moved} (left {left}) applied {applied} after {waited} s; before {before}, "
+        f"after {after}"
+    )
+    assert 0.9 * cold <= moved <= cold + hot + MiB, what
+    assert present <= 0.1 * cold // PAGE, f"{present} of {cold // PAGE} cold pages present"
+    assert applied > moved, what
 
 
 #: The runners import the tests with ``from tests.conformance.damon_sysfs import *``.

@@ -36,6 +36,14 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   192 MiB cold, 80 % of the saving at 6.7 s, PSI never above the goal). The controller
   moves the quota (from 4 MiB, the drain, then the excess the goal steers): the
   recording shows at least two distinct quotas, all within [4 MiB, 512 MiB].
+* what acted, both tuned runs: the policy's ``left.swap`` (the child's ``VmSwap`` gains,
+  summed per tick) is at most ``swap_event_bytes``: a page that gains a swap entry was
+  written to swap (``pswpout``), found zero-filled (``swpout_zero``) or was still in the
+  swap cache after a swap-in (``pswpin``); the daemon's last reading comes before the
+  counters' second read. ``measured_bytes`` is at most ``applied_bytes`` (the min of the
+  two per tick) and above 0 (COLD leaves, see above). Before the measurement, the
+  ``sz_applied`` sum stood for it: 290 MiB (reactor) and 565 MiB (kernel) for 139 and
+  207 MiB of swap growth in one lane run.
 * kernel: the section kdamond carries one ``some_mem_psi_us`` goal with target
   0.5 % x 500 ms = 2500 us (read from sysfs during the run), and the recording reports
   the kernel's effective quota each tick (at least one value).
@@ -83,6 +91,16 @@ def test_reclaim_benchmark_reports_savings_and_pressure_side_by_side(
     quotas = {q for _, q in runs["reactor"]["quotas"]}
     assert len(quotas) >= 2, brief["reactor"]
     assert all(reclaim.QUOTA_MIN <= q <= 512 * MIB for q in quotas), brief["reactor"]
+    for name in ("reactor", "kernel"):
+        run = runs[name]
+        print(
+            f"{name}: measured {run['measured_bytes'] / MIB:.1f} MiB, sz_applied "
+            f"{run['applied_bytes'] / MIB:.1f} MiB, left {run['left_bytes']}, swap events "
+            f"{run['swap_event_bytes'] / MIB:.1f} MiB, cgroup swap growth "
+            f"{run['swap_growth_bytes'] / MIB:.1f} MiB"
+        )
+        assert run["left_bytes"]["swap"] <= run["swap_event_bytes"], (name, brief[name])
+        assert 0 < run["measured_bytes"] <= run["applied_bytes"], (name, brief[name])
     goals = runs["kernel"]["kernel_goals"]
     assert goals == [{"target_metric": "some_mem_psi_us", "target_value": "2500"}], brief["kernel"]
     assert runs["kernel"]["quotas"], brief["kernel"]

@@ -30,10 +30,10 @@ def fake_machine() -> tuple[FakeKernelFS, FakeDamon]:
     return damon_node()
 
 
-def config(run_dir: Path, policy: str) -> Any:
+def config(run_dir: Path, policy: str, *, dry_run: bool = False) -> Any:
     return load_config_text(
         "reactor:\n  backend: damon\n  tick: 200ms\n  startup_timeout: 5s\n"
-        f"  run_dir: {run_dir}\n"
+        f"  run_dir: {run_dir}\n  dry_run: {str(dry_run).lower()}\n"
         "signals:\n  psi: {period: 200ms, resources: [memory]}\n"
         "  vmstat: {period: 200ms}\n  meminfo: {period: 200ms}\n"
         "  tiers: {enabled: false}\n  fragmentation: {enabled: false}\n"
@@ -138,12 +138,14 @@ async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None
     unmapped 12 MiB gap before it reads cold too, but nothing there is resident; never
     the hot 4 MiB), exactly that once its regions are 200 ms old (an earlier snapshot may
     hold some of it in younger regions), and the first tick's drain is 0.9 x cold x per /
-    tick = 4.5 x its cold (first tick: dt = the 200 ms tick)."""
+    tick = 4.5 x its cold (first tick: dt = the 200 ms tick). In dry run: a scheme that
+    pages out would take cold pages as their regions age, before the last regions are
+    old enough to be read (the fake's pageout swaps them, as the kernel does)."""
     fs, damon = fake_machine()
     with structlog.testing.capture_logs() as logs:
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive, damon)
-            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs):
+            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY, dry_run=True), fs=fs):
                 await anyio.sleep(1.0)
             tg.cancel_scope.cancel()
     ticks = [e for e in logs if e["event"] == "controller_tick"]
@@ -156,6 +158,11 @@ async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None
     assert all(t["controller"]["feedforward.cold_bytes"] == t["inputs"]["cold_bytes"] for t in read)
     if first is ticks[0]:
         assert first["controller"]["feedforward.drain"] == pytest.approx(0.9 * cold * 1.0 / 0.2)
+    # the dry run decided and logged each quota, and committed none (no pageout scheme)
+    dry = [e for e in logs if e["event"] == "damon_commit_dry_run"]
+    assert [e["why"] for e in dry[:2]] == ["takeover", "tick"], dry
+    assert damon.swapped_bytes(PID) == 0
+    assert not any(e["event"] == "damon_committed" for e in logs)
 
 
 @pytest.mark.anyio
@@ -187,6 +194,35 @@ async def test_the_quota_drains_the_cold_set_within_the_derived_bound(tmp_path: 
         tg.cancel_scope.cancel()
     assert commit is not None and first == 64 * MIB, first
     assert applied - commit[1] >= COLD_BYTES, (applied - commit[1]) / MIB
+
+
+@pytest.mark.anyio
+async def test_measured_bytes_are_what_left_the_process_not_sz_applied(tmp_path: Path) -> None:
+    """On vaddr, sz_applied grows by every region the pageout is applied to, resident or
+    not; what the policy reports as measured is what left the process's RAM
+    (/proc/PID/status: its swap gained), at most the sz_applied growth per tick.
+
+    Bounds: only the 32 MiB never accessed can leave (the hot range is faulted straight
+    back), so the measured sum is at most COLD_BYTES; it is above 0 (the drain takes the
+    cold set within 1.3 s of the first commit, see the test above; 2 s are run). Once a
+    region is paged out its age restarts and it matches again 200 ms later with nothing
+    left: sz_applied's sum exceeds the cold set (64 MiB per 1 s window allows two
+    passes over it in the 2 s)."""
+    fs, damon = fake_machine()
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(config(tmp_path, FEEDFORWARD_POLICY), fs=fs):
+                await anyio.sleep(2.0)
+            tg.cancel_scope.cancel()
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    measured = sum(t["measured_bytes"] for t in ticks)
+    applied = sum(t.get("applied_bytes", 0) for t in ticks)
+    swap = sum((t.get("left") or {}).get("swap", 0) for t in ticks)
+    assert all(t["measured_bytes"] <= t.get("applied_bytes", 0) for t in ticks)
+    assert 0 < measured <= swap <= COLD_BYTES, (measured, swap)
+    assert applied > COLD_BYTES, applied
+    assert damon.swapped_bytes(PID) == COLD_BYTES
 
 
 PSI_POLICY = FEEDFORWARD_POLICY.replace("quota: {max: 64 MiB", "quota: {max: 1 GiB")
@@ -318,3 +354,47 @@ def test_sz_applied_counts_at_most_the_resident_cold_bytes() -> None:
     assert reclaimed_bound(None, 32.0 * MIB) is None  # nothing read: nothing to bound
     assert reclaimed_bound(5 * MIB, None) == 5 * MIB  # no reading last tick: as is
     assert reclaimed_bound(5 * MIB, 0.0) == 0
+
+
+def test_status_memory_counters_parse_from_the_capture() -> None:
+    """/proc/PID/status's memory counters in bytes, values read off the capture by hand
+    (RssAnon 116 kB, RssFile 1604 kB, RssShmem 0 kB, VmSwap 0 kB); a text without them
+    (a kernel thread's status) is a format error naming the path and the fields."""
+    from reactor.actuators._procfs import parse_status_memory
+    from reactor.errors import KernelFormatError
+    from tests.captures import HOST
+
+    text = (HOST / "proc_pid_status").read_text()
+    assert parse_status_memory(text, "/proc/1/status") == {
+        "RssAnon": 116 * 1024,
+        "RssFile": 1604 * 1024,
+        "RssShmem": 0,
+        "VmSwap": 0,
+    }
+    kthread = "".join(line for line in text.splitlines(True) if not line.startswith(("Rss", "Vm")))
+    with pytest.raises(KernelFormatError, match=r"/proc/2/status.*RssAnon: N kB.*VmSwap: N kB"):
+        parse_status_memory(kthread, "/proc/2/status")
+
+
+def test_left_memory_counts_swap_gained_and_file_and_shmem_pages_dropped() -> None:
+    """What left a process's RAM: swap entries gained (anonymous pages), file and shmem
+    pages dropped; each term net of the process's own faults and never below zero (a
+    swap-in does not cancel file pages that left, new file pages do not cancel swap)."""
+    from reactor.policies.damon import left_memory
+
+    def status(anon: int, file: int, shmem: int, swap: int) -> dict[str, int]:
+        return {"RssAnon": anon, "RssFile": file, "RssShmem": shmem, "VmSwap": swap}
+
+    def left(before: dict[str, int], after: dict[str, int]) -> tuple[int, int, int]:
+        kinds = left_memory(before, after)
+        return kinds["swap"], kinds["file"], kinds["shmem"]
+
+    before = status(40 * MIB, 8 * MIB, 4 * MIB, 0)
+    assert left(before, before) == (0, 0, 0)
+    assert left(before, status(8 * MIB, 8 * MIB, 4 * MIB, 32 * MIB)) == (32 * MIB, 0, 0)
+    assert left(before, status(40 * MIB, 2 * MIB, 1 * MIB, 0)) == (0, 6 * MIB, 3 * MIB)
+    # the process read 16 MiB of a file while 32 MiB of anon went to swap: 32 left
+    assert left(before, status(8 * MIB, 24 * MIB, 4 * MIB, 32 * MIB)) == (32 * MIB, 0, 0)
+    # 2 MiB swapped back in, 3 MiB of file dropped: the file pages still left
+    swapped = status(8 * MIB, 8 * MIB, 0, 32 * MIB)
+    assert left(swapped, status(10 * MIB, 5 * MIB, 0, 30 * MIB)) == (0, 3 * MIB, 0)
