@@ -34,7 +34,14 @@ cold memory, not hot. Unless at least ``informative_share`` (90 %) of the excess
 beyond the cold set, a stall reading says little about the excess (a zero stall during
 the drain is no reason to probe, and a reading that saw only part of the excess would
 make the next step overshoot by the missing part): then a goal's reading is passed
-only if it asks for *less* (its metric beyond its setpoint); otherwise it holds.
+only if it asks for *less* (its metric beyond its setpoint); otherwise it holds. With
+the reclaimed bytes measured (``reclaimed_key``), the cold memory the excess can have
+taken is also at most what was reclaimed: where the quota was charged on memory that
+held nothing (a DAMOS vaddr scheme charges a region's whole size, and the regions it
+already emptied, or that span holes between mappings, rank coldest), the cold set
+absorbed none of it, the stall readings describe the quota, and the excess may probe
+(a guest run held the excess at its 4 MiB start for 10 s while 62.8 MiB of resident
+cold sat behind emptied regions and PSI stayed at 0).
 ``absolute`` goals (free or used memory) cap the whole quota (``min``), as in
 :func:`~controllers.tuners.quota_tuner`.
 
@@ -222,7 +229,7 @@ class ColdFeedforward:
         drain = 0.0 if cold is None else self.drain_share * cold * self.window_s / dt
         refill_term = 0.0 if refill is None else refill * self.window_s
         ff = drain + refill_term
-        informative = self._informative(state, dt)
+        informative = self._informative(state, dt, _amount(readings.get(self.reclaimed_key)))
         stall = {g.name: _finite(readings.get(g.name)) for g in self.excess.goals}
         passed = self._passed(stall, informative)
         excess_state, excess_dec = self.excess.step(state.excess_state, passed, now)
@@ -315,18 +322,21 @@ class ColdFeedforward:
             return state
         return self.excess.track(state, excess)
 
-    def _informative(self, state: FeedforwardState, dt: float) -> bool:
+    def _informative(self, state: FeedforwardState, dt: float, taken: float | None) -> bool:
         """Did the last tick's excess go beyond the cold set (module doc)?
 
         Last tick reclaimed ``drain_share`` of the cold bytes read then, the refill and
         the excess; what it left of the cold set, ``(1 - drain_share) * cold``, absorbed
-        that much of the excess. The readings now describe the excess only if that was
-        at most ``1 - informative_share`` of it.
+        that much of the excess, and never more than was reclaimed over the tick
+        (``taken``, when measured). The readings now describe the excess only if that
+        was at most ``1 - informative_share`` of it.
         """
         if state.cold is None or state.last_time is None or state.excess <= 0:
             return False
         excess_bytes = state.excess * max(dt, 0.0) / self.window_s
         left = (1 - self.drain_share) * state.cold
+        if taken is not None:
+            left = min(left, taken)
         return left <= (1 - self.informative_share) * excess_bytes
 
     def _refill(

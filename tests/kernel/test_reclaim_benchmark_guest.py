@@ -21,7 +21,10 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   DURATION s: at least DURATION samples (half the nominal count, for TCG stretching the
   loop); the recording has at least DURATION // 2 ticks (tick 1 s).
 * every run saves memory: COLD (192 MiB, never touched) matches the scheme with the
-  highest cold score from its first aggregations; the uncontrolled quota takes it at
+  highest cold score from its first aggregations, beside the regions over holes between
+  mappings, which are never accessed either; their pageout fails (ENOMEM) and the scheme
+  charges failed bytes nothing (``fail_charge`` 0/1: charged in full, they took a small
+  quota's every window in one lane run, and reactor saved nothing); the uncontrolled quota takes it at
   once, reactor's starts at 4 MiB per 500 ms and grows x1.4 per tick while PSI is
   under the goal, the kernel's doubles every 500 ms from 1 byte (past 4 MiB in ~11 s).
   So saved_bytes > 0 in all three.

@@ -43,6 +43,35 @@ def test_informative_only_when_the_excess_went_beyond_the_cold_set() -> None:
     assert out.excess == pytest.approx(4 * 1.4 * MIB)  # no signal beyond the cold set: probe
 
 
+def test_a_cold_set_the_quota_cannot_reach_lets_the_excess_probe() -> None:
+    """60 MiB read cold each tick and nothing reclaimed (the quota was charged on
+    regions holding nothing): the excess can have taken no cold memory, so a PSI under
+    the goal is informative and the excess probes x1.4 a tick (4 -> 5.6 -> 7.84 MiB).
+    Without the measurement the last tick's 0.1 x 60 = 6 MiB left of the cold set is
+    more than 10 % of the 4 MiB excess: not informative, the excess holds at 4 MiB."""
+    for taken, excesses in ((0.0, [4, 5.6, 7.84]), (None, [4, 4, 4])):
+        tuner = _tuner()
+        state = tuner.initial_state()  # type: ignore[attr-defined]
+        seen = []
+        for t in (1.0, 2.0, 3.0):
+            reading = {"psi": 0.0, "cold_bytes": 60 * MIB, "cold_reclaimed_bytes": taken}
+            state, out = tuner.step(state, reading, t)  # type: ignore[attr-defined]
+            seen.append(out.excess / MIB)
+        assert seen == pytest.approx(excesses), (taken, seen)
+
+
+def test_reclaim_that_took_the_cold_set_keeps_the_old_test() -> None:
+    """Reclaimed bytes at least what the drain left of the cold set change nothing: 4.2
+    MiB cold, 4.2 MiB reclaimed: the 0.42 MiB left > 10 % of the 4 MiB excess, held."""
+    tuner = _tuner()
+    state = tuner.initial_state()  # type: ignore[attr-defined]
+    state, _ = tuner.step(state, {"psi": 0.0, "cold_bytes": 4.2 * MIB}, 1.0)  # type: ignore[attr-defined]
+    reading = {"psi": 0.0, "cold_bytes": 0.0, "cold_reclaimed_bytes": 4.2 * MIB}
+    _, out = tuner.step(state, reading, 2.0)  # type: ignore[attr-defined]
+    assert not out.informative
+    assert out.excess == pytest.approx(4 * MIB)
+
+
 def test_over_the_goal_is_heard_even_while_draining() -> None:
     """During the drain a PSI over the goal still lowers the excess (never raises it)."""
     tuner = _tuner()
