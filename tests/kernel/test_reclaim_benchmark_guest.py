@@ -24,8 +24,8 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   highest cold score from its first aggregations, beside the regions over holes between
   mappings, which are never accessed either; their pageout fails (ENOMEM) and the scheme
   charges failed bytes nothing (``fail_charge`` 0/1: charged in full, they took a small
-  quota's every window in one lane run, and reactor saved nothing); the uncontrolled quota takes it at
-  once, reactor's starts at 4 MiB per 500 ms and grows x1.4 per tick while PSI is
+  quota's every window in one lane run, and reactor saved nothing); the uncontrolled
+  quota takes it at once, reactor's starts at 4 MiB per 500 ms and grows x1.4 per tick while PSI is
   under the goal, the kernel's doubles every 500 ms from 1 byte (past 4 MiB in ~11 s).
   So saved_bytes > 0 in all three.
 * uncontrolled: 512 MiB per 500 ms exceeds everything the scheme matches (~230 MiB),

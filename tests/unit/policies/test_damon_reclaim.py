@@ -97,6 +97,12 @@ async def run_commits(
                 status = reactor.status()
             tg.cancel_scope.cancel()
     assert fs.read_text(f"{paths.scheme_dir(0, 1)}/action").strip() == "pageout"
+    # 7.2 charges failed bytes by fail_charge_num/denom: reactor's scheme charges nothing
+    # for them (regions over holes fail; pageout_scheme's doc)
+    assert (quota_file(fs, 0, 1, "fail_charge_num"), quota_file(fs, 0, 1, "fail_charge_denom")) == (
+        "0",
+        "1",
+    )
     return seen, logs, dict(status)
 
 
