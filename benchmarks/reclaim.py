@@ -50,11 +50,11 @@ the launch minus the mean of the last three samples; also swap growth and zram's
 growth), the time to 80 % of that saving, seconds with the stall share above the goal
 and its peak (system and cgroup), the child's touch-round times, and the quotas per
 tick from the recording. What the policy says it moved, summed over its ticks:
-``measured_bytes`` (what left the child's RAM, at most the scheme's ``sz_applied``
-growth), ``applied_bytes`` (``sz_applied`` growth: whole regions on vaddr),
-``left_bytes`` by kind (swap, file, shmem); beside it ``swap_event_bytes``, the pages
-the kernel gave a swap entry over the run (``/proc/vmstat`` :data:`SWAP_EVENTS`), which
-bounds the swap that left.
+``measured_bytes`` (what left the child's RAM, at most the scheme's ``sz_tried``
+growth), ``requested_bytes`` (``sz_tried`` growth), ``applied_bytes`` (``sz_applied``
+growth: whole regions on vaddr), ``left_bytes`` by kind (swap, file, shmem); beside it
+``swap_event_bytes``, the pages the kernel gave a swap entry over the run
+(``/proc/vmstat`` :data:`SWAP_EVENTS`), which bounds the swap that left.
 """
 
 from __future__ import annotations
@@ -440,6 +440,7 @@ def serve(name: str, w: Workload, args: argparse.Namespace, tmp: Path, out: Path
             "quota_fixed_bytes": quota_max if name == "uncontrolled" else None,
             "quotas": quotas,
             "measured_bytes": sum(int(t.get("measured_bytes", 0)) for t in ticks),
+            "requested_bytes": sum(int(t.get("requested_bytes", 0)) for t in ticks),
             "applied_bytes": sum(int(t.get("applied_bytes", 0)) for t in ticks),
             "left_bytes": {
                 kind: sum(int((t.get("left") or {}).get(kind, 0)) for t in ticks)

@@ -27,24 +27,25 @@ access pattern (``max_access``, ``min_age``).
   kernel's effective quota (``update_schemes_effective_quotas``), which it reports.
 
 What acted (``requested_bytes``, ``measured_bytes``; the log's ``applied_bytes`` and
-``left``): the scheme's ``sz_tried`` growth is what DAMON asked the ops layer to
-page out, ``sz_applied`` growth what it applied the action to. On paddr that is the
-folios reclaimed: measured. On vaddr/fvaddr it is the whole length of every region
-whose ``MADV_PAGEOUT`` succeeded, resident or not (the kernel's ``damos_madvise``
-returns the length): guest logs showed 223-239 MiB a tick where at most 67-82 MiB was
-resident and cold, and the reclaim benchmark summed 2.1-2.7 times the swap it grew.
-There the measurement is what left the target processes' RAM over the tick, read from
+``left``): the scheme's ``sz_tried`` growth is what DAMON asked the ops layer to page
+out, ``sz_applied`` growth what it applied the action to. On paddr that is the folios
+reclaimed: measured. On vaddr/fvaddr it is the whole length of every region whose
+``MADV_PAGEOUT`` succeeded, resident or not (the kernel's ``damos_madvise`` returns the
+length): guest logs showed 223-239 MiB a tick where at most 67-82 MiB was resident and
+cold, and the reclaim benchmark summed 2.1-2.7 times the swap it grew. There the
+measurement is what left the target processes' RAM over the tick, read from
 ``/proc/PID/status`` (mm counters, no page walk) each tick with the stats, before the
 cold reading (``tuner: reactor``: in ``prepare``, so the feedforward's refill estimate
 sees one interval's cold change and what left within it; reported by the act that
-follows): swap entries gained
-(``VmSwap``, anonymous pages) plus the fall of ``RssFile`` and ``RssShmem``
-(:func:`left_memory`), each net of the process's own faults over the tick (an
-under-count when it faults pages in as they leave); ``measured_bytes`` is the smaller
-of that and ``sz_applied`` growth (the kernel's own reclaim under a cgroup limit also
-moves those counters). At shutdown a scheme from the ``damon:`` section gets its
-original quotas back (when its kdamond still runs); reactor's own scheme goes with its
-kdamond.
+follows): swap entries gained (``VmSwap``, anonymous pages) plus the fall of ``RssFile``
+and ``RssShmem`` (:func:`left_memory`), each net of the process's own faults over the
+tick (an under-count when it faults pages in as they leave); ``measured_bytes`` is the
+smaller of that and ``sz_tried`` growth, all the scheme touched (the kernel's own
+reclaim under a cgroup limit also moves those counters; not ``sz_applied``, which misses
+the mapped parts a region over a hole pages out before its ``MADV_PAGEOUT`` fails with
+ENOMEM: a CI run with ``fail_charge`` measured 158.6 MiB so against 188.6 MiB of swap
+growth). At shutdown a scheme from the ``damon:`` section gets its original quotas back
+(when its kdamond still runs); reactor's own scheme goes with its kdamond.
 """
 
 from __future__ import annotations
@@ -429,8 +430,8 @@ class DamonReclaim(QuotaPolicy):
 
     async def _acted(self) -> Acted:
         """Growth of the scheme's sz_tried (asked) and what measurably left since the
-        last act: sz_applied growth, cut on vaddr/fvaddr to what left the target
-        processes' RAM (module doc)."""
+        last act: sz_applied growth, on vaddr/fvaddr what left the target processes'
+        RAM, at most the sz_tried growth (module doc)."""
         if self.dry_run:
             return Acted()
         stats = (await self.driver.update_schemes_stats(self.k))[self.s]
@@ -446,7 +447,7 @@ class DamonReclaim(QuotaPolicy):
         measured = applied
         if pids is not None:
             fields["left"] = left
-            measured = 0 if left is None else min(applied, sum(left.values()))
+            measured = 0 if left is None else min(max(0, now[0] - last[0]), sum(left.values()))
             if why is not None:
                 fields["unmeasured"] = why
         return Acted(

@@ -97,10 +97,12 @@ policies:
 
 def kdamonds(driver: Any) -> list[tuple[str, str, int]]:
     """(state, ops, pid) of every kdamond. A DAMON sysfs read while another command holds
-    the kernel's sysfs lock fails with EBUSY (``state`` reads as unknown): read again."""
+    the kernel's sysfs lock fails with EBUSY (``state`` reads as unknown, ``pid`` as -1:
+    a running kdamond always has a pid; one lane run read ('on', 'vaddr', -1)): read
+    again."""
     for _ in range(50):
         found = [(k.state, k.operations, k.pid) for k in driver.status().kdamonds]
-        if all(state != "unknown" for state, _, _ in found):
+        if all(state != "unknown" and (state != "on" or pid > 0) for state, _, pid in found):
             return found
         time.sleep(0.1)
     return found

@@ -43,8 +43,8 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
   summed per tick) is at most ``swap_event_bytes``: a page that gains a swap entry was
   written to swap (``pswpout``), found zero-filled (``swpout_zero``) or was still in the
   swap cache after a swap-in (``pswpin``); the daemon's last reading comes before the
-  counters' second read. ``measured_bytes`` is at most ``applied_bytes`` (the min of the
-  two per tick) and above 0 (COLD leaves, see above). Before the measurement, the
+  counters' second read. ``measured_bytes`` is at most ``requested_bytes`` (``sz_tried``:
+  the min of the two per tick) and above 0 (COLD leaves, see above). Before the measurement, the
   ``sz_applied`` sum stood for it: 290 MiB (reactor) and 565 MiB (kernel) for 139 and
   207 MiB of swap growth in one lane run.
 * kernel: the section kdamond carries one ``some_mem_psi_us`` goal with target
@@ -103,7 +103,7 @@ def test_reclaim_benchmark_reports_savings_and_pressure_side_by_side(
             f"{run['swap_growth_bytes'] / MIB:.1f} MiB"
         )
         assert run["left_bytes"]["swap"] <= run["swap_event_bytes"], (name, brief[name])
-        assert 0 < run["measured_bytes"] <= run["applied_bytes"], (name, brief[name])
+        assert 0 < run["measured_bytes"] <= run["requested_bytes"], (name, brief[name])
     goals = runs["kernel"]["kernel_goals"]
     assert goals == [{"target_metric": "some_mem_psi_us", "target_value": "2500"}], brief["kernel"]
     assert runs["kernel"]["quotas"], brief["kernel"]
