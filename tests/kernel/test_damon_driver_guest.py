@@ -438,8 +438,10 @@ async def test_online_commit_changes_intervals_and_quota_of_a_running_kdamond(
     esz_before = (await driver.update_schemes_effective_quotas(0))[1]
     new_aggr = 5 * SAMPLE_US
     await driver.commit(0, kd(new_aggr, 4 * MiB))
-    time.sleep(1.0)
-    tried, _ = await driver.update_schemes_tried_regions(0)
+    # read as before the commit: once a region counts new_ratio - 1 (one CI run's single
+    # reading 1 s after the commit caught an aggregation where the child, starved under
+    # TCG, was seen in 3 of 5 samples); a count above new_ratio would be the old ratio's
+    tried = await until_busy(driver, new_aggr // SAMPLE_US - 1)
     after = max(r.nr_accesses for r in tried.regions)
     hot_after, _ = hot_cold(tried, work)
     esz_after = (await driver.update_schemes_effective_quotas(0))[1]
