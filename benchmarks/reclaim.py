@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sampler_vs_damon import refusal as lane_refusal
+from reactor.signals.vmstat import parse_vmstat
 
 __all__ = ("CHILD", "main", "refusal", "run_all")
 
@@ -226,12 +227,8 @@ SWAP_EVENTS = ("pswpout", "swpout_zero", "pswpin")
 
 def _swap_events() -> int:
     """The sum of :data:`SWAP_EVENTS` in ``/proc/vmstat`` (absent counters count 0)."""
-    total = 0
-    for line in Path("/proc/vmstat").read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if name in SWAP_EVENTS:
-            total += int(value)
-    return total
+    stat = parse_vmstat(Path("/proc/vmstat").read_text(), "/proc/vmstat")
+    return sum(stat.get(name, 0) for name in SWAP_EVENTS)
 
 
 def _psi_some_us(path: Path) -> int:

@@ -15,7 +15,9 @@ import struct
 
 import pytest
 
+from reactor.actuators._procfs import parse_status_memory
 from reactor.errors import KernelInterfaceError
+from reactor.policies.damon import left_memory
 from tests.conformance import DamonBackend, Workload
 
 #: A DAMON module's ``enabled`` parameter (DAMON_RECLAIM, DAMON_LRU_SORT, DAMON_STAT).
@@ -1535,27 +1537,20 @@ PAGEOUT_STEP_S = 0.25
 PAGEOUT_DEADLINE_S = 2.5
 #: The page size of x86-64 (this host and the lane's guest): pagemap has 8 bytes a page.
 PAGE = 4096
-#: The /proc/PID/status counters a pageout moves (task_mem() prints them ``%8lu kB``).
-_STATUS_MEMORY = re.compile(r"^(RssAnon|RssFile|RssShmem|VmSwap):\s+(\d+) kB$", re.MULTILINE)
 
 
 def status_memory(damon: DamonBackend, pid: int) -> dict[str, int]:
     """RssAnon, RssFile, RssShmem and VmSwap of ``/proc/PID/status``, in bytes."""
-    text = damon.fs.read_text(f"/proc/{pid}/status")
-    got = {name: int(kb) * 1024 for name, kb in _STATUS_MEMORY.findall(text)}
-    assert set(got) == {"RssAnon", "RssFile", "RssShmem", "VmSwap"}, text
-    return got
+    path = f"/proc/{pid}/status"
+    return parse_status_memory(damon.fs.read_text(path), path)
 
 
 def left_ram(before: dict[str, int], after: dict[str, int]) -> int:
-    """Bytes that left the process's RAM between two status readings: swap entries gained
-    (anonymous pages paged out) plus the fall of its shmem and file pages, each term
-    clamped at 0 (the process's own faults can only hide pages that left)."""
-    return (
-        max(0, after["VmSwap"] - before["VmSwap"])
-        + max(0, before["RssShmem"] - after["RssShmem"])
-        + max(0, before["RssFile"] - after["RssFile"])
-    )
+    """Bytes that left the process's RAM between two status readings (what reactor's
+    DAMON reclaim measures): swap entries gained plus the fall of its shmem and file
+    pages, each term clamped at 0 (the process's own faults can only hide pages that
+    left)."""
+    return sum(left_memory(before, after).values())
 
 
 def present_pages(damon: DamonBackend, pid: int, lo: int, hi: int) -> int:

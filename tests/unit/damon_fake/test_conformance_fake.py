@@ -15,6 +15,7 @@ from reactor.testing.damon_fake import PAGE_SIZE, FakeDamon
 from reactor.testing.fakefs import FakeKernelFS
 from tests.conformance import Workload
 from tests.conformance.damon_sysfs import *  # noqa: F403  (the shared suite)
+from tests.conformance.damon_sysfs import Sysfs
 
 MiB = 1 << 20
 #: The guest's kernel: the version the lane checks the fake against.
@@ -72,6 +73,21 @@ class FakeBackend:
     def lock_held(self, kdamond: int) -> AbstractContextManager[None]:
         assert self.fake.kdamond_pid(kdamond) is not None, "lock_held needs a running kdamond"
         return self.fake.hold_lock()
+
+
+def start_cold_pageout(backend: FakeBackend) -> tuple[Sysfs, Workload]:
+    """One kdamond on a fresh simulated process with a pageout scheme for regions of no
+    access, at least 3 aggregations old, turned on (simulated time not advanced)."""
+    work = backend.spawn_process()
+    s = Sysfs(backend)
+    s.kdamonds(1)
+    s.stage(pids=(work.pid,))
+    sch = s.scheme()
+    s.w(f"{sch}/action", "pageout")
+    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
+    s.w(f"{sch}/access_pattern/age/min", 3)
+    s.state(0, "on")
+    return s, work
 
 
 @pytest.fixture

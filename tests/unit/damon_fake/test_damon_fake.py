@@ -23,7 +23,7 @@ from reactor.testing.damon_fake import (
 from reactor.testing.fakefs import FakeKernelFS
 from tests.conformance.damo_oracle import assert_damo_reads_like_reactor
 from tests.conformance.damon_sysfs import Sysfs
-from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB
+from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB, start_cold_pageout
 
 CAPTURE = Path(__file__).parents[2] / "fixtures" / "captured" / "guest-debian-7.2"
 
@@ -209,14 +209,7 @@ def test_consist_tuner_doubles_the_quota_while_the_goal_is_unmet() -> None:
 def test_pageout_applies_to_mapped_bytes_and_resets_age() -> None:
     """A cold-region pageout scheme applies to the cold buffer and stops at the quota."""
     backend = FakeBackend()
-    s = Sysfs(backend)
-    s.kdamonds(1)
-    s.stage(pids=(backend.spawn_process().pid,))
-    sch = s.scheme()
-    s.w(f"{sch}/action", "pageout")
-    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
-    s.w(f"{sch}/access_pattern/age/min", 3)
-    s.state(0, "on")
+    s, _ = start_cold_pageout(backend)
     backend.wait(3.0)
     s.state(0, "update_schemes_stats")
     assert 0 < s.stat("sz_applied") <= s.stat("sz_tried")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from reactor.testing.damon_fake import PAGE_SIZE, PROC_PID_STATUS_TEMPLATE, FakeDamon
 from reactor.testing.fakefs import FakeKernelFS
-from tests.conformance.damon_sysfs import Sysfs
-from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB
+from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB, start_cold_pageout
 
 STATUS_CAPTURE = Path(__file__).parents[2] / "fixtures/captured/host-6.18/proc_pid_status"
 #: The status lines the fake fills in (the process's pid and memory); all others stay.
@@ -165,15 +164,7 @@ def test_pageout_scheme_moves_the_cold_buffer_and_sz_applied_keeps_growing() -> 
     it is out, sz_applied keeps growing by the regions applied again (damos_madvise
     counts the whole length, resident or not) while nothing more leaves."""
     backend = FakeBackend()
-    work = backend.spawn_process()
-    s = Sysfs(backend)
-    s.kdamonds(1)
-    s.stage(pids=(work.pid,))
-    sch = s.scheme()
-    s.w(f"{sch}/action", "pageout")
-    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
-    s.w(f"{sch}/access_pattern/age/min", 3)
-    s.state(0, "on")
+    s, work = start_cold_pageout(backend)
     backend.wait(3.0)
     cold = work.cold[1] - work.cold[0]
     assert backend.fake.swapped_bytes(work.pid) == cold
