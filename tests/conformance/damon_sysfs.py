@@ -1534,7 +1534,9 @@ PAGEOUT_SAMPLE_US = 5_000
 PAGEOUT_AGGR_US = 100_000
 PAGEOUT_MIN_AGE = 5
 PAGEOUT_STEP_S = 0.25
-PAGEOUT_DEADLINE_S = 2.5
+#: (2.5 s fell short once in a full CI suite's busier guest: 28.4 of the 28.8 MiB bound
+#: moved by then; the bounds hold once the edge regions have split, the wait is only time)
+PAGEOUT_DEADLINE_S = 5.0
 #: The page size of x86-64 (this host and the lane's guest): pagemap has 8 bytes a page.
 PAGE = 4096
 
