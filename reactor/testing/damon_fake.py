@@ -543,8 +543,11 @@ class FakeDamon:
         pages of the region's part in ranges with access chance 0 go to swap for good
         (they are never accessed again); pages in ranges with a chance above 0 are paged
         out and faulted straight back, so nothing lasting changes there. The scheme's
-        ``sz_applied`` still counts the region's mapped bytes on every apply, resident
-        or not (as ``damos_madvise`` returns the whole length). ``/proc/PID/pagemap``
+        ``sz_applied`` still counts the region's whole length on every apply, resident
+        or not (as ``damos_madvise`` returns the whole length), but nothing for a region
+        that reaches past the ranges, into a gap between them or beyond: there the
+        kernel's madvise pages out the mapped parts and then fails with ENOMEM, which
+        ``damos_madvise`` reports as 0 bytes applied. ``/proc/PID/pagemap``
         shows resident pages present (bit 63), swapped ones swapped (bit 62, without a
         type or offset), the rest of the address space neither; ``/proc/PID/status`` is
         the kernel's format (:data:`PROC_PID_STATUS_TEMPLATE`) with the process's pid,

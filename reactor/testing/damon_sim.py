@@ -20,6 +20,11 @@ simplifications, each chosen so that time stays cheap in tests:
   anonymous) and ``young``/``active`` (memory with a non-zero access probability). One
   action changes the workload: a vaddr/fvaddr ``pageout`` (:meth:`Workload.pageout`)
   moves the region's never-accessed pages to swap; access probabilities do not change.
+  The vaddr/fvaddr actions the kernel turns into one ``do_madvise()`` over the region
+  (willneed, cold, pageout, hugepage, nohugepage, collapse) apply 0 bytes to a region
+  that is not wholly mapped: madvise acts on the mapped parts (a pageout still moves
+  their pages) and then fails with ENOMEM for the hole, and ``damos_madvise()`` counts
+  the region as not applied; the quota charges it as a failure (``fail_charge``).
 - **vaddr regions** come from the process's ranges by the kernel's "three regions" rule
   (two largest gaps skipped); with fewer than two gaps the ranges on each side of the
   gaps that exist are used.
@@ -77,6 +82,9 @@ _OPS_ACTIONS = {
     ),
 }
 _OPS_ACTIONS["fvaddr"] = _OPS_ACTIONS["vaddr"]
+#: vaddr/fvaddr actions that mm/damon/vaddr.c damon_va_apply_scheme() hands to
+#: damos_madvise(): one do_madvise() over the whole region.
+_MADVISE_ACTIONS = frozenset({"willneed", "cold", "pageout", "hugepage", "nohugepage", "collapse"})
 _COLD_SCORED = frozenset({"pageout", "lru_deprio", "migrate_cold"})
 _HOT_SCORED = frozenset({"lru_prio", "migrate_hot"})
 _CORE_FILTERS = frozenset({"addr", "target"})
@@ -878,6 +886,11 @@ class SimContext:
             return 0, passed
         if p.action == "pageout" and ops != "paddr" and passed:
             self.workload.pageout(ops, t.pid, r.start, r.end)
+        if ops != "paddr" and p.action in _MADVISE_ACTIONS and passed and mapped < r.size:
+            # damos_madvise(): do_madvise() advises every VMA in the region, then fails
+            # with -ENOMEM for its unmapped part (madvise_walk_vmas()), and the region
+            # counts 0 bytes applied; when every byte is mapped it counts the whole length.
+            return 0, passed
         return passed, passed
 
     def _ops_filters_pass(self, t: Target, r: Region, s: SchemeState) -> bool:

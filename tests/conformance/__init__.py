@@ -24,12 +24,15 @@ __all__ = ("DamonBackend", "Workload")
 class Workload:
     """A process the backend started: a hot buffer touched in a loop, a cold one left alone.
 
-    Ranges are [start, end) virtual addresses in bytes.
+    Ranges are [start, end) virtual addresses in bytes. ``hole``, when the process was
+    asked for one, is the part of the cold buffer that was unmapped after it was written
+    (no mapping covers it; the cold buffer's other pages stay mapped and resident).
     """
 
     pid: int
     hot: tuple[int, int]
     cold: tuple[int, int]
+    hole: tuple[int, int] | None = None
 
 
 class DamonBackend(Protocol):
@@ -45,8 +48,12 @@ class DamonBackend(Protocol):
         """The kernel version string (``uname -r`` in the guest)."""
         ...
 
-    def spawn_process(self) -> Workload:
-        """Start a process with a hot and a cold buffer (ended by the backend at teardown)."""
+    def spawn_process(self, *, hole: int = 0) -> Workload:
+        """Start a process with a hot and a cold buffer (ended by the backend at teardown).
+
+        With ``hole`` (bytes, a multiple of the page size, less than the cold buffer) the
+        middle ``hole`` bytes of the cold buffer are unmapped once it is written.
+        """
         ...
 
     def kill_process(self, pid: int) -> None:

@@ -1670,5 +1670,118 @@ def test_vaddr_pageout_moves_the_cold_buffer_out_of_ram(damon: DamonBackend) -> 
     assert applied > moved, what
 
 
+#: The hole test: the child's cold buffer loses its middle HOLE bytes; three fixed
+#: (fvaddr) regions of HOLE_REGION bytes lie in it, the middle one around the hole.
+HOLE = 2 * MiB
+HOLE_REGION = 4 * MiB
+#: (the first apply comes after PAGEOUT_MIN_AGE aggregations, ~0.5 s; later ones every
+#: ~0.5 s: this leaves room for four passes)
+HOLE_DEADLINE_S = 2.5
+
+
+def mappings(damon: DamonBackend, pid: int) -> list[tuple[int, int]]:
+    """[start, end) of each line of ``/proc/PID/maps``."""
+    out = []
+    for line in damon.fs.read_text(f"/proc/{pid}/maps").splitlines():
+        lo, _, hi = line.split(maxsplit=1)[0].partition("-")
+        out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+def test_pageout_of_a_region_over_a_hole_applies_0_bytes(damon: DamonBackend) -> None:
+    """A ``pageout`` of an fvaddr region that spans unmapped memory pages out its mapped
+    parts, yet counts 0 bytes applied; wholly mapped regions count their whole length.
+
+    Kernel (mm/damon/vaddr.c): damon_va_apply_scheme() turns willneed, cold, pageout,
+    hugepage, nohugepage and collapse into damos_madvise(), which returns the region's
+    length if do_madvise() over [start, end) returns 0 and 0 otherwise; mm/madvise.c
+    madvise_walk_vmas() applies the advice to every VMA in the range, notes
+    ``unmapped_error = -ENOMEM`` for a gap, and returns it at the end. damos_update_stat()
+    (core.c) adds the region's size to sz_tried, its return to sz_applied, and counts
+    nr_applied only when that return is not 0.
+
+    Setup: the child's 32 MiB cold buffer, written once and never touched again, with its
+    middle HOLE (2 MiB) unmapped after the writes; an ``fvaddr`` context (regions stay as
+    given: ``vaddr`` would re-read the mappings every update interval) with three regions
+    of HOLE_REGION (4 MiB): R1 the buffer's first 4 MiB, R2 the 4 MiB centred on the hole
+    (1 MiB mapped on each side of it), R3 the buffer's last 4 MiB; nr_regions min = max =
+    3. The regions keep their bounds: not adjacent, so never merged; 3 regions > max / 2,
+    so never split; each exactly total / min_nr_regions, so the min_nr_regions split
+    leaves them; no quota and no filter split them at apply time. A ``pageout`` scheme
+    for regions of 0 accesses at least PAGEOUT_MIN_AGE aggregations old. The test waits
+    in PAGEOUT_STEP_S steps until one pass was made and the pages below are gone, at most
+    HOLE_DEADLINE_S.
+
+    Bounds, derived before running:
+
+    * nr_tried a multiple of 3 and > 0: no region is ever accessed (the hole has no page
+      to be young, the mapped parts are never touched after the first check cleared their
+      accessed bits), so all three count 0 accesses every aggregation, age in lockstep and
+      are tried in the same passes (an apply resets each one's age to 0, applied or not);
+      a stats update runs between passes, never in one.
+    * sz_tried == HOLE_REGION x nr_tried: every try is of a whole, unsplit region.
+    * nr_applied x 3 == nr_tried x 2: R1 and R3 are wholly mapped (do_madvise() returns 0
+      for a MADV_PAGEOUT of mapped memory, paged out already or not), R2 reaches into the
+      hole (-ENOMEM): 0 applied, so nr_applied does not count it.
+    * sz_applied == HOLE_REGION x nr_applied: an applied try counts the whole length.
+      Together: sz_applied == sz_tried - HOLE_REGION per pass, below sz_tried - HOLE per
+      pass, which counting R2's mapped bytes (the fake before this test) would exceed.
+    * no page present (pagemap bit 63) in R1, R3 and R2's two mapped MiB afterwards:
+      madvise paged out every VMA in R2 before it failed, and R1 and R3 whole.
+    * the hole is still unmapped at the end (no line of /proc/PID/maps overlaps it): the
+      child maps nothing after reporting its layout; otherwise R2 would be wholly mapped
+      and the bounds above would not apply.
+    """
+    needs(damon, (5, 19), "fvaddr")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process(hole=HOLE)
+    assert work.hole is not None
+    (cold_lo, cold_hi), (hole_lo, hole_hi) = work.cold, work.hole
+    mid = (hole_lo + hole_hi) // 2
+    regions = (
+        (cold_lo, cold_lo + HOLE_REGION),
+        (mid - HOLE_REGION // 2, mid + HOLE_REGION // 2),
+        (cold_hi - HOLE_REGION, cold_hi),
+    )
+    mapped = [regions[0], (regions[1][0], hole_lo), (hole_hi, regions[1][1]), regions[2]]
+    s.stage(ops="fvaddr", pids=(work.pid,))
+    c = s.ctx()
+    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
+    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
+    s.w(f"{c}/monitoring_attrs/nr_regions/min", 3)
+    s.w(f"{c}/monitoring_attrs/nr_regions/max", 3)
+    s.w(f"{c}/targets/0/regions/nr_regions", len(regions))
+    for i, (lo, hi) in enumerate(regions):
+        s.w(f"{c}/targets/0/regions/{i}/start", lo)
+        s.w(f"{c}/targets/0/regions/{i}/end", hi)
+    sch = s.scheme()
+    s.w(f"{sch}/action", "pageout")
+    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
+    s.w(f"{sch}/access_pattern/age/min", PAGEOUT_MIN_AGE)
+    s.state(0, "on")
+    stats: dict[str, int] = {}
+    present: list[int] = []
+    waited = 0.0
+    while waited < HOLE_DEADLINE_S:
+        damon.wait(PAGEOUT_STEP_S)
+        waited += PAGEOUT_STEP_S
+        s.state(0, "update_schemes_stats")
+        stats = {n: s.stat(n) for n in ("nr_tried", "sz_tried", "nr_applied", "sz_applied")}
+        present = [present_pages(damon, work.pid, lo, hi) for lo, hi in mapped]
+        if stats["nr_tried"] and not any(present):
+            break
+    over = [m for m in mappings(damon, work.pid) if m[0] < hole_hi and hole_lo < m[1]]
+    assert not over, f"the hole [{hole_lo:#x}, {hole_hi:#x}) was mapped again: {over}"
+    spans = ", ".join(f"[{lo:#x}, {hi:#x})" for lo, hi in regions)
+    what = f"after {waited} s: {stats}, pages present {present} (regions {spans})"
+    nr_tried, nr_applied = stats["nr_tried"], stats["nr_applied"]
+    assert nr_tried > 0 and nr_tried % 3 == 0, what
+    assert stats["sz_tried"] == HOLE_REGION * nr_tried, what
+    assert nr_applied * 3 == nr_tried * 2, what
+    assert stats["sz_applied"] == HOLE_REGION * nr_applied, what
+    assert present == [0, 0, 0, 0], what
+
+
 #: The runners import the tests with ``from tests.conformance.damon_sysfs import *``.
 __all__ = tuple(name for name in tuple(globals()) if name.startswith("test_"))

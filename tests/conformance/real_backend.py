@@ -46,19 +46,28 @@ MiB = 1 << 20
 
 #: The child: a 4 MiB hot buffer written every 2 ms, a 32 MiB cold one touched once.
 #: One mapping with a read-only page in the middle keeps the two buffers in separate VMAs
-#: (adjacent anonymous mmaps would merge, real-kernel-lane.md gotcha 6).
+#: (adjacent anonymous mmaps would merge, real-kernel-lane.md gotcha 6). With a hole
+#: (argv[3] bytes, 0 for none) the middle of the cold buffer is unmapped after it was
+#: written; the child never touches the hole (the hot loop writes the hot buffer only).
 CHILD = r"""
 import ctypes, json, mmap, sys, time
-HOT, COLD, PAGE = int(sys.argv[1]), int(sys.argv[2]), mmap.PAGESIZE
+HOT, COLD, HOLE, PAGE = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), mmap.PAGESIZE
 buf = mmap.mmap(-1, HOT + PAGE + COLD)
 base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 libc.mprotect(base + HOT, PAGE, 1)  # PROT_READ
 for off in range(HOT + PAGE, HOT + PAGE + COLD, PAGE):
     buf[off] = 1
-print(json.dumps({"hot": [base, base + HOT],
-                  "cold": [base + HOT + PAGE, base + HOT + PAGE + COLD]}), flush=True)
+cold = [base + HOT + PAGE, base + HOT + PAGE + COLD]
+hole = None
+if HOLE:
+    lo = cold[0] + (COLD - HOLE) // 2 // PAGE * PAGE
+    if libc.munmap(lo, HOLE):
+        raise OSError(ctypes.get_errno(), "munmap of the hole")
+    hole = [lo, lo + HOLE]
+print(json.dumps({"hot": [base, base + HOT], "cold": cold, "hole": hole}), flush=True)
 i = 0
 while True:
     i = (i + 1) % 255 or 1
@@ -99,9 +108,11 @@ class RealBackend:
     def kernel(self) -> str:
         return os.uname().release
 
-    def spawn_process(self) -> Workload:
+    def spawn_process(self, *, hole: int = 0) -> Workload:
+        if hole < 0 or hole % os.sysconf("SC_PAGE_SIZE") or hole >= 32 * MiB:
+            raise ValueError(f"expected a hole of whole pages inside 32 MiB, got {hole}")
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(4 * MiB), str(32 * MiB)],
+            [sys.executable, "-c", CHILD, str(4 * MiB), str(32 * MiB), str(hole)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -109,7 +120,10 @@ class RealBackend:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
         return Workload(
-            proc.pid, (info["hot"][0], info["hot"][1]), (info["cold"][0], info["cold"][1])
+            proc.pid,
+            (info["hot"][0], info["hot"][1]),
+            (info["cold"][0], info["cold"][1]),
+            None if info["hole"] is None else (info["hole"][0], info["hole"][1]),
         )
 
     def kill_process(self, pid: int) -> None:

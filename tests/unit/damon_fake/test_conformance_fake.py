@@ -38,8 +38,18 @@ class FakeBackend:
     def kernel(self) -> str:
         return self.fake.kernel
 
-    def spawn_process(self) -> Workload:
-        """A simulated process laid out like the guest's child: hot 4 MiB, a page, cold 32 MiB."""
+    def spawn_process(self, *, hole: int = 0) -> Workload:
+        """A simulated process laid out like the guest's child: hot 4 MiB, a page, cold 32 MiB.
+
+        The page between the buffers is left unmapped (the guest's is a read-only page that
+        is never touched: mapped but not resident, which the fake cannot express). With a
+        ``hole`` the cold buffer is two ranges around its middle ``hole`` bytes, the page
+        between the buffers is mapped (never accessed) and a heap-like mapping lies far
+        below: a real process's largest gaps are elsewhere, so vaddr's three regions span
+        the hole and the guard page, as on the guest.
+        """
+        if hole < 0 or hole % PAGE_SIZE or hole >= 32 * MiB:
+            raise ValueError(f"expected a hole of whole pages inside 32 MiB, got {hole}")
         pid = self._next_pid
         self._next_pid += 1
         base = 0x7F00_0000_0000 + (pid - 4000) * 0x1_0000_0000
@@ -47,8 +57,16 @@ class FakeBackend:
         cold = (hot[1] + PAGE_SIZE, hot[1] + PAGE_SIZE + 32 * MiB)
         # A far-away stack-like mapping gives the vaddr "three regions" two real gaps.
         stack = (base + 0x8000_0000, base + 0x8000_0000 + 132 * 1024)
-        self.fake.add_process(pid, [(*hot, 1.0), (*cold, 0.0), (*stack, 0.5)])
-        return Workload(pid, hot, cold)
+        if not hole:
+            self.fake.add_process(pid, [(*hot, 1.0), (*cold, 0.0), (*stack, 0.5)])
+            return Workload(pid, hot, cold)
+        lo = cold[0] + (32 * MiB - hole) // 2 // PAGE_SIZE * PAGE_SIZE
+        gap = (lo, lo + hole)
+        heap = (base - 0x4000_0000, base - 0x4000_0000 + 132 * 1024)
+        ranges = [(*heap, 0.5), (*hot, 1.0), (hot[1], cold[0], 0.0)]
+        ranges += [(cold[0], gap[0], 0.0), (gap[1], cold[1], 0.0), (*stack, 0.5)]
+        self.fake.add_process(pid, ranges)
+        return Workload(pid, hot, cold, gap)
 
     def kill_process(self, pid: int) -> None:
         self.fake.remove_process(pid)
