@@ -176,24 +176,42 @@ def read_scheme_stats(fs: KernelFS, k: int, s: int) -> SchemeStats:
     )
 
 
-def _read_region(fs: KernelFS, path: str) -> TriedRegion:
+def _read_region(fs: KernelFS, path: str, optional: tuple[bool, bool, bool]) -> TriedRegion:
+    """One ``tried_regions/<R>``; ``optional``: whether ``nr_accesses``/``age``,
+    ``sz_filter_passed`` (6.14) and ``probes`` (7.2) exist, as found on the scheme's first
+    region (one kernel writes every region alike)."""
+    pattern, passed, probes = optional
     hits: list[int] = []
-    for p in _numbered(fs, path + "/probes"):
-        hits.append(read_int(fs, f"{path}/probes/{p}/hits", default=0))
+    if probes:
+        for p in _numbered(fs, path + "/probes"):
+            hits.append(read_int(fs, f"{path}/probes/{p}/hits", default=0))
     return TriedRegion(
         start=read_int(fs, path + "/start"),
         end=read_int(fs, path + "/end"),
-        nr_accesses=read_int(fs, path + "/nr_accesses", default=0),
-        age_aggrs=read_int(fs, path + "/age", default=0),
-        sz_filter_passed_bytes=read_int(fs, path + "/sz_filter_passed", default=0),
+        nr_accesses=read_int(fs, path + "/nr_accesses") if pattern else 0,
+        age_aggrs=read_int(fs, path + "/age") if pattern else 0,
+        sz_filter_passed_bytes=read_int(fs, path + "/sz_filter_passed") if passed else 0,
         probe_hits=tuple(hits),
     )
 
 
 def read_tried_regions(fs: KernelFS, k: int, s: int) -> TriedRegions:
-    """``schemes/<s>/tried_regions`` of kdamond ``k``, regions in index (address) order."""
+    """``schemes/<s>/tried_regions`` of kdamond ``k``, regions in index (address) order.
+
+    Up to ``max_nr_regions`` (thousands) directories of four to six files: which optional
+    files exist is looked up on the first region only, so a region costs its reads alone
+    (each file's existence check doubled the system calls of a snapshot)."""
     base = _scheme(k, s) + "/tried_regions"
-    regions = tuple(_read_region(fs, f"{base}/{r}") for r in _numbered(fs, base))
+    numbers = _numbered(fs, base)
+    regions: tuple[TriedRegion, ...] = ()
+    if numbers:
+        first = f"{base}/{numbers[0]}"
+        optional = (
+            fs.exists(first + "/nr_accesses"),
+            fs.exists(first + "/sz_filter_passed"),
+            fs.exists(first + "/probes"),
+        )
+        regions = tuple(_read_region(fs, f"{base}/{r}", optional) for r in numbers)
     total = read_int(fs, base + "/total_bytes", default=-1)
     if total < 0:
         total = sum(r.size_bytes for r in regions)

@@ -248,7 +248,8 @@ class DamonMonitors:
         while True:
             await ticker.next()
             for k, monitor in enumerate(monitors):
-                (tried, *_) = await self.driver.update_schemes_tried_regions(k)
+                # the snapshot scheme's alone (0): policies' schemes have theirs too
+                (tried,) = await self.driver.update_schemes_tried_regions(k, (0,))
                 sample, aggregation = self._intervals(k, monitor)
                 now = anyio.current_time()
                 snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)

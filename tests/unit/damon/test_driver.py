@@ -225,6 +225,10 @@ async def test_goal_feed_and_update_commands_return_snapshots(tmp_path: Path) ->
     assert (tuned.sample_us, tuned.aggr_us) == (10000, 100000)
     tried = await driver.update_schemes_tried_regions(0)
     assert len(tried) == 1
+    # a caller may read only the schemes it needs (the monitors read their snapshot's)
+    assert await driver.update_schemes_tried_regions(0, ()) == ()
+    (only,) = await driver.update_schemes_tried_regions(0, (0,))
+    assert only.scheme == 0
     snap = driver.snapshot(0)
     assert snap.state == "on" and snap.goals[0].current_value == 0
 

@@ -37,8 +37,9 @@ def _tree(*, newest: bool = True) -> FakeKernelFS:
         "0": {"start": "4096\n", "end": "8192\n", "nr_accesses": "20\n", "age": "3\n"},
         "1": {"start": "8192\n", "end": "16384\n", "nr_accesses": "0\n", "age": "12\n"},
     }
-    if newest:
+    if newest:  # a kernel writes the same files in every region
         regions["0"] |= {"sz_filter_passed": "4096\n", "probes": {"0": {"hits": "5\n"}}}
+        regions["1"] |= {"sz_filter_passed": "0\n", "probes": {"0": {"hits": "0\n"}}}
     tried: dict[str, object] = dict(regions)
     if newest:
         tried["total_bytes"] = "12288\n"
