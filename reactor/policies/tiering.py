@@ -389,11 +389,21 @@ class NativeTiering(TieringPolicy):
 
 
 def migrate_schemes(
-    cfg: PolicyConfig, nodes: TierNodes, cold_sz: int, hot_sz: int
+    cfg: PolicyConfig, nodes: TierNodes, cold_sz: int, hot_sz: int, *, fail_charge: bool = False
 ) -> tuple[Scheme, Scheme]:
-    """The ``migrate_cold`` and ``migrate_hot`` schemes reactor adds for a tiering policy."""
+    """The ``migrate_cold`` and ``migrate_hot`` schemes reactor adds for a tiering policy.
+
+    ``fail_charge`` (the kernel has ``fail_charge_num/denom``, 7.2): bytes a scheme tried
+    but did not move are charged nothing, so each quota buys pages that changed node.
+    Without it DAMOS charges every tried region's whole size, and the regions that move
+    nothing rank first for as long as they stay: for migrate_cold the oldest cold regions,
+    which are unmapped gaps between the target's mappings and pages already on the slow
+    node; for migrate_hot the hot pages already on the fast node. In the lane (7.2.12,
+    TCG) migrate_cold so spent its whole 8 MiB every second and moved nothing, for 15 s.
+    """
     assert cfg.quota is not None
     reset_ms = round(cfg.quota.per * 1000)
+    charge = {"fail_charge_num": 0, "fail_charge_denom": 1} if fail_charge else {}
     cold = Scheme.model_validate(
         {
             "action": "migrate_cold",
@@ -403,7 +413,7 @@ def migrate_schemes(
                 "nr_accesses": {"min": "0 %", "max": f"{cfg.max_access * 100:g} %"},
                 "age": {"min": f"{cfg.min_age:g} s", "max": "max"},
             },
-            "quotas": {"sz_bytes": max(4096, cold_sz), "reset_interval_ms": reset_ms},
+            "quotas": {"sz_bytes": max(4096, cold_sz), "reset_interval_ms": reset_ms, **charge},
         }
     )
     hot = Scheme.model_validate(
@@ -415,7 +425,7 @@ def migrate_schemes(
                 "nr_accesses": {"min": f"{cfg.hot_access * 100:g} %", "max": "100 %"},
                 "age": {"min": 0, "max": "max"},
             },
-            "quotas": {"sz_bytes": max(4096, hot_sz), "reset_interval_ms": reset_ms},
+            "quotas": {"sz_bytes": max(4096, hot_sz), "reset_interval_ms": reset_ms, **charge},
         }
     )
     return cold, hot
@@ -494,7 +504,11 @@ class DamonTiering(TieringPolicy):
             kd = self.driver.read_back(self.k)
             n = len(kd.contexts[self.c].schemes)
             cold, hot = migrate_schemes(
-                self.cfg, self.nodes, int(self.demote_state.output), int(self.promote_state.output)
+                self.cfg,
+                self.nodes,
+                int(self.demote_state.output),
+                int(self.promote_state.output),
+                fail_charge=self.driver.features.has("fail_charge"),
             )
             self.s_cold, self.s_hot = n, n + 1
             try:

@@ -216,6 +216,9 @@ def damon_config(run_dir: Path) -> Any:
     )
 
 
+FAIL = ("fail_charge_num", "fail_charge_denom")
+
+
 @pytest.mark.anyio
 async def test_damon_tiering_adds_two_migrate_schemes_and_commits_quotas(tmp_path: Path) -> None:
     """reactor adds migrate_cold (to the slow node) and migrate_hot (to the fast node) to the
@@ -240,6 +243,11 @@ async def test_damon_tiering_adds_two_migrate_schemes_and_commits_quotas(tmp_pat
     assert fs.read_text(f"{paths.scheme_dir(0, 2)}/action").strip() == "migrate_hot"
     assert fs.read_text(f"{paths.scheme_dir(0, 2)}/target_nid").strip() == "0"
     assert cold[-1] > cold[0] and hot[-1] <= hot[0], (cold, hot)
+    # 7.2 charges bytes that did not move by fail_charge_num/denom: reactor's schemes
+    # charge nothing for them (gaps and pages already on the target node; migrate_schemes)
+    for s in (1, 2):
+        charge = [fs.read_text(f"{paths.scheme_dir(0, s)}/quotas/{f}").strip() for f in FAIL]
+        assert charge == ["0", "1"], (s, charge)
     (pol,) = status["policies"]
     assert pol["kind"] == "tiering" and pol["controller"]["demote_quota"] > 0
 
