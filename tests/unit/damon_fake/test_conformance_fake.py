@@ -93,10 +93,11 @@ class FakeBackend:
         return self.fake.hold_lock()
 
 
-def start_cold_pageout(backend: FakeBackend) -> tuple[Sysfs, Workload]:
-    """One kdamond on a fresh simulated process with a pageout scheme for regions of no
-    access, at least 3 aggregations old, turned on (simulated time not advanced)."""
-    work = backend.spawn_process()
+def start_cold_pageout(backend: FakeBackend, *, hole: int = 0) -> tuple[Sysfs, Workload]:
+    """One kdamond on a fresh simulated process (``hole``: see ``spawn_process``) with a
+    pageout scheme for regions of no access, at least 3 aggregations old, turned on
+    (simulated time not advanced)."""
+    work = backend.spawn_process(hole=hole)
     s = Sysfs(backend)
     s.kdamonds(1)
     s.stage(pids=(work.pid,))

@@ -17,7 +17,7 @@ import pytest
 from reactor.testing.damon_fake import PAGE_SIZE
 from tests.conformance import Workload
 from tests.conformance.damon_sysfs import Sysfs
-from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB
+from tests.unit.damon_fake.test_conformance_fake import FakeBackend, MiB, start_cold_pageout
 
 HOLE = 2 * MiB
 REGION = 4 * MiB
@@ -148,17 +148,9 @@ def test_vaddr_regions_span_a_small_hole_and_tries_over_it_apply_nothing() -> No
     pass the tried regions that overlap it count 0 bytes applied, the others their size,
     and the hole regions' mapped cold pages are swapped out all the same."""
     backend = FakeBackend()
-    work = backend.spawn_process(hole=HOLE)
+    s, work = start_cold_pageout(backend, hole=HOLE)
     assert work.hole is not None
     hole = work.hole
-    s = Sysfs(backend)
-    s.kdamonds(1)
-    s.stage(pids=(work.pid,))
-    sch = s.scheme()
-    s.w(f"{sch}/action", "pageout")
-    s.w(f"{sch}/access_pattern/nr_accesses/max", 0)
-    s.w(f"{sch}/access_pattern/age/min", 3)
-    s.state(0, "on")
     backend.wait(2.0)
     ctx = backend.fake.context(0)
     assert ctx is not None
