@@ -99,6 +99,41 @@ DamosAction = Literal[
 #: DAMOS actions (reference/damon-sysfs.md §4.1; the WIP ``split`` is not accepted).
 DAMOS_ACTIONS: tuple[str, ...] = get_args(DamosAction)
 _VIRTUAL_ONLY = frozenset({"willneed", "cold", "hugepage", "nohugepage", "collapse"})
+#: vaddr/fvaddr actions mm/damon/vaddr.c hands to damos_madvise(): one madvise() over the
+#: whole region, which applies no ops-layer filter (migrate_* and stat walk the pages and
+#: do).
+MADVISE_ACTIONS = _VIRTUAL_ONLY | {"pageout"}
+
+
+def ignored_ops_filters(section: DamonSection) -> list[Issue]:
+    """Ops-layer filters on vaddr/fvaddr madvise actions: the kernel accepts them and
+    ignores them, so a config that has one would silently not do what it says. Checked
+    on a config's ``damon:`` section only, never on a tree read back from the kernel
+    (another tool may have written it; reading it must not fail)."""
+    issues: list[Issue] = []
+    for k, kd in enumerate(section.kdamonds):
+        for c, ctx in enumerate(kd.contexts):
+            if ctx.ops == "paddr":
+                continue
+            for i, s in enumerate(ctx.schemes):
+                if s.action not in MADVISE_ACTIONS:
+                    continue
+                for key, filters in (("filters", s.filters), ("ops_filters", s.ops_filters)):
+                    issues += [
+                        (
+                            f"kdamonds[{k}].contexts[{c}].schemes[{i}].{key}[{j}].filter_type",
+                            f"a {f.filter_type} filter does nothing on a {ctx.ops} {s.action} "
+                            "scheme: the kernel madvise()s the whole region and applies no "
+                            "ops-layer filter (mm/damon/vaddr.c damos_madvise); expected a "
+                            "core filter (addr, target) here, or ops paddr for anon, memcg, "
+                            "young, hugepage_size, unmapped and active filters",
+                        )
+                        for j, f in enumerate(filters)
+                        if f.filter_type not in CORE_FILTER_TYPES
+                    ]
+    return issues
+
+
 _PHYSICAL_ONLY = frozenset({"lru_prio", "lru_deprio"})
 
 QuotaGoalMetric = Literal[

@@ -35,7 +35,7 @@ from reactor.config._types import (
     fail_many,
     show,
 )
-from reactor.config.damon import DamonSection
+from reactor.config.damon import DamonSection, ignored_ops_filters
 from reactor.units import UnitError, format_duration, format_size, parse_rate, parse_ratio
 
 __all__ = (
@@ -835,6 +835,10 @@ class Config(Section):
     monitors: Annotated[tuple[MonitorConfig, ...], AsTuple] = ()
     policies: Annotated[tuple[PolicyConfig, ...], AsTuple] = ()
     damon: DamonSection = Field(default_factory=DamonSection)
+
+    @cross_check
+    def _damon_filters(self) -> list[Issue]:
+        return [(f"damon.{path}", message) for path, message in ignored_ops_filters(self.damon)]
 
     @model_validator(mode="after")
     def _references(self) -> Config:

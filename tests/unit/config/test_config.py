@@ -174,6 +174,30 @@ def test_action_that_the_ops_ignores_is_refused() -> None:
         load_config_text(text)
 
 
+def test_ops_filter_that_a_vaddr_madvise_action_ignores_is_refused() -> None:
+    """vaddr's pageout madvise()s whole regions and applies no ops-layer filter: an anon
+    filter there is an error naming the scheme's filter; an addr filter is fine, and so
+    are the same anon filter on paddr and on a vaddr migrate_cold (which walks pages)."""
+
+    def damon(ops: str, action: str, filters: str) -> str:
+        target = "[{pid: 42}]" if ops == "vaddr" else "[]"
+        return (
+            f"damon: {{kdamonds: [{{contexts: [{{ops: {ops}, targets: {target}, schemes: "
+            f"[{{action: {action}, target_nid: 1, filters: [{filters}]}}]}}]}}]}}"
+        )
+
+    anon = "{filter_type: anon, matching: true, allow: false}"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(damon("vaddr", "pageout", anon))
+    (issue,) = info.value.issues
+    assert issue.path == "damon.kdamonds[0].contexts[0].schemes[0].filters[0].filter_type"
+    assert "anon filter does nothing on a vaddr pageout scheme" in issue.message
+    addr = "{filter_type: addr, matching: true, address_range: {start: 4096, end: 8192}}"
+    load_config_text(damon("vaddr", "pageout", addr))
+    load_config_text(damon("paddr", "pageout", anon))
+    load_config_text(damon("vaddr", "migrate_cold", anon))
+
+
 def test_quota_goal_needs_its_inputs() -> None:
     """A node_* quota goal without nid and a zero target are reported together."""
     text = (
