@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sampler_vs_damon import refusal as lane_refusal
+from reactor.config.damon import FAILURES_UNCHARGED
 from reactor.signals.vmstat import parse_vmstat
 
 __all__ = ("CHILD", "main", "refusal", "run_all")
@@ -292,8 +293,7 @@ def _scheme(sz_bytes: int) -> dict[str, Any]:
             # MiB tried a tick, nothing applied, nothing saved). Failed bytes are charged
             # nothing (7.2's fail_charge; applied bytes as before), so every tuner's
             # quota reaches the memory it can page out.
-            "fail_charge_num": 0,
-            "fail_charge_denom": 1,
+            **FAILURES_UNCHARGED,
         },
     }
 

@@ -24,6 +24,8 @@ do nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
@@ -51,6 +53,7 @@ from reactor.units import ULONG_MAX, UnitError, parse_duration_decimal
 __all__ = (
     "CORE_FILTER_TYPES",
     "DAMOS_ACTIONS",
+    "FAILURES_UNCHARGED",
     "AccessBound",
     "AccessPattern",
     "AddressRange",
@@ -152,6 +155,11 @@ FilterType = Literal[
 ]
 #: Filter types handled by DAMON's core layer; the rest are ops-layer types (§4.3).
 CORE_FILTER_TYPES = frozenset({"addr", "target"})
+#: ``quotas`` keys that charge a scheme's failed bytes nothing (7.2's ``fail_charge``):
+#: its quota then buys only what the action applied to.
+FAILURES_UNCHARGED: Mapping[str, int] = MappingProxyType(
+    {"fail_charge_num": 0, "fail_charge_denom": 1}
+)
 
 _Tuple = AsTuple
 

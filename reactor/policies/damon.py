@@ -61,7 +61,14 @@ import anyio.to_thread
 import numpy as np
 
 from reactor.actuators._procfs import parse_status_memory
-from reactor.config.damon import Kdamond, MonitoringIntervals, QuotaGoal, Quotas, Scheme
+from reactor.config.damon import (
+    FAILURES_UNCHARGED,
+    Kdamond,
+    MonitoringIntervals,
+    QuotaGoal,
+    Quotas,
+    Scheme,
+)
 from reactor.damon.memory import intersect, merge
 from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
 from reactor.kernelfs import KernelFS
@@ -111,7 +118,7 @@ def pageout_scheme(cfg: PolicyConfig, sz_bytes: int, *, fail_charge: bool = Fals
         "reset_interval_ms": round(cfg.quota.per * 1000),
     }
     if fail_charge:
-        quotas.update(fail_charge_num=0, fail_charge_denom=1)
+        quotas.update(FAILURES_UNCHARGED)
     return Scheme.model_validate(
         {
             "action": "pageout",
@@ -442,17 +449,15 @@ class DamonReclaim(QuotaPolicy):
         fields: dict[str, Any] = {"qt_exceeds": stats.qt_exceeds}
         if last is None:
             return Acted(fields=fields)
-        applied = max(0, now[1] - last[1])
+        tried, applied = max(0, now[0] - last[0]), max(0, now[1] - last[1])
         fields["applied_bytes"] = applied
         measured = applied
         if pids is not None:
             fields["left"] = left
-            measured = 0 if left is None else min(max(0, now[0] - last[0]), sum(left.values()))
+            measured = 0 if left is None else min(tried, sum(left.values()))
             if why is not None:
                 fields["unmeasured"] = why
-        return Acted(
-            requested_bytes=max(0, now[0] - last[0]), measured_bytes=measured, fields=fields
-        )
+        return Acted(requested_bytes=tried, measured_bytes=measured, fields=fields)
 
     def _target_pids(self) -> list[int] | None:
         """The processes the scheme pages out in (None: physical memory, paddr): its

@@ -50,7 +50,7 @@ import numpy.typing as npt
 from controllers.base import LogValue
 from reactor.actuators.base import RefusedAction, Span
 from reactor.actuators.migrate import MigrateActuator, NodeUnavailable
-from reactor.config.damon import Kdamond, Scheme
+from reactor.config.damon import FAILURES_UNCHARGED, Kdamond, Scheme
 from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished
 from reactor.policies.base import PAGE_SIZE, Acted, Policy, PolicyContext, read_goals
 from reactor.policies.control import carry_state, quota_controller
@@ -403,7 +403,7 @@ def migrate_schemes(
     """
     assert cfg.quota is not None
     reset_ms = round(cfg.quota.per * 1000)
-    charge = {"fail_charge_num": 0, "fail_charge_denom": 1} if fail_charge else {}
+    charge = FAILURES_UNCHARGED if fail_charge else {}
     cold = Scheme.model_validate(
         {
             "action": "migrate_cold",
