@@ -18,6 +18,7 @@ import pytest
 from reactor.actuators._procfs import parse_status_memory
 from reactor.errors import KernelInterfaceError
 from reactor.policies.damon import left_memory
+from reactor.sampler.procfs import parse_maps
 from tests.conformance import DamonBackend, Workload
 
 #: A DAMON module's ``enabled`` parameter (DAMON_RECLAIM, DAMON_LRU_SORT, DAMON_STAT).
@@ -1681,11 +1682,9 @@ HOLE_DEADLINE_S = 2.5
 
 def mappings(damon: DamonBackend, pid: int) -> list[tuple[int, int]]:
     """[start, end) of each line of ``/proc/PID/maps``."""
-    out = []
-    for line in damon.fs.read_text(f"/proc/{pid}/maps").splitlines():
-        lo, _, hi = line.split(maxsplit=1)[0].partition("-")
-        out.append((int(lo, 16), int(hi, 16)))
-    return out
+    path = f"/proc/{pid}/maps"
+    maps = parse_maps(damon.fs.read_text(path), path)
+    return list(zip(maps.start.tolist(), maps.end.tolist(), strict=True))
 
 
 def test_pageout_of_a_region_over_a_hole_applies_0_bytes(damon: DamonBackend) -> None:
