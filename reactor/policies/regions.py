@@ -77,18 +77,18 @@ def _pick(
         if pid is None or not len(regions):
             continue
         chosen = regions[keep(snap)]
-        for row in chosen[order(chosen)]:
-            start, end = int(row["start"]), int(row["end"])
+        chosen = chosen[order(chosen)]
+        # whole columns to Python at once (a structured row read per field costs ~1 µs)
+        ages = (chosen["age"].astype(np.float64) * snap.aggr_interval_s).tolist()
+        for start, end, nr, age_s in zip(
+            chosen["start"].tolist(),
+            chosen["end"].tolist(),
+            chosen["nr_accesses"].tolist(),
+            ages,
+            strict=True,
+        ):
             if end > start:
-                out.append(
-                    Candidate(
-                        pid,
-                        start,
-                        end - start,
-                        int(row["nr_accesses"]),
-                        float(row["age"]) * snap.aggr_interval_s,
-                    )
-                )
+                out.append(Candidate(pid, start, end - start, nr, age_s))
     return out
 
 

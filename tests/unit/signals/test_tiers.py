@@ -302,6 +302,24 @@ def test_poller_follows_node_and_tier_changes() -> None:
     assert [t.tier_id for t in tiers.tiers] == [4]
 
 
+def test_poller_reads_the_layout_again_when_memory_comes_or_every_rescan() -> None:
+    """Each poll reads the meminfo; a node's CPUs, distances and tiers are kept until
+    ``online`` or ``has_memory`` changes, or ``rescan_every`` polls have passed."""
+    fs = two_tier_fs()
+    poller = TiersPoller(fs, rescan_every=3)
+    poller.poll(0.0)  # poll 1
+    fs.set_file(f"{NODE_SYSFS}/node0/meminfo", node_meminfo(0, 1000, 100))
+    fs.set_file(f"{NODE_SYSFS}/node0/cpulist", "0\n")
+    tiers = poller.poll(1.0)  # poll 2: the meminfo moved, the layout is kept
+    assert tiers.node(0).meminfo.mem_free_bytes == 100 << 10
+    assert tiers.node(0).cpus == (0, 1)
+    assert poller.poll(2.0).node(0).cpus == (0,)  # poll 3: the rescan
+    fs.set_file(f"{NODE_SYSFS}/has_cpu", "0-1\n")
+    fs.set_file(f"{NODE_SYSFS}/has_memory", "0\n")  # node 1's memory went away
+    tiers = poller.poll(3.0)  # poll 4: at once
+    assert tiers.node(1).has_cpu and not tiers.node(1).has_memory
+
+
 def test_poller_missing_node_sysfs_fails_at_construction() -> None:
     """A kernel without node sysfs is a KernelInterfaceError when the poller is built."""
     with pytest.raises(KernelInterfaceError, match="/sys/devices/system/node/online"):
