@@ -42,6 +42,18 @@ already emptied, or that span holes between mappings, rank coldest), the cold se
 absorbed none of it, the stall readings describe the quota, and the excess may probe
 (a guest run held the excess at its 4 MiB start for 10 s while 62.8 MiB of resident
 cold sat behind emptied regions and PSI stayed at 0).
+A quota the actuator did not use up tells the stall goals nothing either: when the
+last tick's quota was not what limited the reclaim (``bound_key`` reads 0: DAMOS ended no
+charge window with its quota full, a native plan had fewer pieces than its budget), a
+larger quota would have reclaimed nothing more, so the stall readings are passed only
+if they ask for less and the excess holds. Without this, once a scheme whose pattern
+is the cold definition had drained the cold set, the excess probed x1.4 a tick with
+the stall at 0 (tests/host/test_policy_reclaim_host.py: every tick after the drain)
+and the quota it built up would take a burst at once when memory turned cold again.
+Where the quota was full but charged on memory that held nothing (above), it did limit
+the reclaim: the readings pass. (A scheme whose pattern matches every region, as the
+reclaim benchmark's, keeps its quota full, and its excess still probes past the cold
+set into warm memory until the stall goal answers: docs/policies.md.)
 ``absolute`` goals (free or used memory) cap the whole quota (``min``), as in
 :func:`~controllers.tuners.quota_tuner`.
 
@@ -49,8 +61,8 @@ Missing data never makes the quota more aggressive: without a cold reading the d
 term is dropped (that stock was taken last tick) and the stall goals may only lower the
 excess; without any stall reading the quota may not rise; with no reading at all it
 holds. Measurement: ``{goal name: value, cold_key: bytes, reclaimed_key: bytes,
-refault_key: bytes/s}`` (the last two optional; the refault rate is read under its goal
-name when a refault goal exists).
+refault_key: bytes/s, bound_key: 1 or 0}`` (the last three optional; the refault rate is
+read under its goal name when a refault goal exists).
 """
 
 from __future__ import annotations
@@ -101,6 +113,8 @@ class FeedforwardOutput:
     excess_decision: CompositeOutput
     absolute_decision: CompositeOutput | None = None
     held: str | None = None
+    #: whether the last tick's quota limited the reclaim (None: not measured)
+    quota_bound: bool | None = None
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -128,6 +142,7 @@ class FeedforwardOutput:
             "feedforward.cold_bytes": self.cold,
             "feedforward.refill_bytes_per_s": self.refill_rate,
             "feedforward.informative": self.informative,
+            "feedforward.quota_bound": self.quota_bound,
         }
         for name, allowed in self.allowed:
             fields[f"allowed.{name}"] = allowed
@@ -154,6 +169,7 @@ class ColdFeedforward:
     cold_key: str = "cold_bytes"
     reclaimed_key: str = "cold_reclaimed_bytes"
     refault_key: str | None = "refault_rate"
+    bound_key: str = "quota_bound"
 
     def __post_init__(self) -> None:
         if not (self.window_s > 0 and self.tick_s > 0):
@@ -174,7 +190,7 @@ class ColdFeedforward:
         names = [g.name for g in self.excess.goals]
         if self.absolute is not None:
             names += [g.name for g in self.absolute.goals]
-        reserved = {self.cold_key, self.reclaimed_key}
+        reserved = {self.cold_key, self.reclaimed_key, self.bound_key}
         if len(set(names)) != len(names) or reserved & set(names):
             raise ValueError(
                 f"goal names must be unique and not {sorted(reserved)!r}, got {names!r}"
@@ -229,7 +245,11 @@ class ColdFeedforward:
         drain = 0.0 if cold is None else self.drain_share * cold * self.window_s / dt
         refill_term = 0.0 if refill is None else refill * self.window_s
         ff = drain + refill_term
-        informative = self._informative(state, dt, _amount(readings.get(self.reclaimed_key)))
+        bound_reading = _finite(readings.get(self.bound_key))
+        bound = None if bound_reading is None else bound_reading > 0
+        informative = bound is not False and self._informative(
+            state, dt, _amount(readings.get(self.reclaimed_key))
+        )
         stall = {g.name: _finite(readings.get(g.name)) for g in self.excess.goals}
         passed = self._passed(stall, informative)
         excess_state, excess_dec = self.excess.step(state.excess_state, passed, now)
@@ -275,6 +295,7 @@ class ColdFeedforward:
             excess_decision=excess_dec,
             absolute_decision=absolute_dec,
             held=held,
+            quota_bound=bound,
         )
         return new_state, decision
 

@@ -289,8 +289,8 @@ def reclaimed_bound(growth: int | None, cold_before: float | None) -> int | None
 
 def _add_acted(first: Acted | None, then: Acted) -> Acted:
     """Two readings' worth of what acted, as one report (a held tick has no act to
-    report its reading): bytes and ``applied_bytes``/``left`` summed, other fields the
-    newer reading's."""
+    report its reading): bytes and ``applied_bytes``/``left`` summed, ``quota_bound``
+    when either was, other fields the newer reading's."""
     if first is None:
         return then
     fields = {**first.fields, **then.fields}
@@ -301,6 +301,9 @@ def _add_acted(first: Acted | None, then: Acted) -> Acted:
         fields["applied_bytes"] = first.fields.get("applied_bytes", 0) + then.fields.get(
             "applied_bytes", 0
         )
+    bounds = [a.fields["quota_bound"] for a in (first, then) if "quota_bound" in a.fields]
+    if bounds:
+        fields["quota_bound"] = any(bounds)
     lefts = [a.fields["left"] for a in (first, then) if a.fields.get("left") is not None]
     if lefts:
         fields["left"] = {k: sum(x.get(k, 0) for x in lefts) for k in ("swap", "file", "shmem")}
@@ -324,7 +327,11 @@ class DamonReclaim(QuotaPolicy):
         self.k, self.c, self.s = self._where()
         self.committed: float | None = None
         self.original: Quotas | None = None
-        self._stats: tuple[int, int] | None = None
+        #: the scheme's sz_tried, sz_applied and qt_exceeds at the last reading
+        self._stats: tuple[int, int, int] | None = None
+        #: whether a charge window ended with the quota full between the last two
+        #: readings (None: not read twice yet)
+        self._bound: bool | None = None
         #: the target processes' /proc/PID/status memory counters at the last act
         self._status: dict[int, dict[str, int]] = {}
         self.effective_bytes: int | None = None
@@ -444,13 +451,15 @@ class DamonReclaim(QuotaPolicy):
         stats = (await self.driver.update_schemes_stats(self.k))[self.s]
         pids = self._target_pids()
         left, why = (None, None) if pids is None else self._left(pids)
-        now = (stats.sz_tried_bytes, stats.sz_applied_bytes)
+        now = (stats.sz_tried_bytes, stats.sz_applied_bytes, stats.qt_exceeds)
         last, self._stats = self._stats, now
         fields: dict[str, Any] = {"qt_exceeds": stats.qt_exceeds}
         if last is None:
             return Acted(fields=fields)
         tried, applied = max(0, now[0] - last[0]), max(0, now[1] - last[1])
         fields["applied_bytes"] = applied
+        # a charge window ended with the quota full: the quota limited the scheme
+        fields["quota_bound"] = now[2] > last[2]
         measured = applied
         if pids is not None:
             fields["left"] = left
@@ -568,6 +577,7 @@ class DamonReclaim(QuotaPolicy):
         acted = await self._acted()
         measured = had_stats and not self.dry_run and "unmeasured" not in acted.fields
         self._applied_growth = acted.measured_bytes if measured else None
+        self._bound = acted.fields.get("quota_bound") if had_stats else None
         self._unreported = _add_acted(self._unreported, acted)
 
     def feedforward_inputs(self, plan: Any, now: float) -> dict[str, float | None]:
@@ -576,12 +586,14 @@ class DamonReclaim(QuotaPolicy):
         reading is resident bytes (:func:`reclaimed_bound`)."""
         cold, _ = plan
         growth, self._applied_growth = self._applied_growth, None
+        bound, self._bound = self._bound, None
         cold_before, self._last_cold = self._last_cold, cold
         if self.resident_readable(self.cfg, self.ctx):
             growth = reclaimed_bound(growth, cold_before)
         return {
             "cold_bytes": cold,
             "cold_reclaimed_bytes": None if growth is None else float(growth),
+            "quota_bound": None if bound is None else float(bound),
         }
 
     async def act(self, decision: Any, now: float, dt: float, plan: Any = None) -> Acted:

@@ -225,6 +225,8 @@ class NativeReclaim(QuotaPolicy):
         self._cold = PickCache()
         #: bytes that left the targets' RSS in the last act (None: it did not act)
         self._reclaimed: int | None = None
+        #: whether the last act's budget (not the candidates) limited it (None: no act)
+        self._bound: bool | None = None
 
     def update(self, cfg: PolicyConfig) -> None:
         """Take new goals and bounds; a changed rate limit gets a fresh bucket."""
@@ -407,9 +409,11 @@ class NativeReclaim(QuotaPolicy):
         cold = None if plan.why is not None else float(plan.cold_bytes)
         # read once: a held tick (no act) must not hand the same bytes over again
         reclaimed, self._reclaimed = self._reclaimed, None
+        bound, self._bound = self._bound, None
         return {
             "cold_bytes": cold,
             "cold_reclaimed_bytes": None if reclaimed is None else float(reclaimed),
+            "quota_bound": None if bound is None else float(bound),
         }
 
     async def act(self, decision: Any, now: float, dt: float, plan: Any = None) -> Acted:
@@ -471,6 +475,9 @@ class NativeReclaim(QuotaPolicy):
             )
         acted.fields["outcomes"] = outcomes or None
         self._reclaimed = acted.measured_bytes
+        # the budget limited this act when it ran out (or the rate limit cut it) before
+        # the pieces did; otherwise a larger quota would have paged out nothing more
+        self._bound = left <= 0 or rate_cut
         acted.applied_output = self._applied_output(decision.output, dt, budget, rate_cut, acted)
         return acted
 

@@ -60,6 +60,27 @@ def test_a_cold_set_the_quota_cannot_reach_lets_the_excess_probe() -> None:
         assert seen == pytest.approx(excesses), (taken, seen)
 
 
+def test_a_quota_the_actuator_did_not_use_holds_the_excess() -> None:
+    """Cold set drained, PSI 0 (no signal: the excess would probe x1.4 a tick). Reported
+    unbound (the actuator ran out of candidates before the quota), the stall readings
+    say nothing about a larger quota: the excess holds at 4 MiB. Bound, or not reported,
+    it probes 4 -> 5.6 -> 7.84 MiB as before. A PSI over the goal still lowers it."""
+    for bound, excesses in ((0.0, [4, 4, 4]), (1.0, [4, 5.6, 7.84]), (None, [4, 5.6, 7.84])):
+        tuner = _tuner()
+        state = tuner.initial_state()  # type: ignore[attr-defined]
+        seen, flags = [], []
+        for t in (1.0, 2.0, 3.0):
+            reading = {"psi": 0.0, "cold_bytes": 0.0, "quota_bound": bound}
+            state, out = tuner.step(state, reading, t)  # type: ignore[attr-defined]
+            seen.append(out.excess / MIB)
+            flags.append(out.log_fields()["feedforward.quota_bound"])
+        assert seen == pytest.approx(excesses), (bound, seen)
+        assert flags == [None if bound is None else bound > 0] * 3
+    reading = {"psi": 0.5, "cold_bytes": 0.0, "quota_bound": 0.0}
+    _, out = tuner.step(state, reading, 4.0)  # type: ignore[attr-defined]
+    assert out.excess < 7.84 * MIB
+
+
 def test_reclaim_that_took_the_cold_set_keeps_the_old_test() -> None:
     """Reclaimed bytes at least what the drain left of the cold set change nothing: 4.2
     MiB cold, 4.2 MiB reclaimed: the 0.42 MiB left > 10 % of the 4 MiB excess, held."""

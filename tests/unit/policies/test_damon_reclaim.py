@@ -137,6 +137,25 @@ async def test_reactor_tuner_commits_the_feedforward_quota_online(tmp_path: Path
 
 
 @pytest.mark.anyio
+async def test_the_step_hears_whether_the_quota_limited_the_scheme(tmp_path: Path) -> None:
+    """Each tick reads the scheme's ``qt_exceeds`` (charge windows that ended with the
+    quota full) with its other stats: grown since the last reading, the quota limited
+    the scheme and the step is told so (``quota_bound``, which lets a stall reading
+    raise the excess); not grown, it is told the quota did not. An 8 MiB/s quota
+    against the 32 MiB never accessed fills its 1 s windows: some tick hears it."""
+    policy = REACTOR_POLICY.replace("max: 64 MiB", "max: 8 MiB")
+    _, logs, _ = await run_commits(tmp_path, policy)
+    ticks = [e for e in logs if e["event"] == "controller_tick"]
+    heard = [t["controller"]["feedforward.quota_bound"] for t in ticks]
+    qt = [t.get("qt_exceeds") for t in ticks]
+    assert True in heard, (heard, qt)
+    for before, tick in itertools.pairwise(ticks):
+        said = tick["controller"]["feedforward.quota_bound"]
+        if said is not None and "qt_exceeds" in before:
+            assert said == (tick["qt_exceeds"] > before["qt_exceeds"]), (heard, qt)
+
+
+@pytest.mark.anyio
 async def test_cold_bytes_of_the_snapshot_reach_the_step(tmp_path: Path) -> None:
     """Each tick's step sees the resident cold bytes of the monitor's newest snapshot
     (regions of the scheme's pattern: no access, >= 200 ms old, cut to the process's

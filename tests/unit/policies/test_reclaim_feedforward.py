@@ -235,3 +235,23 @@ async def test_reload_with_a_changed_goal_keeps_the_quota_applied_last(
         assert pol.state.output == pytest.approx(applied)
     assert isinstance(pol.controller, GoalComposite)
     assert math.isfinite(pol.state.output)
+
+
+@pytest.mark.anyio
+async def test_a_budget_the_pieces_ran_out_before_holds_the_excess(
+    fake_kernel: FakeKernelFS,
+) -> None:
+    """Tick 1's budget (90.4 MiB) runs out before its 96 MiB of pieces: the quota limited
+    the act (``quota_bound`` 1 at tick 2). Tick 2's 7.6 MiB outlasts the 4 MiB of pieces
+    left: unbound (0 at tick 3), and so on while the cold set stays drained. PSI stays 0
+    (no signal, which would probe the excess x1.4 a tick), so the excess holds at its
+    4 MiB start instead of reaching 4 x 1.4**3 = 11 MiB by tick 6."""
+    pol, bus, _ = native(fake_kernel)
+    spy = Spy(pol)
+    for i in range(6):
+        await tick(pol, bus, 100.0 + i)
+    bound = [m["quota_bound"] for m in spy.seen]
+    assert bound[:3] == [None, 1.0, 0.0], bound
+    state = pol.state
+    assert isinstance(state, FeedforwardState)
+    assert state.excess_state.output == pytest.approx(START)
