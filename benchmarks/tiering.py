@@ -60,6 +60,7 @@ __all__ = (
     "DAMON_AGGR_US",
     "DAMON_MIN_REGIONS",
     "DAMON_SAMPLE_US",
+    "GUARD_BYTES",
     "Workload",
     "fast_ratio",
     "fresh_ratio",
@@ -79,8 +80,8 @@ QUOTA_MIN, QUOTA_MAX = 8 * MIB, 64 * MIB
 SAMPLE_S = 0.5
 #: DAMON's minimum region count for every DAMON run (reactor's kdamond and plain DAMOS):
 #: vaddr starts from the target's three mapped areas cut into this many pieces and never
-#: merges regions past (total / min), so the 16 MiB buffers span ~8 regions each from the
-#: first aggregation (with the usual 10 a region covered tens of MiB of the child's mmap
+#: merges regions past (total / min), so the 16 MiB buffers span several regions each from
+#: the first aggregation (with the usual 10 a region covered tens of MiB of the child's mmap
 #: area).
 DAMON_MIN_REGIONS = 100
 #: DAMON's sampling and aggregation intervals (µs) for every DAMON run. (Before the
@@ -88,8 +89,9 @@ DAMON_MIN_REGIONS = 100
 #: 50 ms / 1 s was no better than 10 ms / 200 ms; see CHILD.)
 DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 
-#: Guard page, HOT, guard page, COLD, guard page in one private anonymous mapping (the
-#: guards split it into VMAs of exactly the two buffers); prints the layout as JSON, then
+#: Guard, HOT, guard, COLD, guard in one private anonymous mapping (the guards, PROT_NONE
+#: and never populated, split it into VMAs of exactly the two buffers); prints the layout
+#: as JSON, then
 #: writes one byte of every HOT page every ~10 ms, each time followed by a flush of its
 #: TLB: it populates a 64-page scratch mapping and drops it (MADV_DONTNEED; a zap of more
 #: than tlb_single_page_flush_ceiling = 33 pages flushes the whole mm's TLB on x86).
@@ -104,18 +106,29 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 #: saw 4,051 after 1.3 s, and a migrate_hot scheme (8 MiB/s) moved all of HOT in 2.4 s
 #: (10 ms / 200 ms, 2026-11-28). The native sampler's probes clear with clear_refs,
 #: which flushes: the flush changes nothing for them.
+#:
+#: Why the guards are :data:`GUARD_BYTES` wide: DAMON never merges regions past its size
+#: limit, total monitored bytes / min_nr_regions (about 3.5 MiB at
+#: :data:`DAMON_MIN_REGIONS` for a Python child of ~300 MiB mapped span plus the guards),
+#: and a region may span VMAs. With one-page guards a region
+#: could hold the end of one buffer and the start of what lies next to it (the other
+#: buffer, the child's own accessed memory): its pages then move with that region's
+#: access count, not their own (a CI run left 427 of COLD's 4,096 pages on node 0 for 15 s
+#: while everything else had moved). A guard wider than the limit keeps every region to
+#: one side of it.
+GUARD_BYTES = 16 * MIB
 CHILD = r"""
 import ctypes, json, mmap, os, sys, time
-HOT, COLD = int(sys.argv[1]), int(sys.argv[2])
-P = mmap.PAGESIZE
-size = P + HOT + P + COLD + P
+HOT, COLD, G = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+size = G + HOT + G + COLD + G
 m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 m.madvise(mmap.MADV_NOHUGEPAGE)
 base = ctypes.addressof(ctypes.c_char.from_buffer(m))
 libc = ctypes.CDLL(None, use_errno=True)
-for off in (0, P + HOT, size - P):
-    assert libc.mprotect(ctypes.c_void_p(base + off), ctypes.c_size_t(P), 0) == 0
-h0, c0 = P, P + HOT + P
+for off in (0, G + HOT, size - G):
+    assert libc.mprotect(ctypes.c_void_p(base + off), ctypes.c_size_t(G), 0) == 0
+h0, c0 = G, G + HOT + G
+P = mmap.PAGESIZE
 m[h0:h0 + HOT] = b"\x01" * HOT
 m[c0:c0 + COLD] = b"\x02" * COLD
 print(json.dumps({"pid": os.getpid(), "hot": [base + h0, base + h0 + HOT],
@@ -155,7 +168,7 @@ class Workload:
 def start_workload(hot_bytes: int, cold_bytes: int) -> Workload:
     """Start the two-buffer child; returns once it printed its layout."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(hot_bytes), str(cold_bytes)],
+        [sys.executable, "-c", CHILD, str(hot_bytes), str(cold_bytes), str(GUARD_BYTES)],
         stdout=subprocess.PIPE,
         text=True,
     )

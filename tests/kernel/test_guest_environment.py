@@ -98,11 +98,17 @@ for off in range(0, COLD, 4096):
 base = lambda m: __import__("ctypes").addressof(__import__("ctypes").c_char.from_buffer(m))
 print(json.dumps({"hot": [base(hot), base(hot) + HOT], "cold": [base(cold), base(cold) + COLD]}),
       flush=True)
+scratch = mmap.mmap(-1, 64 * 4096)
 i = 0
 while True:
     i = (i + 1) % 255 or 1
     for off in range(0, HOT, 4096):
         hot[off] = i
+    # flush the TLB (docs/kernel-lane.md): zapping 64 pages exceeds the single-page
+    # flush ceiling, so the mm is flushed and the next round's writes walk the page
+    # tables again, setting the accessed bits DAMON cleared
+    scratch[0 : 64 * 4096 : 4096] = b"\x01" * 64
+    scratch.madvise(mmap.MADV_DONTNEED)
     time.sleep(0.002)
 """
 

@@ -3,9 +3,10 @@
 ratio stays at its target.
 
 A Python child maps two anonymous private buffers, each its own VMA between PROT_NONE
-guard pages: HOT (16 MiB, every page written every ~10 ms, each time followed by a flush
-of the child's TLB: see ``benchmarks.tiering.CHILD`` for why DAMON under TCG needs it)
-and COLD (16 MiB, written once at start, then never touched). The test places HOT on the
+guards wider than any DAMON region (``benchmarks.tiering.GUARD_BYTES``): HOT (16 MiB,
+every page written every ~10 ms, each time followed by a flush of the child's TLB: see
+``benchmarks.tiering.CHILD`` for why DAMON under TCG needs it) and COLD (16 MiB,
+written once at start, then never touched). The test places HOT on the
 slow node 1 and COLD on the fast node 0 with
 :class:`~reactor.actuators.migrate.MigrateActuator`, then starts ``reactor serve`` (a
 subprocess, config and run dir under /tmp) with the tiering policy *disabled*, waits for
@@ -37,7 +38,9 @@ Bounds, derived before running:
   8 MiB floor, COLD (16 MiB, plus the interpreter's own cold anonymous pages, a few MiB,
   competing for the same budget) <= 4 ticks.
 * damon backend: the child's three mapped areas start as >= 100 regions (a few MiB
-  each), so each buffer spans several regions of its own from the first aggregation.
+  each), so each buffer spans several regions of its own from the first aggregation,
+  and no region reaches across a guard into other memory (the guards are wider than
+  DAMON's region size limit), so every COLD page sits in a region that counts 0.
   HOT is written and its TLB flushed every loop (~10 ms plus the write, longer under
   TCG), so the page DAMON checks in a region during a 10 ms sample is found accessed in
   most samples (a lane diagnostic, 2026-11-28: 4,051 of HOT's 4,096 pages in regions of
