@@ -37,6 +37,12 @@ the sampling, judged against the target on its own as well (``control_met``).
 The user/kernel split of ``/proc/PID/stat`` is tick-sampled (whole ticks charged to the
 mode they interrupt) and is shown, not relied on. Targets: under 0.5 % of one core and
 under 100 MiB RSS.
+
+``--baseline TREE`` (a checkout of an earlier build, ``git worktree add TREE REV``) runs
+that build's daemon on ``slow_sampling`` beside the others, from its own tree, and
+reports this build's shares as ratios of its (below 1: cheaper). On this shared machine
+the same build read 0.94-2.2 % across one day, so a change is judged by such a side by
+side run, not against a figure from another hour.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ CONFIGS: dict[str, tuple[str, str] | None] = {
     "native_defaults": None,
     "slow_sampling": ("1s", "10s"),
 }
+#: the configuration ``--baseline`` runs from the earlier build, beside this one's
+BASELINE_CONFIG = "slow_sampling"
 #: the native backend's defaults (reactor.config.model.MonitorConfig.intervals)
 NATIVE_DEFAULT_S = (0.1, 2.0)
 
@@ -217,15 +225,23 @@ def _sampling_cpu_s(run: _Run) -> float:
     return sum(float(m.get("sampling_cpu_s") or 0.0) for m in doc.get("monitors", []))
 
 
-def _start(name: str, intervals: tuple[str, str] | None, tmp: Path, seconds_: float) -> _Run:
+def _start(
+    name: str,
+    intervals: tuple[str, str] | None,
+    tmp: Path,
+    seconds_: float,
+    tree: Path = ROOT,
+) -> _Run:
+    """Start one daemon of ``tree``'s reactor (this checkout, or ``--baseline``'s)."""
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(_config(intervals))
     log = tmp / f"{name}.jsonl"
     argv = [sys.executable, "-m", "reactor.cli", "serve", str(cfg), "--log-format", "json"]
     # --duration: the daemon stops by itself even if this benchmark dies
     argv += ["--run-dir", str(tmp / f"run-{name}"), "--duration", str(seconds_)]
+    env = dict(os.environ, PYTHONPATH=str(tree))  # the tree's packages before any installed
     with log.open("w") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     seconds = NATIVE_DEFAULT_S if intervals is None else tuple(map(_seconds, intervals))
     return _Run(name, (seconds[0], seconds[1]), proc, log)
 
@@ -280,11 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run both configurations for ``--duration`` seconds and report their CPU and RSS."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.daemon")
     parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="a checkout of an earlier build (git worktree add TREE REV): its daemon runs "
+        f"{BASELINE_CONFIG} beside this one's, and the result carries the ratios",
+    )
     ns = parser.parse_args(argv)
+    baseline = _baseline_tree(parser, ns.baseline)
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as tmp_name:
         tmp = Path(tmp_name)
         lifetime = STARTUP_S + ns.duration + 30
         runs = [_start(name, iv, tmp, lifetime) for name, iv in CONFIGS.items()]
+        if baseline is not None:
+            name = f"{BASELINE_CONFIG}@baseline"
+            runs.append(_start(name, CONFIGS[BASELINE_CONFIG], tmp, lifetime, baseline))
         try:
             time.sleep(STARTUP_S)
             for run in runs:
@@ -307,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in runs:
                 _stop(run)
         results = {run.name: run.result() for run in runs}
+    compared = None
+    if baseline is not None:
+        base = results.pop(f"{BASELINE_CONFIG}@baseline")
+        compared = _compare(baseline, base, results[BASELINE_CONFIG])
     out = {
         "sources": 4,
         "policies": 4,
@@ -317,11 +348,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target": {"cpu_share": TARGET_SHARE, "rss_bytes": TARGET_RSS},
         "met_by": [n for n, r in results.items() if r["met"]],
         "control_met_by": [n for n, r in results.items() if r["control_met"]],
+        "baseline": compared,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(_summary(results))
+    line = _summary(results)
+    if compared is not None:
+        line += (
+            f"; {BASELINE_CONFIG} against the baseline {compared['commit'] or compared['tree']} "
+            f"side by side: total {_times(compared['cpu_ratio'])}, sampling "
+            f"{_times(compared['sampling_ratio'])}, control {_times(compared['control_ratio'])}"
+        )
+    print(line)
     return 0
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"x{ratio:.3f}"
+
+
+def _baseline_tree(parser: argparse.ArgumentParser, tree: Path | None) -> Path | None:
+    """``--baseline``'s checkout, refused with the reason unless it holds reactor."""
+    if tree is None:
+        return None
+    tree = tree.resolve()
+    if not (tree / "reactor" / "cli.py").is_file():
+        parser.error(
+            f"--baseline {tree}: expected a checkout of reactor (a directory holding "
+            "reactor/cli.py, e.g. from `git worktree add TREE REV`)"
+        )
+    return tree
+
+
+def _compare(tree: Path, base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """This build's run against the baseline's, run at the same time on the same machine:
+    the shares and their ratios (new / baseline; below 1 is cheaper)."""
+    git = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    def ratio(key: str) -> float | None:
+        return new[key] / base[key] if base[key] > 0 else None
+
+    return {
+        "tree": str(tree),
+        "commit": git.stdout.strip() if git.returncode == 0 else None,
+        "config": BASELINE_CONFIG,
+        "result": base,
+        "cpu_ratio": ratio("cpu_share"),
+        "sampling_ratio": ratio("sampling_share"),
+        "control_ratio": ratio("control_share"),
+    }
 
 
 if __name__ == "__main__":

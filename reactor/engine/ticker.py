@@ -14,7 +14,7 @@ a second asleep, the first Python to run meets cold caches, and that costs more 
 the few hundred microseconds of a source's or a policy's own work (a wake-up of an idle
 asyncio task measured ~0.5 ms of CPU here against 40 µs in a tight loop).
 
-Two phases are used on the event loop: :data:`READ_PHASE` for the sources, and
+Two phases are used: :data:`READ_PHASE` for the sources and samplers, and
 :data:`DECIDE_PHASE` for what reads them (policies, the per-tick report), a thousandth
 of a tick later. That is one wake-up per tick, not two: the deciders run in the same
 burst, on warm caches (measured on the daemon benchmark: 7.9 against 9.0 ms of CPU per
@@ -23,14 +23,6 @@ loop fires due timers in deadline order and runs the woken tasks in that order, 
 every read due at the instant has published before any decider wakes, however late
 the loop runs. A sampler's snapshot, computed in a worker thread, is not waited for:
 a decider meets it at its next tick.
-
-The native samplers' threads run half a period away (:data:`SAMPLE_PHASE`), one at a
-time (:data:`reactor.sampler.runner.SAMPLING`). Run in the event loop's burst, the
-threads and the loop contend for the GIL: the probe's reads release it at every system
-call (procfs hands out about a page per read), and each contended re-acquire is a futex
-hand-off between threads: on the daemon benchmark's configuration (two monitors at 1 s)
-strace counted 9,392 futex calls in 20 s with the samplers in the loop's burst, 390
-apart and taking turns (about 5 % of the daemon's CPU, benchmarks/daemon.py).
 """
 
 from __future__ import annotations
@@ -43,14 +35,12 @@ from dataclasses import dataclass
 
 import anyio
 
-__all__ = ("DECIDE_PHASE", "READ_PHASE", "SAMPLE_PHASE", "ThreadTicker", "Tick", "Ticker")
+__all__ = ("DECIDE_PHASE", "READ_PHASE", "ThreadTicker", "Tick", "Ticker")
 
-#: the grid phase of the sources (fraction of the period)
+#: the grid phase of sources and samplers (fraction of the period)
 READ_PHASE = 0.0
 #: the grid phase of policies and the report: just after the reads of the same instant
 DECIDE_PHASE = 0.001
-#: the grid phase of the native samplers' threads: away from the event loop's burst
-SAMPLE_PHASE = 0.5
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,10 @@ members come and go, commands exit) and refreshes their address ranges.
 Probe work blocks (clear_refs on a 1 GiB process walks its page tables for about 12 ms),
 so the loop runs in a thread of its own (started with ``anyio.to_thread.run_sync``),
 on the process-wide grid of ``time.monotonic()`` (:class:`~reactor.engine.ticker.
-ThreadTicker`), half a period away from the event loop's reads and decisions
-(``SAMPLE_PHASE``), and the samplers of several monitors take turns (:data:`SAMPLING`),
-so they do not contend for the GIL with the loop or each other. It wakes the event
-loop only to hand over snapshots and logged events (``anyio.from_thread.run_sync``),
-and snapshots are stamped there, on the event loop's clock. A process that exits is
-dropped with an ``info`` log line (``target_vanished``); a failed collect is logged
+ThreadTicker`): it wakes the event loop only to hand over snapshots and logged events
+(``anyio.from_thread.run_sync``), and snapshots are stamped there, on the event loop's
+clock. A process that exits is dropped with
+an ``info`` log line (``target_vanished``); a failed collect is logged
 (``sample_failed``) and counted, never fatal. Commands the sampler started are ended by
 pid when it stops.
 """
@@ -33,7 +31,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from reactor.engine.ticker import SAMPLE_PHASE, ThreadTicker
+from reactor.engine.ticker import READ_PHASE, ThreadTicker
 from reactor.errors import KernelInterfaceError, ReactorError, TargetVanished, UnsupportedKernel
 from reactor.kernelfs import KernelFS
 from reactor.sampler.engine import (
@@ -51,11 +49,6 @@ from reactor.sampler.targets import OwnedCommand, TargetSpec, discover_pids
 __all__ = ("MonitorStats", "NativeSampler", "SamplerSettings")
 
 _log = structlog.get_logger("reactor.sampler")
-
-#: Held while a sampler samples: the samplers of a process (one per monitor, each in a
-#: thread of its own, on the same grid) take turns instead of contending for the GIL at
-#: every system call of their probes (reactor.engine.ticker, SAMPLE_PHASE).
-SAMPLING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -427,7 +420,7 @@ class NativeSampler:
         default interval, ~8 ms of the main thread's CPU per second for two monitors,
         more than the daemon's sources and policies together."""
         stop = threading.Event()
-        self.ticker = ThreadTicker(lambda: self.settings.sample_interval_s, phase=SAMPLE_PHASE)
+        self.ticker = ThreadTicker(lambda: self.settings.sample_interval_s, phase=READ_PHASE)
         state = _LoopState(next_update=-math.inf)
         first = await self._thread(self._iteration, stop, state)
         if first is None:
@@ -480,8 +473,7 @@ class NativeSampler:
             state.next_update = tick.now + s.update_interval_s
         state.samples += 1
         aggregate = state.samples % s.samples_per_aggr == 0
-        with SAMPLING:
-            events, snaps = self._step(refresh, aggregate)
+        events, snaps = self._step(refresh, aggregate)
         if aggregate and self._apply_pending():
             state.samples = 0
         return events, snaps
