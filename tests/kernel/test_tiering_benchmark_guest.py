@@ -7,8 +7,11 @@ lands in ``<lane cache>/runs/<time>-<nonce>/benchmarks/results/tiering.json``.
 
 Bounds, derived before running: this is a measurement, so the asserts are sanity floors.
 All three runs (reactor native, reactor damon, plain DAMOS) sample numa_maps every 0.5 s
-for 15 s (at least 15 points each: the sampling loop itself costs well under 0.5 s).
-Reactor ticks once a second for 15 s (at least 7 ticks even if TCG stretches some). Each
+for 12 s (at least 12 points each: the sampling loop itself costs well under 0.5 s).
+Reactor ticks once a second for 12 s (at least 6 ticks even if TCG stretches some).
+(12 s, not the benchmark's default 15 s, to keep the guest suite in its time limit; the
+native run reached 90 % of HOT on the fast node in 6.4-8.6 s in the lane. The test may
+take up to 240 s: a slow host stretched its usual 104 s past pytest's 120 s default.) Each
 run starts with 16 MiB of hot pages on the slow node, written every ~10 ms; reactor's
 promotion may move at least 8 MiB per tick (native: move_pages; damon: the migrate_hot
 quota's floor), so both reactor runs report migrated bytes > 0
@@ -26,9 +29,10 @@ import pytest
 
 from benchmarks import tiering
 
-DURATION = 15
+DURATION = 12
 
 
+@pytest.mark.timeout(240)
 def test_tiering_benchmark_reports_hot_bytes_in_the_fast_tier_over_time(
     kdamonds: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
