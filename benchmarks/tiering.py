@@ -108,9 +108,9 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 #: which flushes: the flush changes nothing for them.
 #:
 #: Why the guards are :data:`GUARD_BYTES` wide: DAMON never merges regions past its size
-#: limit, total monitored bytes / min_nr_regions (about 3.5 MiB at
-#: :data:`DAMON_MIN_REGIONS` for a Python child of ~300 MiB mapped span plus the guards),
-#: and a region may span VMAs. With one-page guards a region
+#: limit, total monitored bytes / min_nr_regions (a few MiB at :data:`DAMON_MIN_REGIONS`
+#: for a Python child's mapped span of a few hundred MiB plus the guards; not measured
+#: for this child), and a region may span VMAs. With one-page guards a region
 #: could hold the end of one buffer and the start of what lies next to it (the other
 #: buffer, the child's own accessed memory): its pages then move with that region's
 #: access count, not their own (a CI run left 427 of COLD's 4,096 pages on node 0 for 15 s
