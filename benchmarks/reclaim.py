@@ -210,7 +210,7 @@ def start_workload(name: str, cold: int, hot: int, tmp: Path) -> Workload:
         _write(Path(procs), os.getpid())
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(cold), str(hot), str(stats)],
+        [sys.executable, "-S", "-c", CHILD, str(cold), str(hot), str(stats)],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=enter,  # noqa: PLW1509 - a single write(2), no locks taken

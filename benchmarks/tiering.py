@@ -168,7 +168,7 @@ class Workload:
 def start_workload(hot_bytes: int, cold_bytes: int) -> Workload:
     """Start the two-buffer child; returns once it printed its layout."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(hot_bytes), str(cold_bytes), str(GUARD_BYTES)],
+        [sys.executable, "-S", "-c", CHILD, str(hot_bytes), str(cold_bytes), str(GUARD_BYTES)],
         stdout=subprocess.PIPE,
         text=True,
     )

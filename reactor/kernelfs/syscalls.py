@@ -22,12 +22,14 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from reactor.errors import KernelInterfaceError, TargetVanished, UnsafeWrite, UnsupportedKernel
 from reactor.kernelfs.base import is_damon_path
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the probe child runs without it
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = (
     "MADV_COLD",
@@ -239,6 +241,8 @@ def move_pages(
 ) -> npt.NDArray[np.int32]:
     """move_pages(2): per page its node after the call, or a negative errno; ``node``
     None only queries."""
+    import numpy as np
+
     count = len(pages)
     addrs = np.ascontiguousarray(pages, dtype=np.uint64)
     status = np.full(count, -errno_mod.ENOENT, dtype=np.int32)
@@ -334,6 +338,8 @@ class PagemapScanner:
         """
         if self._fd is None:
             raise KernelInterfaceError(self.path, "scan after close")
+        import numpy as np
+
         parts: list[npt.NDArray[np.uint64]] = []
         calls = 0
         pos = start

@@ -1,4 +1,9 @@
-"""The child process that probe selection tests its probes on (``python -m`` this module).
+"""The child process that probe selection tests its probes on.
+
+:class:`reactor.sampler.detect.ProbeChild` runs this file by path (``python -P``), not as
+``-m reactor.sampler._probe_child``: that would import the ``reactor.sampler`` package and
+numpy first (~9 s under qemu's TCG, a lane diagnostic of 2026-11-28); this file needs only
+the standard library and :mod:`reactor.kernelfs.syscalls`.
 
 It maps :data:`PAGES` pages between guard pages (its own VMA), populates them, prints the
 base address, then obeys one command per stdin line and answers ``ok``: ``r N`` reads
@@ -10,8 +15,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from reactor.kernelfs.syscalls import PAGE_SIZE, UffdWriteProtect, guarded_mmap
 
 __all__ = ("PAGES", "main")
@@ -22,17 +25,18 @@ PAGES = 16
 def main() -> int:
     """Serve commands until stdin closes."""
     m, base = guarded_mmap(PAGES * PAGE_SIZE)
-    buf = np.frombuffer(m, dtype=np.uint8)[PAGE_SIZE : PAGE_SIZE + PAGES * PAGE_SIZE]
-    buf[::PAGE_SIZE] = 1
+    buf = memoryview(m)[PAGE_SIZE : PAGE_SIZE + PAGES * PAGE_SIZE]
+    for page in range(PAGES):
+        buf[page * PAGE_SIZE] = 1
     uffd = None
     print(base, flush=True)
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
         try:
             if cmd == "r":
-                int(buf[int(arg) * PAGE_SIZE])
+                _ = buf[int(arg) * PAGE_SIZE]  # the read is the point
             elif cmd == "w":
-                buf[int(arg) * PAGE_SIZE] += 1
+                buf[int(arg) * PAGE_SIZE] = (buf[int(arg) * PAGE_SIZE] + 1) % 256
             elif cmd == "uffd":
                 uffd = UffdWriteProtect()
                 uffd.register(base, PAGES * PAGE_SIZE)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,8 +51,9 @@ class ProbeChild:
     """The test child: a 16-page buffer and a command pipe (see ``_probe_child``)."""
 
     def __init__(self) -> None:
+        child = Path(__file__).with_name("_probe_child.py")  # by path: see its module doc
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor.sampler._probe_child"],
+            [sys.executable, "-P", str(child)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

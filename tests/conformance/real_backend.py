@@ -112,7 +112,7 @@ class RealBackend:
         if hole < 0 or hole % os.sysconf("SC_PAGE_SIZE") or hole >= 32 * MiB:
             raise ValueError(f"expected a hole of whole pages inside 32 MiB, got {hole}")
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(4 * MiB), str(32 * MiB), str(hole)],
+            [sys.executable, "-S", "-c", CHILD, str(4 * MiB), str(32 * MiB), str(hole)],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -23,6 +23,8 @@ know (host-capabilities.md §1), before any tuning:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from reactor.sampler import (
     SamplerSettings,
     Snapshot,
     TargetSpec,
+    detect,
     detect_probes,
     watch_own_memory,
 )
@@ -108,6 +111,21 @@ def test_probes_are_chosen_by_their_effect(probes: Any) -> None:
     # this host: CONFIG_MEM_SOFT_DIRTY and CONFIG_IDLE_PAGE_TRACKING are off
     assert not by_name["soft-dirty"].available and "want [2]" in by_name["soft-dirty"].detail
     assert not by_name["page-idle"].available
+
+
+def test_the_probe_child_needs_neither_numpy_nor_the_sampler_package() -> None:
+    """Probe detection starts its child by path (``python -P``) so that the child's
+    imports stay those of reactor.kernelfs: importing numpy and reactor.sampler first
+    cost ~9 s of every native daemon's start-up under qemu's TCG."""
+    child = Path(detect.__file__).with_name("_probe_child.py")
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1], run_name='probe'); "
+        "print(sorted(m for m in ('numpy', 'reactor.sampler') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(child)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out
 
 
 @pytest.mark.anyio

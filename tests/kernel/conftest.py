@@ -53,12 +53,9 @@ if _WHY is not None:
 
 from tests.conformance.real_backend import RealBackend  # noqa: E402 - after the guard
 
-# The checkout is read-only in the guest: no example database on disk.
-with contextlib.suppress(ImportError):
-    from hypothesis import settings
-
-    settings.register_profile("reactor-kernel-lane", database=None)
-    settings.load_profile("reactor-kernel-lane")
+# No guest test uses hypothesis: the lane disables its pytest plugin (the import alone
+# took ~15 s under TCG). A guest test that uses it must set ``database=None``: the
+# checkout is read-only here.
 
 
 def read(path: Path | str) -> str:

@@ -112,7 +112,7 @@ def group() -> Iterator[subprocess.Popen[str]]:
     proc = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(COLD), str(HOT)],
+            [sys.executable, "-S", "-c", CHILD, str(COLD), str(HOT)],
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=_join_cgroup,  # noqa: PLW1509 - the test process starts no threads

@@ -122,7 +122,10 @@ sys.stdin.readline()
 def child(argv: list[str], cgroup: str | None = None) -> Iterator[subprocess.Popen[str]]:
     """A Python child of ours (moved into ``cgroup`` first if given), ended by pid."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-S", "-c", *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         if cgroup is not None:
