@@ -52,8 +52,13 @@ class ProbeChild:
 
     def __init__(self) -> None:
         child = Path(__file__).with_name("_probe_child.py")  # by path: see its module doc
+        # the child imports this very reactor, installed or not (``-m`` used to find it
+        # through the working directory)
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
             [sys.executable, "-P", str(child)],
+            env={**os.environ, "PYTHONPATH": path},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
