@@ -91,10 +91,10 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 
 #: Guard, HOT, guard, COLD, guard in one private anonymous mapping (the guards, PROT_NONE
 #: and never populated, split it into VMAs of exactly the two buffers); prints the layout
-#: as JSON, then
-#: writes one byte of every HOT page every ~10 ms, each time followed by a flush of its
-#: TLB: it populates a 64-page scratch mapping and drops it (MADV_DONTNEED; a zap of more
-#: than tlb_single_page_flush_ceiling = 33 pages flushes the whole mm's TLB on x86).
+#: as JSON, then writes one byte of every HOT page every ~10 ms, each time followed by a
+#: flush of its TLB: it populates a 64-page scratch mapping and drops it (MADV_DONTNEED;
+#: a zap of more than tlb_single_page_flush_ceiling = 33 pages flushes the whole mm's TLB
+#: on x86).
 #:
 #: Why the flush: DAMON's vaddr check clears a PTE's accessed bit without a TLB flush
 #: (damon_ptep_mkold(): ptep_clear_young_notify(); x86 skips the flush by design), and a

@@ -362,7 +362,6 @@ class TiersPoller:
         self._rescan_every = rescan_every
         self._page_size = page_size if page_size is not None else resource.getpagesize()
         self._readers: dict[str, KeptReader] = {}
-        self._tier_dirs: list[tuple[int, str]] | None = None
         self._layout: _Layout | None = None
         self._polls = 0
         self._read(f"{NODE_SYSFS}/online")  # fail at construction if there is no node sysfs
@@ -385,8 +384,7 @@ class TiersPoller:
         if layout is None or layout.key != key or self._polls % self._rescan_every == 0:
             try:
                 layout = self._read_layout(key, online)
-            except KernelInterfaceError:
-                self._tier_dirs = None  # a tier (or node) went away: list again, once more
+            except KernelInterfaceError:  # a tier (or node) went away: list again, once more
                 layout = self._read_layout(key, online)
             self._layout = layout
         pcp = self._pcp_pages()
@@ -401,9 +399,9 @@ class TiersPoller:
         )
 
     def _read_layout(self, key: tuple[str, str], online: tuple[int, ...]) -> _Layout:
-        """The files that change only when a node, a CPU or a tier comes or goes."""
-        if self._tier_dirs is None or self._polls % self._rescan_every == 0:
-            self._tier_dirs = self._scan_tiers()
+        """The files that change only when a node, a CPU or a tier comes or goes (the tier
+        directory is listed again too: a tier appears when a memory node comes)."""
+        tier_dirs = self._scan_tiers()
         nodes = {}
         for n in online:
             base = f"{NODE_SYSFS}/node{n}"
@@ -417,9 +415,7 @@ class TiersPoller:
             has_cpu=frozenset(parse_nodelist(*self._text(f"{NODE_SYSFS}/has_cpu"))),
             has_normal=frozenset(self._optional_list(f"{NODE_SYSFS}/has_normal_memory")),
             nodes=nodes,
-            tier_nodes={
-                t: parse_nodelist(*self._text(f"{d}/nodelist")) for t, d in self._tier_dirs
-            },
+            tier_nodes={t: parse_nodelist(*self._text(f"{d}/nodelist")) for t, d in tier_dirs},
         )
 
     def _pcp_pages(self) -> dict[int, int] | None:
