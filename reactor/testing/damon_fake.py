@@ -333,14 +333,63 @@ def _with_interval(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[t
     return out
 
 
+def _without(lo: int, hi: int, holes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) outside the sorted, disjoint ``holes``."""
+    out: list[tuple[int, int]] = []
+    pos = lo
+    for s, e in holes:
+        if e <= pos or s >= hi:
+            continue
+        if s > pos:
+            out.append((pos, s))
+        pos = max(pos, e)
+    if pos < hi:
+        out.append((pos, hi))
+    return out
+
+
+def _on_node(
+    placed: list[tuple[int, int, int]], lo: int, hi: int, nid: int, home: int
+) -> tuple[list[tuple[int, int, int]], int]:
+    """``placed`` (sorted, disjoint (start, end, node) spans of the pages that are not on
+    ``home``, the node every page starts on) with [lo, hi) put on node ``nid``, and how
+    many bytes of [lo, hi) were on another node before (the bytes that moved)."""
+    kept: list[tuple[int, int, int]] = []
+    covered = already = 0
+    for s, e, n in placed:
+        if e <= lo or s >= hi:
+            kept.append((s, e, n))
+            continue
+        part = min(e, hi) - max(s, lo)
+        covered += part
+        already += part if n == nid else 0
+        if s < lo:
+            kept.append((s, lo, n))
+        if e > hi:
+            kept.append((hi, e, n))
+    if nid == home:
+        already += (hi - lo) - covered
+    else:
+        kept.append((lo, hi, nid))
+    merged: list[tuple[int, int, int]] = []
+    for s, e, n in sorted(kept):
+        if merged and merged[-1][1] == s and merged[-1][2] == n:
+            merged[-1] = (merged[-1][0], e, n)
+        else:
+            merged.append((s, e, n))
+    return merged, (hi - lo) - already
+
+
 @dataclass
 class _Process:
     """A simulated process: its ranges (start, end, access chance per sample), the parts of
-    them paged out to swap (sorted, disjoint) and its highest RSS."""
+    them paged out to swap (sorted, disjoint), the spans of its pages that a migration put
+    off the first memory node (sorted, disjoint (start, end, node)) and its highest RSS."""
 
     ranges: list[tuple[int, int, float]]
     swapped: list[tuple[int, int]] = field(default_factory=list)
     peak_rss: int = 0
+    placed: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def mapped(self) -> int:
@@ -360,6 +409,38 @@ class _Process:
             if prob == 0.0 and lo < hi:
                 self.swapped = _with_interval(self.swapped, lo, hi)
         return self.swapped_bytes != before
+
+    def resident(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The resident parts of [start, end): mapped, not paged out."""
+        out: list[tuple[int, int]] = []
+        for s, e, _ in self.ranges:
+            lo, hi = max(s, start), min(e, end)
+            if lo < hi:
+                out.extend(_without(lo, hi, self.swapped))
+        return out
+
+    def migrate(self, start: int, end: int, nid: int, home: int) -> int:
+        """Move the resident pages of [start, end) to node ``nid``; the bytes that moved
+        (pages already there stay and do not count)."""
+        moved = 0
+        for lo, hi in self.resident(start, end):
+            self.placed, n = _on_node(self.placed, lo, hi, nid, home)
+            moved += n
+        return moved
+
+    def node_bytes(self, home: int) -> dict[int, int]:
+        """Resident bytes per node."""
+        out: dict[int, int] = {}
+        for lo, hi in self.resident(0, 2**64):
+            covered = 0
+            for s, e, n in self.placed:
+                part = min(e, hi) - max(s, lo)
+                if part > 0:
+                    out[n] = out.get(n, 0) + part
+                    covered += part
+            if hi - lo > covered:
+                out[home] = out.get(home, 0) + (hi - lo - covered)
+        return out
 
     def status(self, pid: int) -> str:
         resident = self.mapped - self.swapped_bytes
@@ -466,6 +547,9 @@ class FakeDamon:
     :meth:`add_process`); ``memcg_paths`` are the memcg paths that resolve (the root
     ``/`` always does); ``exclusive_users`` names DAMON modules (damon_reclaim,
     damon_stat…) that run an exclusive context, so ``on`` fails with EBUSY.
+    ``memory_nodes`` are the NUMA nodes with memory (default 0 and 1, as in the lane's
+    guest); every simulated page starts on the first of them, and a ``migrate_hot`` or
+    ``migrate_cold`` scheme moves pages between them (:meth:`migrate`).
     """
 
     def __init__(
@@ -478,6 +562,7 @@ class FakeDamon:
         avail_operations: Sequence[str] = _OPS,
         exclusive_users: Collection[str] = (),
         seed: int = 0,
+        memory_nodes: Collection[int] = (0, 1),
     ) -> None:
         # FakeKernelFS keeps the flag private; the fake must not silently get UnsafeWrite.
         if not getattr(fs, "_allow_damon_writes", False):
@@ -485,8 +570,15 @@ class FakeDamon:
                 "FakeDamon needs a FakeKernelFS built with allow_damon_writes=True "
                 "(writes under /sys/kernel/mm/damon are refused otherwise)"
             )
+        if not memory_nodes or min(memory_nodes) < 0:
+            raise ValueError(
+                f"memory_nodes: expected one or more node ids >= 0, got {tuple(memory_nodes)}"
+            )
         self._fs = fs
         self._kernel = kernel
+        self._nodes = tuple(sorted(set(memory_nodes)))
+        #: spans of the simulated physical memory a paddr migration put off the first node
+        self._physical_placed: list[tuple[int, int, int]] = []
         self._v = parse_kernel_version(kernel)
         self._processes: dict[int, _Process] = {}
         self._physical: list[tuple[int, int, float]] = []
@@ -724,6 +816,33 @@ class FakeDamon:
             return
         if self._fs.exists(f"/proc/{pid}/status"):
             self._fs.set_file(f"/proc/{pid}/status", proc.status(pid))
+
+    def migrate(self, ops: str, pid: int | None, start: int, end: int, nid: int) -> int:
+        """A migration of [start, end) of target ``pid`` (the physical ranges for paddr)
+        to node ``nid``: the bytes that moved. As mm/damon/ops-common.c
+        ``__damon_migrate_folio_list()``: folios already on ``nid`` are put back, not
+        migrated, and a node without memory takes nothing (``migrate_pages()`` finds no
+        page to allocate there); paged-out pages are not present, so the page walk does
+        not find them. Physical pages keep their addresses here (the kernel copies them to
+        new frames on ``nid``): only the node they count for changes."""
+        if nid not in self._nodes:
+            return 0
+        home = self._nodes[0]
+        if ops == "paddr":
+            moved = 0
+            for s, e, _ in self._physical:
+                lo, hi = max(s, start), min(e, end)
+                if lo < hi:
+                    self._physical_placed, n = _on_node(self._physical_placed, lo, hi, nid, home)
+                    moved += n
+            return moved
+        proc = self._processes.get(pid) if pid is not None else None
+        return 0 if proc is None else proc.migrate(start, end, nid, home)
+
+    def node_bytes(self, pid: int) -> dict[int, int]:
+        """Resident bytes of process ``pid`` on each node (nodes holding none left out)."""
+        proc = self._processes.get(pid)
+        return {} if proc is None else proc.node_bytes(self._nodes[0])
 
     def pid_alive(self, pid: int) -> bool:
         return self._pid_exists(pid)

@@ -17,9 +17,13 @@ simplifications, each chosen so that time stays cheap in tests:
 - **The ops layer is a model.** An action is "applied" to the bytes of the region that
   the workload maps (process ranges for vaddr/fvaddr, physical ranges for paddr), on
   every apply, resident or not; ops filters know only ``anon`` (all simulated memory is
-  anonymous) and ``young``/``active`` (memory with a non-zero access probability). One
-  action changes the workload: a vaddr/fvaddr ``pageout`` (:meth:`Workload.pageout`)
-  moves the region's never-accessed pages to swap; access probabilities do not change.
+  anonymous) and ``young``/``active`` (memory with a non-zero access probability). Two
+  kinds of action change the workload: a vaddr/fvaddr ``pageout``
+  (:meth:`Workload.pageout`) moves the region's never-accessed pages to swap (access
+  probabilities do not change), and ``migrate_hot``/``migrate_cold``
+  (:meth:`Workload.migrate`) move its resident pages to the target node, applying only
+  the bytes that were on another node (the kernel puts back a folio already on the
+  target node and counts the pages ``migrate_pages()`` moved).
   The vaddr/fvaddr actions the kernel turns into one ``do_madvise()`` over the region
   (willneed, cold, pageout, hugepage, nohugepage, collapse) apply 0 bytes to a region
   that is not wholly mapped: madvise acts on the mapped parts (a pageout still moves
@@ -113,6 +117,11 @@ class Workload(Protocol):
     def pageout(self, ops: str, pid: int | None, start: int, end: int) -> None:
         """A ``pageout`` applied to [start, end) of target ``pid`` (``MADV_PAGEOUT`` on
         vaddr/fvaddr): its resident pages that are never accessed leave RAM."""
+        ...
+
+    def migrate(self, ops: str, pid: int | None, start: int, end: int, nid: int) -> int:
+        """A ``migrate_hot``/``migrate_cold`` of [start, end) of target ``pid`` to node
+        ``nid``: the bytes that moved (resident, and not on ``nid`` already)."""
         ...
 
     def pid_alive(self, pid: int) -> bool: ...
@@ -882,8 +891,8 @@ class SimContext:
         passed = mapped if self._ops_filters_pass(t, r, s) else 0
         if p.action == "stat" or p.action not in _OPS_ACTIONS.get(ops, frozenset()):
             return 0, passed
-        if p.action.startswith("migrate") and p.target_nid < 0 and not p.dests:
-            return 0, passed
+        if p.action.startswith("migrate"):
+            return (self._migrate(t, r, p) if passed else 0), passed
         if p.action == "pageout" and ops != "paddr" and passed:
             self.workload.pageout(ops, t.pid, r.start, r.end)
         if ops != "paddr" and p.action in _MADVISE_ACTIONS and passed and mapped < r.size:
@@ -892,6 +901,30 @@ class SimContext:
             # counts 0 bytes applied; when every byte is mapped it counts the whole length.
             return 0, passed
         return passed, passed
+
+    def _migrate(self, t: Target, r: Region, p: SchemeParams) -> int:
+        """Bytes a migration of region ``r`` moved: to ``target_nid`` (none when it is
+        -1), or with ``dests`` to each node its weight's share of the region, as
+        consecutive slices (the kernel interleaves folios by weight; the shares are the
+        same)."""
+        ops = self.params.ops
+        if not p.dests:
+            if p.target_nid < 0:
+                return 0
+            return self.workload.migrate(ops, t.pid, r.start, r.end, p.target_nid)
+        total = sum(weight for _, weight in p.dests)
+        if total <= 0:
+            return 0
+        moved, lo, acc = 0, r.start, 0
+        for nid, weight in p.dests:
+            acc += weight
+            hi = r.start + (r.size * acc // total) // PAGE_SIZE * PAGE_SIZE
+            if acc == total:
+                hi = r.end
+            if hi > lo:
+                moved += self.workload.migrate(ops, t.pid, lo, hi, nid)
+            lo = max(lo, hi)
+        return moved
 
     def _ops_filters_pass(self, t: Target, r: Region, s: SchemeState) -> bool:
         filters = s.params.ops_filters

@@ -1782,5 +1782,74 @@ def test_pageout_of_a_region_over_a_hole_applies_0_bytes(damon: DamonBackend) ->
     assert present == [0, 0, 0, 0], what
 
 
+#: How long the first phase may take to move the buffer (a pass every 100 ms).
+MIGRATE_DEADLINE_S = 10.0
+
+
+def test_migration_applies_only_pages_not_yet_on_the_target_node(damon: DamonBackend) -> None:
+    """A ``migrate_cold`` to node 1 moves the child's cold buffer once: ``sz_applied``
+    counts the pages that moved, and a pass that finds them all on node 1 applies
+    nothing, though it tries the whole buffer again.
+
+    Kernel (6.17+): mm/damon/vaddr.c damos_va_migrate() walks the region's page tables
+    and isolates every present folio; damon_migrate_pages() (ops-common.c) groups them
+    by node, and __damon_migrate_folio_list() returns 0 for the group already on
+    ``target_nid`` (its folios are put back), else migrate_pages()'s count of pages
+    moved; the region counts that many pages applied. damos_update_stat() (core.c) adds
+    the region's size to sz_tried at every try.
+
+    Setup: an fvaddr context whose one region is the cold buffer (written once before the
+    child reports its layout, never touched again; DAMON splits it into the minimum
+    number of regions, which together cover exactly it), a match-all ``migrate_cold``
+    scheme with ``target_nid`` 1 and no quota, 5 ms / 100 ms intervals (a pass every
+    100 ms). The lane's guest has its CPUs on node 0 and node 1 memory-only, with NUMA
+    balancing off (nothing promotes pages back), so the child's pages start on node 0
+    and stay where they are moved; the fake's start on its first node, 0.
+
+    Bounds, derived before running:
+
+    * first phase (until sz_applied reaches the buffer's size, at most
+      MIGRATE_DEADLINE_S): every page of the buffer moves to node 1 (one that could not
+      be moved in a pass is tried again in the next), and sz_applied ends exactly at
+      the buffer's size: a page on node 1 is never moved again, and the regions hold
+      nothing else.
+    * second phase (one second more, about ten passes): sz_tried grows by at least the
+      buffer's size (it is tried again), sz_applied does not grow at all. Counting the
+      tried or mapped bytes as applied (the fake before this test) adds the buffer's
+      size every pass.
+    """
+    needs(damon, (6, 17), "vaddr migrate_*")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    cold_lo, cold_hi = work.cold
+    size = cold_hi - cold_lo
+    s.stage(ops="fvaddr", pids=(work.pid,))
+    c = s.ctx()
+    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
+    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
+    s.w(f"{c}/targets/0/regions/nr_regions", 1)
+    s.w(f"{c}/targets/0/regions/0/start", cold_lo)
+    s.w(f"{c}/targets/0/regions/0/end", cold_hi)
+    sch = s.scheme()
+    s.w(f"{sch}/action", "migrate_cold")
+    s.w(f"{sch}/target_nid", 1)
+    s.state(0, "on")
+    waited, tried, applied = 0.0, 0, 0
+    while waited < MIGRATE_DEADLINE_S and applied < size:
+        damon.wait(1.0)
+        waited += 1.0
+        s.state(0, "update_schemes_stats")
+        tried, applied = s.stat("sz_tried"), s.stat("sz_applied")
+    what = f"after {waited} s: sz_tried {tried}, sz_applied {applied} of a {size}-byte buffer"
+    assert applied == size, what
+    damon.wait(1.0)
+    s.state(0, "update_schemes_stats")
+    tried2, applied2 = s.stat("sz_tried"), s.stat("sz_applied")
+    what += f"; one second later: sz_tried {tried2}, sz_applied {applied2}"
+    assert tried2 - tried >= size, what
+    assert applied2 == applied, what
+
+
 #: The runners import the tests with ``from tests.conformance.damon_sysfs import *``.
 __all__ = tuple(name for name in tuple(globals()) if name.startswith("test_"))
