@@ -17,7 +17,9 @@ simplifications, each chosen so that time stays cheap in tests:
 - **The ops layer is a model.** An action is "applied" to the bytes of the region that
   the workload maps (process ranges for vaddr/fvaddr, physical ranges for paddr), on
   every apply, resident or not; ops filters know only ``anon`` (all simulated memory is
-  anonymous) and ``young``/``active`` (memory with a non-zero access probability). Two
+  anonymous) and ``young``/``active`` (memory with a non-zero access probability), and
+  gate only what walks pages (paddr actions, vaddr/fvaddr migration and ``stat``): the
+  vaddr/fvaddr actions done by one ``do_madvise()`` consult no ops filter. Two
   kinds of action change the workload: a vaddr/fvaddr ``pageout``
   (:meth:`Workload.pageout`) moves the region's never-accessed pages to swap (access
   probabilities do not change), and ``migrate_hot``/``migrate_cold``
@@ -893,13 +895,14 @@ class SimContext:
             return 0, passed
         if p.action.startswith("migrate"):
             return (self._migrate(t, r, p) if passed else 0), passed
-        if p.action == "pageout" and ops != "paddr" and passed:
-            self.workload.pageout(ops, t.pid, r.start, r.end)
-        if ops != "paddr" and p.action in _MADVISE_ACTIONS and passed and mapped < r.size:
-            # damos_madvise(): do_madvise() advises every VMA in the region, then fails
-            # with -ENOMEM for its unmapped part (madvise_walk_vmas()), and the region
-            # counts 0 bytes applied; when every byte is mapped it counts the whole length.
-            return 0, passed
+        if ops != "paddr" and p.action in _MADVISE_ACTIONS:
+            # damos_madvise(): one do_madvise() over the region, which consults no ops
+            # filter (sz_ops_filter_passed stays 0). It advises every VMA in the region,
+            # then fails with -ENOMEM for an unmapped part (madvise_walk_vmas()), and the
+            # region counts 0 bytes applied; wholly mapped, it counts its whole length.
+            if p.action == "pageout" and mapped:
+                self.workload.pageout(ops, t.pid, r.start, r.end)
+            return (r.size if mapped >= r.size else 0), 0
         return passed, passed
 
     def _migrate(self, t: Target, r: Region, p: SchemeParams) -> int:

@@ -1851,5 +1851,57 @@ def test_migration_applies_only_pages_not_yet_on_the_target_node(damon: DamonBac
     assert applied2 == applied, what
 
 
+def test_madvise_actions_consult_no_ops_filter(damon: DamonBackend) -> None:
+    """A vaddr/fvaddr ``cold`` scheme whose ops filters reject all memory still advises
+    every region: each try applies its whole length, and no byte is counted as passing
+    the ops filters.
+
+    Kernel: mm/damon/vaddr.c damon_va_apply_scheme() hands willneed, cold, pageout,
+    hugepage, nohugepage and collapse to damos_madvise(), one do_madvise() over the
+    region, without the ``sz_filter_passed`` pointer that the page-walking actions
+    (migration, ``stat``) fill; ops filters are evaluated per folio in those walks only.
+    core.c damos_apply_scheme() applies the core filters (addr, target) itself.
+
+    Setup: an fvaddr context whose one region is the child's cold buffer (wholly
+    mapped; split into the minimum number of regions, all inside it), a match-all
+    ``cold`` scheme (it deactivates pages: nothing leaves RAM) with two ``anon`` filters
+    that together reject everything (matching Y, then matching N, neither allowing), no
+    quota, a pass every 100 ms; one second.
+
+    Bounds: nr_applied == nr_tried > 0 and sz_applied == sz_tried (do_madvise() of mapped
+    memory returns 0, so every try counts its whole length); sz_ops_filter_passed == 0
+    (6.14+, where the file exists). A fake that gated madvise actions by ops filters
+    applied 0 bytes here.
+    """
+    needs(damon, (6, 14), "filters/<N>/allow")
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    cold_lo, cold_hi = work.cold
+    s.stage(ops="fvaddr", pids=(work.pid,))
+    c = s.ctx()
+    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
+    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
+    s.w(f"{c}/targets/0/regions/nr_regions", 1)
+    s.w(f"{c}/targets/0/regions/0/start", cold_lo)
+    s.w(f"{c}/targets/0/regions/0/end", cold_hi)
+    sch = s.scheme()
+    s.w(f"{sch}/action", "cold")
+    s.w(f"{sch}/filters/nr_filters", 2)
+    for i, matching in enumerate(("Y", "N")):
+        s.w(f"{sch}/filters/{i}/type", "anon")
+        s.w(f"{sch}/filters/{i}/matching", matching)
+        s.w(f"{sch}/filters/{i}/allow", "N")
+    s.state(0, "on")
+    damon.wait(1.0)
+    s.state(0, "update_schemes_stats")
+    names = ("nr_tried", "sz_tried", "nr_applied", "sz_applied", "sz_ops_filter_passed")
+    stats = {n: s.stat(n) for n in names}
+    assert stats["nr_tried"] > 0, stats
+    assert stats["nr_applied"] == stats["nr_tried"], stats
+    assert stats["sz_applied"] == stats["sz_tried"], stats
+    assert stats["sz_ops_filter_passed"] == 0, stats
+
+
 #: The runners import the tests with ``from tests.conformance.damon_sysfs import *``.
 __all__ = tuple(name for name in tuple(globals()) if name.startswith("test_"))
