@@ -8,8 +8,10 @@ Three actuators, one controller (:mod:`reactor.policies.control`): the quota is 
   tick's share of the quota. Before handing them over the policy reads each target's
   smaps: anonymous and shmem pieces are dropped while there is no swap (PAGEOUT of them
   succeeds and does nothing; logged once per policy with the actuator's reason), and so
-  are mappings with nothing resident; a range paged out, or found with nothing to page
-  out, is not looked at again within ``min_age`` (sooner if swap appears). A mapping
+  are mappings with nothing resident; an address range paged out is not asked for again
+  within ``min_age`` (however the next snapshots split the memory into regions), and a
+  region found with nothing to page out is not looked at again within it (sooner if
+  swap appears). A mapping
   whose pageout freed nothing (shared library pages other processes map, dirty file
   pages) backs off for ``min_age`` x 2**strikes, at most 64 ``min_age``; freeing bytes
   clears it. Which mappings hold what comes from the monitor's own snapshot when its
@@ -26,6 +28,7 @@ Three actuators, one controller (:mod:`reactor.policies.control`): the quota is 
 from __future__ import annotations
 
 import bisect
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,8 +216,11 @@ class NativeReclaim(QuotaPolicy):
         #: readings of the targets, shared with the other policies (half a tick old at most)
         self.states = shared_states(ctx.fs, ctx.config.reactor.tick / 2)
         self.actuator = MadviseActuator(ctx.fs, limits=self.limits, states=self.states)
-        #: (pid, start, length) -> when it was paged out: not asked again within min_age.
-        self._issued: dict[tuple[int, int, int], float] = {}
+        #: pid -> (start, end, when) of the ranges paged out: not asked again within
+        #: min_age. By address, not by region: the monitor's regions split and merge
+        #: between aggregations, and the snapshot a tick decides from was sampled as the
+        #: previous tick acted, so it still shows what that tick paged out as resident.
+        self._issued: dict[int, list[tuple[int, int, float]]] = {}
         #: (pid, start, length) -> when it had nothing to page out (anonymous without
         #: swap, nothing resident, backing off): not looked at again within min_age.
         self._nothing: dict[tuple[int, int, int], float] = {}
@@ -278,11 +284,19 @@ class NativeReclaim(QuotaPolicy):
         return parse_meminfo(text, "/proc/meminfo").swap_total_bytes
 
     def _pieces(
-        self, pid: int, cands: list[Candidate], swap: bool, now: float, res: _Resident
+        self,
+        pid: int,
+        cands: list[Candidate],
+        swap: bool,
+        now: float,
+        res: _Resident,
+        *,
+        held: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[list[Span], int, list[Candidate]]:
         """File pieces of ``cands`` (in their order) with something resident and not
         backing off in ``res`` (the target's mappings), the anonymous/shmem bytes
-        dropped for lack of swap, and the candidates with nothing to page out.
+        dropped for lack of swap, and the candidates with nothing to page out; the
+        ``held`` ranges (sorted, merged: paged out within ``min_age``) are left out.
 
         A piece that starts where the one before it in the list ends extends it (cold
         regions of equal coldness come in address order: a per-mapping probe's run of
@@ -300,14 +314,37 @@ class NativeReclaim(QuotaPolicy):
                 if res.kind(i) != "file" and not swap:
                     anon += hi - lo
                     continue
-                found = True
-                if out and out[-1][0] + out[-1][1] == lo:
-                    out[-1] = (out[-1][0], hi - out[-1][0])
-                else:
-                    out.append((lo, hi - lo))
+                for a, b in _outside(held, lo, hi) if held else ((lo, hi),):
+                    found = True
+                    if out and out[-1][0] + out[-1][1] == a:
+                        out[-1] = (out[-1][0], b - out[-1][0])
+                    else:
+                        out.append((a, b - a))
             if not found:
                 empty.append(cand)
         return out, anon, empty
+
+    def _held(self, pid: int) -> list[tuple[int, int]]:
+        """The ranges of ``pid`` paged out within ``min_age``, sorted and merged."""
+        spans = self._issued.get(pid)
+        if not spans:
+            return []
+        merged: list[tuple[int, int]] = []
+        for start, end, _ in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
+
+    def _hold(self, pid: int, cut: Sequence[Span], issued: int, now: float) -> None:
+        """Remember what an act issued: ``issued`` bytes of the ``cut`` spans, the
+        lowest addresses first where the actuator cut them further (its budget and rate
+        limit cut in address order)."""
+        if issued <= 0:
+            return
+        spans, _ = take_bytes(sorted(cut), issued)
+        self._issued.setdefault(pid, []).extend((s, s + n, now) for s, n in spans)
 
     def _backing_off(self, pid: int, res: _Resident, i: int, now: float) -> bool:
         entry = self._fruitless.get((pid, res.starts[i], res.ends[i]))
@@ -360,16 +397,25 @@ class NativeReclaim(QuotaPolicy):
             (max_access, min_age),
             partial(cold_regions, view, max_access=max_access, min_age_s=min_age),
         )
-        self._issued = {k: t for k, t in self._issued.items() if now - t < min_age}
+        self._issued = {
+            pid: kept
+            for pid, spans in self._issued.items()
+            if (kept := [s for s in spans if now - s[2] < min_age])
+        }
         swap = self._swap_total() > 0
         if swap != self._swap_seen:
             self._nothing, self._swap_seen = {}, swap  # anonymous memory may go now
         self._nothing = {k: t for k, t in self._nothing.items() if now - t < min_age}
         self._prune(now)
+        held = {pid: self._held(pid) for pid in self._issued}
         by_pid: dict[int, list[Candidate]] = {}
         for cand in cands:
             key = (cand.pid, cand.start, cand.length)
-            if key in self._issued or key in self._nothing or self._excluded(cand.pid):
+            if key in self._nothing or self._excluded(cand.pid):
+                continue
+            if (spans := held.get(cand.pid)) and _covered(
+                spans, cand.start, cand.start + cand.length
+            ):
                 continue
             by_pid.setdefault(cand.pid, []).append(cand)
         sampled = {
@@ -387,7 +433,7 @@ class NativeReclaim(QuotaPolicy):
             except RefusedAction as exc:
                 self.note_once(f"refused-{pid}", "policy_note", note=str(exc), pid=pid)
                 continue
-            ranges, anon, empty = self._pieces(pid, pcands, swap, now, before)
+            ranges, anon, empty = self._pieces(pid, pcands, swap, now, before, held=held.get(pid))
             self._nothing.update(((pid, c.start, c.length), now) for c in empty)
             if anon:
                 self.note_once(
@@ -458,7 +504,7 @@ class NativeReclaim(QuotaPolicy):
             acted.requested_bytes += issued
             if outcome.rss_delta_bytes is not None:
                 acted.measured_bytes += max(0, -outcome.rss_delta_bytes)
-            _mark(self._issued, pid, pick.cands, issued, now)
+            self._hold(pid, cut, issued, now)
             after = self.states.peek(pid) if outcome.status in ("applied", "partial") else None
             if after is not None and after is not before.state:
                 self._judge(pid, cut, before, after, now)
@@ -502,20 +548,27 @@ class NativeReclaim(QuotaPolicy):
         return max(limited, 1.0) * self.cfg.quota.per / span
 
 
-def _mark(
-    issued: dict[tuple[int, int, int], float],
-    pid: int,
-    cands: list[Candidate],
-    nbytes: int,
-    now: float,
-) -> None:
-    """Remember the candidates the issued bytes covered (in order) until ``min_age``."""
-    left = nbytes
-    for cand in cands:
-        if left <= 0:
+def _covered(held: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether the sorted, merged ``held`` ranges cover all of [start, end)."""
+    i = bisect.bisect_right(held, (start, math.inf)) - 1
+    return i >= 0 and held[i][0] <= start and held[i][1] >= end
+
+
+def _outside(held: Sequence[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) outside the sorted, merged ``held`` ranges."""
+    out: list[tuple[int, int]] = []
+    pos = lo
+    for s, e in held[max(0, bisect.bisect_right(held, (lo, math.inf)) - 1) :]:
+        if s >= hi:
             break
-        issued[(pid, cand.start, cand.length)] = now
-        left -= cand.length
+        if e <= pos:
+            continue
+        if s > pos:
+            out.append((pos, s))
+        pos = max(pos, e)
+    if pos < hi:
+        out.append((pos, hi))
+    return out
 
 
 class CgroupReclaim(QuotaPolicy):

@@ -37,6 +37,7 @@ def policy(fs: FakeKernelFS) -> NativeReclaim:
     p.cfg = SimpleNamespace(min_age=MIN_AGE)  # type: ignore[assignment]
     p.states = TargetStates(fs)
     p._fruitless = {}
+    p._issued = {}
     return p
 
 
