@@ -1782,6 +1782,23 @@ def test_pageout_of_a_region_over_a_hole_applies_0_bytes(damon: DamonBackend) ->
     assert present == [0, 0, 0, 0], what
 
 
+def _cold_buffer_context(damon: DamonBackend) -> tuple[Sysfs, Workload]:
+    """A staged kdamond 0: an fvaddr context whose one region is a new child's cold
+    buffer (DAMON splits it into the minimum number of regions, all inside it), 5 ms /
+    100 ms intervals, one match-all ``stat`` scheme for the caller to change."""
+    s = Sysfs(damon)
+    s.kdamonds(1)
+    work = damon.spawn_process()
+    s.stage(ops="fvaddr", pids=(work.pid,))
+    c = s.ctx()
+    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
+    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
+    s.w(f"{c}/targets/0/regions/nr_regions", 1)
+    s.w(f"{c}/targets/0/regions/0/start", work.cold[0])
+    s.w(f"{c}/targets/0/regions/0/end", work.cold[1])
+    return s, work
+
+
 #: How long the first phase may take to move the buffer (a pass every 100 ms).
 MIGRATE_DEADLINE_S = 10.0
 
@@ -1819,18 +1836,8 @@ def test_migration_applies_only_pages_not_yet_on_the_target_node(damon: DamonBac
       size every pass.
     """
     needs(damon, (6, 17), "vaddr migrate_*")
-    s = Sysfs(damon)
-    s.kdamonds(1)
-    work = damon.spawn_process()
-    cold_lo, cold_hi = work.cold
-    size = cold_hi - cold_lo
-    s.stage(ops="fvaddr", pids=(work.pid,))
-    c = s.ctx()
-    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
-    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
-    s.w(f"{c}/targets/0/regions/nr_regions", 1)
-    s.w(f"{c}/targets/0/regions/0/start", cold_lo)
-    s.w(f"{c}/targets/0/regions/0/end", cold_hi)
+    s, work = _cold_buffer_context(damon)
+    size = work.cold[1] - work.cold[0]
     sch = s.scheme()
     s.w(f"{sch}/action", "migrate_cold")
     s.w(f"{sch}/target_nid", 1)
@@ -1874,17 +1881,7 @@ def test_madvise_actions_consult_no_ops_filter(damon: DamonBackend) -> None:
     applied 0 bytes here.
     """
     needs(damon, (6, 14), "filters/<N>/allow")
-    s = Sysfs(damon)
-    s.kdamonds(1)
-    work = damon.spawn_process()
-    cold_lo, cold_hi = work.cold
-    s.stage(ops="fvaddr", pids=(work.pid,))
-    c = s.ctx()
-    s.w(f"{c}/monitoring_attrs/intervals/sample_us", PAGEOUT_SAMPLE_US)
-    s.w(f"{c}/monitoring_attrs/intervals/aggr_us", PAGEOUT_AGGR_US)
-    s.w(f"{c}/targets/0/regions/nr_regions", 1)
-    s.w(f"{c}/targets/0/regions/0/start", cold_lo)
-    s.w(f"{c}/targets/0/regions/0/end", cold_hi)
+    s, _ = _cold_buffer_context(damon)
     sch = s.scheme()
     s.w(f"{sch}/action", "cold")
     s.w(f"{sch}/filters/nr_filters", 2)
