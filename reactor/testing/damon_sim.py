@@ -890,11 +890,6 @@ class SimContext:
         """(bytes applied, bytes passing ops filters) of the ops layer model."""
         ops, p = self.params.ops, s.params
         mapped = self.workload.mapped_bytes(ops, t.pid, r.start, r.end)
-        passed = mapped if self._ops_filters_pass(t, r, s) else 0
-        if p.action == "stat" or p.action not in _OPS_ACTIONS.get(ops, frozenset()):
-            return 0, passed
-        if p.action.startswith("migrate"):
-            return (self._migrate(t, r, p) if passed else 0), passed
         if ops != "paddr" and p.action in _MADVISE_ACTIONS:
             # damos_madvise(): one do_madvise() over the region, which consults no ops
             # filter (sz_ops_filter_passed stays 0). It advises every VMA in the region,
@@ -903,6 +898,11 @@ class SimContext:
             if p.action == "pageout" and mapped:
                 self.workload.pageout(ops, t.pid, r.start, r.end)
             return (r.size if mapped >= r.size else 0), 0
+        passed = mapped if self._ops_filters_pass(t, r, s) else 0
+        if p.action == "stat" or p.action not in _OPS_ACTIONS.get(ops, frozenset()):
+            return 0, passed
+        if p.action.startswith("migrate"):
+            return (self._migrate(t, r, p) if passed else 0), passed
         return passed, passed
 
     def _migrate(self, t: Target, r: Region, p: SchemeParams) -> int:
