@@ -75,6 +75,7 @@ from typing import Any
 from benchmarks.sampler_vs_damon import refusal as lane_refusal
 from reactor.config.damon import FAILURES_UNCHARGED
 from reactor.signals.vmstat import parse_vmstat
+from reactor.testing.tlb import FLUSH_TLB
 
 __all__ = ("CHILD", "main", "refusal", "run_all")
 
@@ -94,11 +95,12 @@ RUNS = ("uncontrolled", "reactor", "kernel")
 #: COLD then HOT in one private anonymous mapping; prints its pid as JSON once filled,
 #: then writes one byte of every HOT page every ~10 ms and appends, every ~0.5 s,
 #: ``monotonic rounds touch_seconds worst_round_seconds`` to the stats file. After each
-#: round it flushes its TLB (a 64-page scratch mapping populated and dropped), outside
-#: the timed write: under qemu TCG DAMON otherwise does not see HOT accessed at all
-#: (benchmarks.tiering.CHILD has the measurement and why), so HOT would rank as cold as
-#: COLD for the pageout scheme.
-CHILD = r"""
+#: round it flushes its TLB (:data:`reactor.testing.tlb.FLUSH_TLB`), outside the timed
+#: write: under qemu TCG DAMON otherwise does not see HOT accessed at all
+#: (benchmarks.tiering.CHILD has the measurement), so HOT would rank as cold as COLD for
+#: the pageout scheme.
+CHILD = (
+    r"""
 import json, mmap, os, sys, time
 COLD, HOT, STATS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 P = mmap.PAGESIZE
@@ -114,8 +116,9 @@ for off in range(0, HOT, 1 << 20):
 out = open(STATS, "a", buffering=1)
 print(json.dumps({"pid": os.getpid()}), flush=True)
 n, i = HOT // P, 0
-S = 64 * P
-scratch = mmap.mmap(-1, S, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+"""
+    + FLUSH_TLB
+    + r"""
 rounds, spent, worst, last = 0, 0.0, 0.0, time.monotonic()
 while True:
     i = i % 250 + 3
@@ -126,10 +129,10 @@ while True:
     if t - last >= 0.5:
         out.write(f"{t:.3f} {rounds} {spent:.6f} {worst:.6f}\n")
         rounds, spent, worst, last = 0, 0.0, 0.0, t
-    scratch[0:S:P] = b"\x01" * (S // P)
-    scratch.madvise(mmap.MADV_DONTNEED)
+    flush_tlb()
     time.sleep(0.01)
 """
+)
 
 
 def refusal() -> str | None:

@@ -54,6 +54,7 @@ from typing import Any
 import anyio
 
 from benchmarks.sampler_vs_damon import refusal
+from reactor.testing.tlb import FLUSH_TLB
 
 __all__ = (
     "CHILD",
@@ -92,20 +93,10 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 #: Guard, HOT, guard, COLD, guard in one private anonymous mapping (the guards, PROT_NONE
 #: and never populated, split it into VMAs of exactly the two buffers); prints the layout
 #: as JSON, then writes one byte of every HOT page every ~10 ms, each time followed by a
-#: flush of its TLB: it populates a 64-page scratch mapping and drops it (MADV_DONTNEED;
-#: a zap of more than tlb_single_page_flush_ceiling = 33 pages flushes the whole mm's TLB
-#: on x86).
-#:
-#: Why the flush: DAMON's vaddr check clears a PTE's accessed bit without a TLB flush
-#: (damon_ptep_mkold(): ptep_clear_young_notify(); x86 skips the flush by design), and a
-#: CPU sets the bit again only when it walks the page table, on a TLB miss. On hardware
-#: the 4,096 translations of HOT exceed the TLB, so its pages miss and are seen again;
-#: qemu's TCG keeps every translation in its software TLB until the guest flushes it,
-#: and an idle guest CPU likely never does (the child's mm stays loaded while it sleeps). In the
-#: lane DAMON then saw 0-23 of HOT's 4,096 pages as accessed over 14 s; with the flush it
-#: saw 4,051 after 1.3 s, and a migrate_hot scheme (8 MiB/s) moved all of HOT in 2.4 s
-#: (10 ms / 200 ms, 2026-11-28). The native sampler's probes clear with clear_refs,
-#: which flushes: the flush changes nothing for them.
+#: flush of its TLB (:data:`reactor.testing.tlb.FLUSH_TLB` says why DAMON under qemu TCG
+#: needs it). In the lane DAMON saw 0-23 of HOT's 4,096 pages as accessed over 14 s
+#: without the flush; with it, 4,051 after 1.3 s, and a migrate_hot scheme (8 MiB/s)
+#: moved all of HOT in 2.4 s (10 ms / 200 ms, 2026-11-28).
 #:
 #: Why the guards are :data:`GUARD_BYTES` wide: DAMON never merges regions past its size
 #: limit, total monitored bytes / min_nr_regions (a few MiB at :data:`DAMON_MIN_REGIONS`
@@ -117,7 +108,8 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 #: while everything else had moved). A guard wider than the limit keeps every region to
 #: one side of it.
 GUARD_BYTES = 16 * MIB
-CHILD = r"""
+CHILD = (
+    r"""
 import ctypes, json, mmap, os, sys, time
 HOT, COLD, G = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 size = G + HOT + G + COLD + G
@@ -134,15 +126,16 @@ m[c0:c0 + COLD] = b"\x02" * COLD
 print(json.dumps({"pid": os.getpid(), "hot": [base + h0, base + h0 + HOT],
                   "cold": [base + c0, base + c0 + COLD]}), flush=True)
 n, i = HOT // P, 0
-S = 64 * P
-scratch = mmap.mmap(-1, S, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+"""
+    + FLUSH_TLB
+    + r"""
 while True:
     i = i % 250 + 3
     m[h0:h0 + HOT:P] = bytes([i]) * n
-    scratch[0:S:P] = b"\x01" * (S // P)
-    scratch.madvise(mmap.MADV_DONTNEED)
+    flush_tlb()
     time.sleep(0.01)
 """
+)
 
 
 @dataclass(frozen=True)

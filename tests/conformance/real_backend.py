@@ -31,6 +31,7 @@ import pytest
 
 from reactor.errors import KernelInterfaceError
 from reactor.kernelfs import RealKernelFS
+from reactor.testing.tlb import FLUSH_TLB
 from tests.conformance import Workload
 
 __all__ = ("RealBackend", "lane_refusal", "real_damon")
@@ -49,10 +50,19 @@ MiB = 1 << 20
 #: (adjacent anonymous mmaps would merge, real-kernel-lane.md gotcha 6). With a hole
 #: (argv[3] bytes, 0 for none) the middle of the cold buffer is unmapped after it was
 #: written; the child never touches the hole (the hot loop writes the hot buffer only).
-CHILD = r"""
+#: Each pass ends with ``flush_tlb()`` (reactor.testing.tlb: without it DAMON under TCG
+#: can miss every write; a CI run saw the hot buffer at 0 accesses for 10 s). Its 64-page
+#: scratch mapping is made right after the buffer, before the hole is unmapped: so it
+#: lies just below the hot buffer (no region joins it to the cold one), never in the hole
+#: (a lane run of the hole row found it there when it was made later).
+CHILD = (
+    r"""
 import ctypes, json, mmap, sys, time
 HOT, COLD, HOLE, PAGE = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), mmap.PAGESIZE
 buf = mmap.mmap(-1, HOT + PAGE + COLD)
+"""
+    + FLUSH_TLB
+    + r"""
 base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -73,8 +83,10 @@ while True:
     i = (i + 1) % 255 or 1
     for off in range(0, HOT, PAGE):
         buf[off] = i
+    flush_tlb()
     time.sleep(0.002)
 """
+)
 
 
 def lane_refusal(cmdline: str | None = None) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reactor.testing.tlb import FLUSH_TLB
 from tests.kernel.conftest import read, write
 
 NODES = Path("/sys/devices/system/node")
@@ -88,7 +89,8 @@ def test_avail_operations_lists_all_three(kdamonds: Path) -> None:
     assert read(kdamonds / "0" / "state") == "off"
 
 
-HOT_CHILD = r"""
+HOT_CHILD = (
+    r"""
 import json, mmap, os, sys, time
 HOT, COLD = int(sys.argv[1]), int(sys.argv[2])
 hot = mmap.mmap(-1, HOT)
@@ -98,19 +100,18 @@ for off in range(0, COLD, 4096):
 base = lambda m: __import__("ctypes").addressof(__import__("ctypes").c_char.from_buffer(m))
 print(json.dumps({"hot": [base(hot), base(hot) + HOT], "cold": [base(cold), base(cold) + COLD]}),
       flush=True)
-scratch = mmap.mmap(-1, 64 * 4096)
+"""
+    + FLUSH_TLB
+    + r"""
 i = 0
 while True:
     i = (i + 1) % 255 or 1
     for off in range(0, HOT, 4096):
         hot[off] = i
-    # flush the TLB (docs/kernel-lane.md): zapping 64 pages exceeds the single-page
-    # flush ceiling, so the mm is flushed and the next round's writes walk the page
-    # tables again, setting the accessed bits DAMON cleared
-    scratch[0 : 64 * 4096 : 4096] = b"\x01" * 64
-    scratch.madvise(mmap.MADV_DONTNEED)
+    flush_tlb()  # so DAMON sees the next round's writes (reactor.testing.tlb)
     time.sleep(0.002)
 """
+)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ Bounds, derived before running (as in the driver's online-commit test, at 20 ms 
   interval: a pass takes a few ms under TCG, and more while the guest is busy (one full
   lane run at 10 ms sampling read at most 2 of 5 for 15 s after the commit, where runs
   of this test alone read 5 at once), so the interval leaves a pass 20 ms. The child's
-  CPU share over the wait is printed with the counts.
+  CPU share over the wait is printed with the counts. (The child did not flush its TLB
+  then, so DAMON under TCG could miss its writes: reactor.testing.tlb. That is the
+  likelier cause of that run; it flushes every pass since.)
 * a quota without goals has its effective size equal to ``sz_bytes`` (no time quota):
   1 MiB before, 4 MiB after the reload.
 * the kdamond keeps its pid: commit never restarts it.
