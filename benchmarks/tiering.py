@@ -96,7 +96,10 @@ DAMON_SAMPLE_US, DAMON_AGGR_US = 10_000, 200_000
 #: flush of its TLB (:data:`reactor.testing.tlb.FLUSH_TLB` says why DAMON under qemu TCG
 #: needs it). In the lane DAMON saw 0-23 of HOT's 4,096 pages as accessed over 14 s
 #: without the flush; with it, 4,051 after 1.3 s, and a migrate_hot scheme (8 MiB/s)
-#: moved all of HOT in 2.4 s (10 ms / 200 ms, 2026-11-28).
+#: moved all of HOT in 2.4 s (10 ms / 200 ms, 2026-11-28). The child runs on node 0's
+#: CPUs (argv[4]), so what it allocates after its start (the flush's scratch pages, its
+#: heap) comes from the fast node, whichever CPU the scheduler would have picked: a page
+#: can then reach node 1 only by being placed or demoted there.
 #:
 #: Why the guards are :data:`GUARD_BYTES` wide: DAMON never merges regions past its size
 #: limit, total monitored bytes / min_nr_regions (a few MiB at :data:`DAMON_MIN_REGIONS`
@@ -112,6 +115,8 @@ CHILD = (
     r"""
 import ctypes, json, mmap, os, sys, time
 HOT, COLD, G = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if sys.argv[4]:
+    os.sched_setaffinity(0, [int(c) for c in sys.argv[4].split(",")])
 size = G + HOT + G + COLD + G
 m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 m.madvise(mmap.MADV_NOHUGEPAGE)
@@ -159,15 +164,28 @@ class Workload:
 
 
 def start_workload(hot_bytes: int, cold_bytes: int) -> Workload:
-    """Start the two-buffer child; returns once it printed its layout."""
+    """Start the two-buffer child on node 0's CPUs; returns once it printed its layout."""
+    cpus = ",".join(map(str, node_cpus(0)))
+    argv = [str(hot_bytes), str(cold_bytes), str(GUARD_BYTES), cpus]
     proc = subprocess.Popen(
-        [sys.executable, "-S", "-c", CHILD, str(hot_bytes), str(cold_bytes), str(GUARD_BYTES)],
+        [sys.executable, "-S", "-c", CHILD, *argv],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     return Workload(proc, (info["hot"][0], info["hot"][1]), (info["cold"][0], info["cold"][1]))
+
+
+def node_cpus(node: int) -> list[int]:
+    """The CPUs of ``node`` (empty when the machine has no such node directory)."""
+    from reactor.signals.tiers import parse_nodelist
+
+    path = Path(f"/sys/devices/system/node/node{node}/cpulist")
+    try:
+        return sorted(parse_nodelist(path.read_text(), str(path)))
+    except FileNotFoundError:
+        return []
 
 
 def numa_pages(pid: int, starts: dict[str, int]) -> dict[str, dict[int, int]]:
