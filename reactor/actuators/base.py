@@ -53,6 +53,7 @@ __all__ = (
 )
 
 MIB = 1 << 20
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 T = TypeVar("T")
 
 #: The kinds of action reactor's actuators implement.
@@ -446,6 +447,10 @@ class Actuator:
                     f"rate limit {bucket.rate_bytes_per_s:g} bytes/s: {avail} bytes available "
                     f"now, {wait:.3g} s until the request fits"
                 )
+        if why is not None:
+            # a cut falls on a page boundary: the kernel acts on whole pages (madvise
+            # rounds a length up, move_pages takes every page a range touches)
+            budget -= budget % PAGE_SIZE
         return budget, why
 
     def _charge(self, nbytes: int) -> None:

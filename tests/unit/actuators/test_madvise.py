@@ -264,6 +264,18 @@ async def test_rate_limit_spreads_actions_over_time(fake_kernel: FakeKernelFS) -
     assert second.skipped is not None and second.skipped.startswith("rate limit")
 
 
+async def test_a_rate_limit_cut_falls_on_a_page_boundary(fake_kernel: FakeKernelFS) -> None:
+    """A bucket holding 2.5 pages grants 2 whole pages: the kernel rounds a madvise
+    length up to a page, so a 2.5-page span would act on 3 pages, past the limit."""
+    proc = make(fake_kernel)
+    limits = Limits(rate_bytes_per_s=1.0, burst_bytes=2 * 4096 + 2048)
+    out = await MadviseActuator(fake_kernel, calls=proc, limits=limits).advise(
+        PID, [(FILE_AT, 64 * 4096)], "cold"
+    )
+    assert out.issued_bytes == 2 * 4096, out
+    assert [s for _, spans, _ in proc.calls for s in spans] == [(FILE_AT, 2 * 4096)]
+
+
 @pytest.mark.parametrize(
     ("pid", "message"),
     [

@@ -200,6 +200,22 @@ async def test_a_per_tick_cap_is_tracked(fake_kernel: FakeKernelFS) -> None:
     assert pol.state.output == pytest.approx(16 * MIB)  # applied, tracked
 
 
+@pytest.mark.anyio
+async def test_a_late_tick_budget_is_cut_to_whole_pages(fake_kernel: FakeKernelFS) -> None:
+    """A tick 4.7 ms late scales the 90.4 MiB quota to a budget that is no page multiple;
+    the budget is cut to whole pages (the kernel pages out whole pages, so the rest of a
+    page would go past the quota), and what left RSS is exactly what was asked for."""
+    pol, bus, proc = native(fake_kernel)
+    now = 100.0
+    bus.publish("access.app", snapshot(now), now)
+    bus.publish("psi.memory", SimpleNamespace(some_share=0.0, full_share=0.0), now)
+    await pol.tick(now + 0.5, 1.0047)
+    exact = (0.9 * COLD + START) * 1.0047
+    assert exact % PAGE != 0  # the premise: the scaled quota is no page multiple
+    assert pol.requested_total == int(exact) // PAGE * PAGE
+    assert COLD - cold_rss(proc) == pol.requested_total
+
+
 def resplit_view(now: float, maps: Mappings, offset: int) -> AccessView:
     """The cold set as regions whose inner bounds moved by ``offset`` (a monitor's
     regions split and merge between aggregations), with the sampled mappings ``maps``
