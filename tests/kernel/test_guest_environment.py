@@ -123,21 +123,31 @@ class Child:
 
 @pytest.fixture
 def hot_child() -> Iterator[Child]:
-    """A python child touching a 8 MiB buffer continuously, with a 32 MiB one left cold."""
+    """A python child touching a 8 MiB buffer continuously, with a 32 MiB one left cold.
+    How long it took to be ready and to end goes to the run's guest_environment.txt."""
+    t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-S", "-c", HOT_CHILD, str(8 * MiB), str(32 * MiB)],
         stdout=subprocess.PIPE,
         text=True,
     )
+    ready = None
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
+        ready = time.monotonic() - t0
         yield Child(proc, tuple(info["hot"]), tuple(info["cold"]))
     finally:
+        t1 = time.monotonic()
         proc.kill()
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        with Path(os.environ["REACTOR_LANE_OUT"], "guest_environment.txt").open("a") as f:
+            f.write(
+                f"hot child: ready after {ready if ready is None else round(ready, 2)} s, "
+                f"ended in {time.monotonic() - t1:.2f} s\n"
+            )
 
 
 def tried_regions(kd: Path, scheme: Path) -> list[tuple[int, int, int]]:
@@ -153,6 +163,10 @@ def tried_regions(kd: Path, scheme: Path) -> list[tuple[int, int, int]]:
 
 def test_vaddr_kdamond_monitors_a_hot_buffer(kdamonds: Path, hot_child: Child) -> None:
     """A real kdamond on a real process: on with a pid, sees the hot buffer, stops."""
+    # where the time goes: the polls saw HOT at once in runs where the test took 38.7 s,
+    # so each phase's end (s since the test started) is recorded with them
+    begun = time.monotonic()
+    phases: dict[str, float] = {}
     write(kdamonds / "nr_kdamonds", 1)
     kd = kdamonds / "0"
     write(kd / "contexts" / "nr_contexts", 1)
@@ -176,7 +190,9 @@ def test_vaddr_kdamond_monitors_a_hot_buffer(kdamonds: Path, hot_child: Child) -
         write(pattern / name / "min", 0)  # 7.2: every max defaults to 0, matching nothing
         write(pattern / name / "max", hi)
 
+    phases["staged"] = round(time.monotonic() - begun, 2)
     write(kd / "state", "on")
+    phases["on"] = round(time.monotonic() - begun, 2)
     assert read(kd / "state") == "on"
     pid = int(read(kd / "pid"))
     assert pid > 0
@@ -200,7 +216,9 @@ def test_vaddr_kdamond_monitors_a_hot_buffer(kdamonds: Path, hot_child: Child) -
         polls.append((round(t - t0, 1), round(time.monotonic() - t, 2), len(regions), seen))
         if seen:
             break
-    with Path(os.environ["REACTOR_LANE_OUT"], "guest_environment.txt").open("a") as f:
+    phases["seen"] = round(time.monotonic() - begun, 2)
+    record = Path(os.environ["REACTOR_LANE_OUT"], "guest_environment.txt")
+    with record.open("a") as f:
         f.write(f"vaddr kdamond polls (s, read s, regions, hot max nr_accesses): {polls}\n")
     assert regions, "the kdamond reported no regions"
     hot = [acc for lo, hi, acc in regions if lo < hot_hi and hi > hot_lo]
@@ -215,6 +233,9 @@ def test_vaddr_kdamond_monitors_a_hot_buffer(kdamonds: Path, hot_child: Child) -
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (read(kd / "state") != "off" or kdamond_alive(pid)):
         time.sleep(0.05)
+    phases["off"] = round(time.monotonic() - begun, 2)
+    with record.open("a") as f:
+        f.write(f"vaddr kdamond phases (s since the test began; the fixtures outside): {phases}\n")
     assert read(kd / "state") == "off"
     assert not kdamond_alive(pid), f"kdamond thread {pid} still there 10 s after off"
     assert read(kd / "pid") == "-1"
