@@ -136,6 +136,9 @@ def hot_child() -> Iterator[Child]:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
         ready = time.monotonic() - t0
+        # a CI run's child took 27.5 s to be ready (1.3 s alone): was it running (its CPU
+        # time), waiting for memory or I/O (PSI totals since boot), or the guest busy?
+        state = _child_state(proc.pid)
         yield Child(proc, tuple(info["hot"]), tuple(info["cold"]))
     finally:
         t1 = time.monotonic()
@@ -145,9 +148,32 @@ def hot_child() -> Iterator[Child]:
             proc.stdout.close()
         with Path(os.environ["REACTOR_LANE_OUT"], "guest_environment.txt").open("a") as f:
             f.write(
-                f"hot child: ready after {ready if ready is None else round(ready, 2)} s, "
-                f"ended in {time.monotonic() - t1:.2f} s\n"
+                f"hot child: ready after {ready if ready is None else round(ready, 2)} s "
+                f"({state if ready is not None else 'never ready'}), ended in "
+                f"{time.monotonic() - t1:.2f} s\n"
             )
+
+
+def _child_state(pid: int) -> str:
+    """The child's CPU seconds and major faults, the guest's load, free memory and swap,
+    and the PSI ``some`` totals (s since boot) of cpu, memory and io, for the record."""
+    fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    mem = {
+        line.split(":")[0]: int(line.split()[1]) // 1024
+        for line in read("/proc/meminfo").splitlines()
+        if line.split(":")[0] in ("MemFree", "Cached", "SwapTotal", "SwapFree")
+    }
+    psi = {}
+    for res in ("cpu", "memory", "io"):
+        some = read(f"/proc/pressure/{res}").splitlines()[0]
+        psi[res] = round(int(some.rsplit("total=", 1)[1]) / 1e6, 1)
+    load = read("/proc/loadavg").split()[:3]
+    return (
+        f"child CPU {cpu:.2f} s, majflt {fields[9]}; loadavg {load}; MiB {mem}; "
+        f"PSI some total s {psi}"
+    )
 
 
 def tried_regions(kd: Path, scheme: Path) -> list[tuple[int, int, int]]:
