@@ -6,6 +6,8 @@
 - :class:`FakeDamon`: the kernel's DAMON sysfs semantics at a stated kernel version, on a
   FakeKernelFS, with a simulated workload (:mod:`reactor.testing.damon_fake`).
 - :mod:`reactor.testing.plants`: plant models for tuning controllers in simulated time.
+- :mod:`reactor.testing.tlb`: source for a test child whose accesses DAMON must see
+  under qemu TCG (``flush_tlb()`` after each round of touches).
 """
 
 from __future__ import annotations
