@@ -13,7 +13,19 @@ from typing import Literal, TextIO
 
 import structlog
 
-__all__ = ("LogFormat", "configure_logging", "resolve_format", "set_log_level")
+__all__ = (
+    "TICK_LOG_HEARTBEAT",
+    "LogFormat",
+    "configure_logging",
+    "output_moved",
+    "resolve_format",
+    "set_log_level",
+)
+
+#: Under ``reactor.log_ticks: changes`` a per-tick line that brings nothing new still
+#: goes at info every this many ticks (a minute at the default 1 s tick), so a quiet
+#: log shows the daemon alive and its current values.
+TICK_LOG_HEARTBEAT = 60
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -92,6 +104,14 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return chosen
+
+
+def output_moved(new: float | None, old: float | None) -> bool:
+    """Whether a controller output moved enough to log: appeared, vanished, or changed
+    by more than 1 % of the larger magnitude (an integrator's crawl is no news)."""
+    if new is None or old is None:
+        return new is not old
+    return abs(new - old) > 0.01 * max(abs(new), abs(old))
 
 
 def _json_default(obj: object) -> object:

@@ -91,6 +91,11 @@ class ReactorSection(Section):
     shutdown_timeout: PositiveDuration = 5.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``every``: each policy's ``controller_tick`` and the ``node_sample`` line go at
+    #: info every tick; ``changes``: at info only when something changed (docs/
+    #: observability.md), at least every :data:`reactor.log.TICK_LOG_HEARTBEAT` ticks,
+    #: otherwise at debug (``--record`` and the status keep every tick either way)
+    log_ticks: Literal["every", "changes"] = "every"
 
 
 # --- api -------------------------------------------------------------------------------

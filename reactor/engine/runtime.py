@@ -113,6 +113,8 @@ class Reactor:
         self.damon: DamonMonitors | None = None
         self.ticks = 0
         self.tick_overruns = 0
+        #: (stale topics, tick) of the last node_sample logged at info (log_ticks: changes)
+        self._sample_logged: tuple[list[str], int] | None = None
         self.started_at: float | None = None
         #: Called after each report tick with (now, dt): the recorder hooks in here.
         self.tick_hooks: list[Callable[[float, float], None]] = []
@@ -428,7 +430,17 @@ class Reactor:
                 stale.append(topic)
             else:
                 values[topic] = sample.value.summary()
-        _log.info("node_sample", dt_s=round(dt, 6), stale=stale or None, **values)
+        emit = _log.info
+        if self.config.reactor.log_ticks == "changes":
+            # at info when the stale topics change and every TICK_LOG_HEARTBEAT reports
+            from reactor.log import TICK_LOG_HEARTBEAT
+
+            last = self._sample_logged
+            if last is not None and last[0] == stale and self.ticks - last[1] < TICK_LOG_HEARTBEAT:
+                emit = _log.debug
+            else:
+                self._sample_logged = (stale, self.ticks)
+        emit("node_sample", dt_s=round(dt, 6), stale=stale or None, **values)
 
     def status(self, now: float | None = None) -> StatusDocument:
         """The status document (docs/observability.md) as of ``now`` (monotonic seconds)."""

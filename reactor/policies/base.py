@@ -246,6 +246,10 @@ class Policy:
         self.measured_total = 0
         self.ticks = 0
         self._noted: set[str] = set()
+        #: ((held, binding, stale), output, emitted) of the last tick logged at info, and
+        #: the ticks emitted so far, for ``reactor.log_ticks: changes``
+        self._logged: tuple[Any, ...] | None = None
+        self._emitted = 0
         self._scope: anyio.CancelScope | None = None
         self.ticker: Ticker | None = None
 
@@ -362,7 +366,8 @@ class Policy:
             for k, v in terms.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k != "output"
         }
-        self.log.info(
+        emit = self.log.info if self._tick_news(output, held, acted, stale) else self.log.debug
+        emit(
             "controller_tick",
             inputs=dict(inputs),
             stale=list(stale) or None,
@@ -375,6 +380,31 @@ class Policy:
             dry_run=self.dry_run,
             **acted.fields,
         )
+
+    def _tick_news(
+        self, output: float | None, held: str | None, acted: Acted, stale: Sequence[str]
+    ) -> bool:
+        """Whether this tick's line goes at info: always under ``log_ticks: every``;
+        under ``changes`` when bytes were asked for or moved, the held reason, binding
+        goal or stale topics changed, the output moved (:func:`reactor.log.output_moved`),
+        or :data:`~reactor.log.TICK_LOG_HEARTBEAT` ticks passed since the last one."""
+        from reactor.log import TICK_LOG_HEARTBEAT, output_moved
+
+        self._emitted += 1
+        key = (held, self.binding, tuple(stale))
+        last = self._logged
+        news = (
+            self.ctx.config.reactor.log_ticks == "every"
+            or last is None
+            or acted.requested_bytes > 0
+            or acted.measured_bytes > 0
+            or key != last[0]
+            or output_moved(output, last[1])
+            or self._emitted - last[2] >= TICK_LOG_HEARTBEAT
+        )
+        if news:
+            self._logged = (key, output, self._emitted)
+        return news
 
     def status(self) -> PolicyStatus:
         """The policy's entry in the status document (docs/observability.md)."""

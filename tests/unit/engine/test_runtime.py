@@ -62,6 +62,26 @@ async def test_sources_start_and_every_tick_logs_fresh_samples(logs: list[dict[s
 
 
 @pytest.mark.anyio
+async def test_log_ticks_changes_keeps_node_sample_at_debug_between_heartbeats(
+    logs: list[dict[str, Any]],
+) -> None:
+    """``reactor.log_ticks: changes``: node_sample at info on the first report and every
+    TICK_LOG_HEARTBEAT reports while nothing goes stale; every other report at debug."""
+    from reactor.log import TICK_LOG_HEARTBEAT
+
+    fs = fake_node()
+    cfg = load_config_text(
+        "reactor:\n  tick: 1s\n  startup_timeout: 3s\n  log_ticks: changes\n", "test.yaml"
+    )
+    async with Reactor(cfg, fs=fs):
+        await anyio.sleep(2 * TICK_LOG_HEARTBEAT + 5)
+    samples = events(logs, "node_sample")
+    assert len(samples) == 2 * TICK_LOG_HEARTBEAT + 5  # every report is still logged
+    info = [i for i, e in enumerate(samples) if e["log_level"] == "info"]
+    assert info == [0, TICK_LOG_HEARTBEAT, 2 * TICK_LOG_HEARTBEAT]
+
+
+@pytest.mark.anyio
 async def test_psi_share_on_the_bus_is_the_stall_rate_of_the_total_counter() -> None:
     """Stall time growing 0.25 s per 1 s of wall time shows as a 25 % some share."""
     fs = fake_node()
