@@ -41,6 +41,7 @@ from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import DECIDE_PHASE, Ticker
 from reactor.errors import ConfigError, KernelInterfaceError, ReactorError, SourceFailed
 from reactor.kernelfs import KernelFS, RealKernelFS
+from reactor.log import TICK_LOG_HEARTBEAT
 
 if TYPE_CHECKING:
     from reactor.api.status import StatusDocument
@@ -433,8 +434,6 @@ class Reactor:
         emit = _log.info
         if self.config.reactor.log_ticks == "changes":
             # at info when the stale topics change and every TICK_LOG_HEARTBEAT reports
-            from reactor.log import TICK_LOG_HEARTBEAT
-
             last = self._sample_logged
             if last is not None and last[0] == stale and self.ticks - last[1] < TICK_LOG_HEARTBEAT:
                 emit = _log.debug

@@ -42,6 +42,7 @@ from anyio.abc import TaskStatus
 
 from controllers.base import LogValue
 from reactor.engine.ticker import DECIDE_PHASE, Ticker
+from reactor.log import TICK_LOG_HEARTBEAT, output_moved
 
 if TYPE_CHECKING:
     from reactor.api.status import GoalStatus, PolicyStatus
@@ -388,8 +389,6 @@ class Policy:
         under ``changes`` when bytes were asked for or moved, the held reason, binding
         goal or stale topics changed, the output moved (:func:`reactor.log.output_moved`),
         or :data:`~reactor.log.TICK_LOG_HEARTBEAT` ticks passed since the last one."""
-        from reactor.log import TICK_LOG_HEARTBEAT, output_moved
-
         self._emitted += 1
         key = (held, self.binding, tuple(stale))
         last = self._logged

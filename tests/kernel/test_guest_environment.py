@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from reactor.signals.meminfo import parse_meminfo
+from reactor.signals.psi import parse_psi
 from reactor.testing.tlb import FLUSH_TLB
 from tests.kernel.conftest import read, write
 
@@ -160,15 +162,17 @@ def _child_state(pid: int) -> str:
     fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / tick
+    info = parse_meminfo(read("/proc/meminfo"), "/proc/meminfo")
     mem = {
-        line.split(":")[0]: int(line.split()[1]) // 1024
-        for line in read("/proc/meminfo").splitlines()
-        if line.split(":")[0] in ("MemFree", "Cached", "SwapTotal", "SwapFree")
+        "MemFree": info.mem_free_bytes // MiB,
+        "Cached": info.cached_bytes // MiB,
+        "SwapTotal": info.swap_total_bytes // MiB,
+        "SwapFree": info.swap_free_bytes // MiB,
     }
     psi = {}
     for res in ("cpu", "memory", "io"):
-        some = read(f"/proc/pressure/{res}").splitlines()[0]
-        psi[res] = round(int(some.rsplit("total=", 1)[1]) / 1e6, 1)
+        path = f"/proc/pressure/{res}"
+        psi[res] = round(parse_psi(read(path), path).some.total_us / 1e6, 1)
     load = read("/proc/loadavg").split()[:3]
     return (
         f"child CPU {cpu:.2f} s, majflt {fields[9]}; loadavg {load}; MiB {mem}; "
