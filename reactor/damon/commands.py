@@ -104,7 +104,7 @@ class DamonSysfsError(KernelInterfaceError):
         sentence: str,
         *,
         errno: int | None,
-        value: str,
+        value: str | None,
         command: str | None = None,
         kdamond: int | None = None,
     ) -> None:

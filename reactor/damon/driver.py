@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import errno as E
 import functools
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -54,6 +56,7 @@ from reactor.damon.ownership import (
 )
 from reactor.damon.probe import DamonSysfsStatus, read_damon_status
 from reactor.damon.snapshot import (
+    BUSY_READ_BUDGET_S,
     KdamondSnapshot,
     SchemeStats,
     TriedRegions,
@@ -63,6 +66,7 @@ from reactor.damon.snapshot import (
     read_int,
     read_kdamond_snapshot,
     read_scheme_stats,
+    read_text,
     read_tried_regions,
     read_tuned_intervals,
 )
@@ -140,6 +144,10 @@ class DamonDriver:
         self.command_timeout_s = command_timeout_s
         self.stage_timeout_s = stage_timeout_s
         self._limiter = anyio.CapacityLimiter(1)
+        #: Held by the worker thread for the whole job: a job abandoned at its deadline or
+        #: at cancellation keeps running (and may hold the kernel's sysfs lock) after the
+        #: limiter lets the next job in; the next job waits for it here.
+        self._job = threading.Lock()
         self._record: OwnershipRecord | None = None
         self._features: KernelFeatures | None = None
         self._models: dict[int, Kdamond] = {}
@@ -184,11 +192,31 @@ class DamonDriver:
     # -- the worker-thread seam --------------------------------------------------------------
 
     async def _thread(self, call: Callable[[], T], *, timeout: float, what: str) -> T:
-        """Run blocking ``call`` in a worker thread, one at a time, within ``timeout`` s."""
+        """Run blocking ``call`` in a worker thread, one at a time, within ``timeout`` s.
+
+        One at a time even across abandonment: a job cancelled or timed out here keeps
+        running in its thread (a kernel write cannot be interrupted), so the next job
+        first waits, within its own ``timeout``, for that thread to finish. Seen in the
+        guest: a shutdown's restore ran beside an abandoned job and read EBUSY.
+        """
+        deadline = time.monotonic() + timeout
+
+        def serialized() -> T:
+            if not self._job.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise DamonTimeout(
+                    what,
+                    f"waited {timeout:g} s for an earlier, abandoned DAMON job to finish",
+                    errno=E.ETIMEDOUT,
+                )
+            try:
+                return call()
+            finally:
+                self._job.release()
+
         try:
             with anyio.fail_after(timeout):
                 return await anyio.to_thread.run_sync(
-                    call, limiter=self._limiter, abandon_on_cancel=True
+                    serialized, limiter=self._limiter, abandon_on_cancel=True
                 )
         except TimeoutError:
             raise DamonTimeout(
@@ -207,6 +235,19 @@ class DamonDriver:
         ):
             return
         foreign = tuple(info for info in status.kdamonds if info.index == k)
+        if foreign and foreign[0].state == "unknown":
+            # state and pid stayed EBUSY: whose it is cannot be told, so nothing is
+            # written; and it is not called foreign (it may well be reactor's own)
+            raise DamonSysfsError(
+                paths.state_file(k),
+                f"{action}: cannot tell whether kdamond {k} is still reactor's: its state "
+                f"and pid stayed unreadable for {BUSY_READ_BUDGET_S:g} s (DAMON's sysfs lock was "
+                "held, by another DAMON user or a long command); nothing was written, try "
+                "again",
+                errno=E.EBUSY,
+                value=None,
+                kdamond=k,
+            )
         if not foreign:
             raise KernelInterfaceError(
                 paths.kdamond_dir(k),
@@ -274,7 +315,7 @@ class DamonDriver:
         if len(status.kdamonds) != n:
             await self._resize(status, n)
         for k, kd in enumerate(section.kdamonds):
-            if self.fs.read_text(paths.state_file(k)).strip() == "on":
+            if read_text(self.fs, paths.state_file(k)).strip() == "on":
                 await self.commit(k, kd, paddr_ram=ram, node_ram=nodes)
                 continue
             fresh, removal = without_obsolete_targets(kd)
@@ -438,16 +479,26 @@ class DamonDriver:
         except DamonSysfsError as exc:
             if (
                 exc.errno not in (E.EINVAL, E.EPERM)
-                or self.fs.read_text(paths.state_file(k)).strip() != "off"
+                or read_text(self.fs, paths.state_file(k)).strip() != "off"
             ):
                 raise
         self._save(self.record.with_pid(k, -1))
         _log.info("damon_kdamond_stopped", kdamond=k)
 
     async def stop_all(self) -> None:
-        """Stop every running kdamond reactor owns (never another's)."""
-        for info in self.status().kdamonds:
-            if info.state == "on" and info.index in self.owned():
+        """Stop every running kdamond reactor owns (never another's).
+
+        A recorded kdamond whose state could not be read (``unknown``: the sysfs lock
+        stayed held) is not skipped: :meth:`stop` checks it again and raises if it still
+        cannot tell, so a running kdamond is never left behind silently.
+        """
+        status = await self._thread(self.status, timeout=self.command_timeout_s, what=paths.ADMIN)
+        owned = owned_indices(self.record, status)
+        for info in status.kdamonds:
+            recorded = self.record.pid_of(info.index) not in (None, -1)
+            if (info.state == "on" and info.index in owned) or (
+                info.state == "unknown" and recorded
+            ):
                 await self.stop(info.index)
 
     async def commit(
@@ -588,8 +639,17 @@ class DamonDriver:
         await self.command(k, "commit_schemes_quota_goals")
 
     def state(self, k: int) -> str:
-        """``on`` or ``off``, read now."""
-        return self.fs.read_text(paths.state_file(k)).strip()
+        """``on`` or ``off``, read now (blocking: EBUSY is waited out, see
+        :func:`~reactor.damon.snapshot.read_text`; :meth:`read_state` from async code)."""
+        return read_text(self.fs, paths.state_file(k)).strip()
+
+    async def read_state(self, k: int) -> str:
+        """:meth:`state` in the driver's worker thread, after any job in flight."""
+        return await self._thread(
+            functools.partial(self.state, k),
+            timeout=self.command_timeout_s,
+            what=paths.state_file(k),
+        )
 
     def _refreshed_by_kernel(self, k: int) -> bool:
         """refresh_ms ≠ 0: the kernel refreshes stats, quotas and intervals itself."""

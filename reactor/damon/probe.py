@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from reactor.damon.snapshot import read_text
 from reactor.errors import KernelInterfaceError
 from reactor.kernelfs import KernelFS
 
@@ -26,8 +27,9 @@ KDAMONDS = ADMIN + "/kdamonds"
 
 @dataclass(frozen=True)
 class KdamondInfo:
-    """One kdamond as sysfs shows it: index, ``state`` (on/off), ``pid`` (-1 when off),
-    and the operations set of its context, if it has one."""
+    """One kdamond as sysfs shows it: index, ``state`` (on/off, ``unknown`` when it could
+    not be read, as when DAMON's sysfs lock stayed held), ``pid`` (-1 when off or
+    unreadable), and the operations set of its context, if it has one."""
 
     index: int
     state: str
@@ -55,8 +57,10 @@ class BackendChoice:
 
 
 def _read(fs: KernelFS, path: str) -> str | None:
+    """The file's text, EBUSY waited out (``state`` and ``pid`` take DAMON's sysfs lock);
+    None if it cannot be read."""
     try:
-        return fs.read_text(path).strip()
+        return read_text(fs, path).strip()
     except KernelInterfaceError:
         return None
 

@@ -13,13 +13,17 @@ aggregation intervals, ``nr_accesses`` samples per aggregation interval.
 
 from __future__ import annotations
 
+import errno as E
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from reactor.damon import paths
-from reactor.errors import KernelFormatError
+from reactor.errors import KernelFormatError, KernelInterfaceError
 from reactor.kernelfs import KernelFS
 
 __all__ = (
+    "BUSY_READ_BUDGET_S",
     "GoalValue",
     "KdamondSnapshot",
     "SchemeStats",
@@ -33,6 +37,7 @@ __all__ = (
     "read_int",
     "read_kdamond_snapshot",
     "read_scheme_stats",
+    "read_text",
     "read_tried_regions",
     "read_tuned_intervals",
 )
@@ -47,11 +52,49 @@ def parse_kernel_int(text: str, path: str) -> int:
         raise KernelFormatError(path, "expected an integer", line=stripped) from None
 
 
+#: How long a read waits out a held ``damon_sysfs_lock`` (EBUSY) before it gives up.
+BUSY_READ_BUDGET_S: float = 0.5
+
+#: First wait after an EBUSY read (doubled each time, at most 100 ms).
+BUSY_READ_BACKOFF_S: float = 0.005
+
+
+def read_text(
+    fs: KernelFS,
+    path: str,
+    *,
+    budget_s: float = BUSY_READ_BUDGET_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Read a DAMON sysfs file, waiting out a held ``damon_sysfs_lock``.
+
+    ``state``, ``pid``, ``memcg_path`` and goal/filter ``path`` take the lock with a
+    trylock and answer EBUSY while anyone holds it: another tool's command, a long
+    ``update_schemes_tried_regions``, or the kernel's own ``refresh_ms`` worker (a guest
+    run read EBUSY from ``state`` at shutdown, then judged reactor's own kdamond foreign
+    from the unreadable pid). No other error of a read is transient, so only EBUSY is
+    retried, from 5 ms doubling to 100 ms, for ``budget_s`` in all; then the EBUSY
+    error is raised. Blocking: call it in a worker thread where it may wait.
+    """
+    deadline = time.monotonic() + budget_s
+    delay = BUSY_READ_BACKOFF_S
+    while True:
+        try:
+            return fs.read_text(path)
+        except KernelInterfaceError as exc:
+            left = deadline - time.monotonic()
+            if exc.errno != E.EBUSY or left <= 0:
+                raise
+        sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+
+
 def read_int(fs: KernelFS, path: str, default: int | None = None) -> int:
-    """Read an integer file; ``default`` (if given) when the file does not exist."""
+    """Read an integer file (EBUSY waited out, :func:`read_text`); ``default`` (if given)
+    when the file does not exist."""
     if default is not None and not fs.exists(path):
         return default
-    return parse_kernel_int(fs.read_text(path), path)
+    return parse_kernel_int(read_text(fs, path), path)
 
 
 @dataclass(frozen=True)
@@ -257,7 +300,7 @@ def read_kdamond_snapshot(fs: KernelFS, k: int) -> KdamondSnapshot:
     has_context = fs.is_dir(_context(k))
     return KdamondSnapshot(
         index=k,
-        state=fs.read_text(base + "/state").strip(),
+        state=read_text(fs, base + "/state").strip(),
         pid=read_int(fs, base + "/pid"),
         stats=tuple(read_scheme_stats(fs, k, s) for s in schemes),
         effective_quotas_bytes=tuple(read_effective_quota(fs, k, s) for s in schemes),

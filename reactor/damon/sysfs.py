@@ -60,7 +60,7 @@ from reactor.damon.features import (
     filter_type_feature,
     goal_metric_feature,
 )
-from reactor.damon.snapshot import parse_kernel_int
+from reactor.damon.snapshot import parse_kernel_int, read_text
 from reactor.errors import KernelFormatError, KernelInterfaceError, UnsafeWrite, UnsupportedKernel
 from reactor.kernelfs import KernelFS
 
@@ -512,7 +512,7 @@ class Stager:
         check_kdamond(kd, self.features, index=k)
         staged = as_staged(kd, self.features, paddr_ram, node_ram)
         base = paths.kdamond_dir(k)
-        if not staged.contexts and self.fs.read_text(base + "/state").strip() == "on":
+        if not staged.contexts and read_text(self.fs, base + "/state").strip() == "on":
             # Removing the context of a running kdamond crashes unpatched kernels (§3.2).
             raise UnsafeWrite(
                 base + "/contexts/nr_contexts",
@@ -662,12 +662,12 @@ class _Reader:
     def text(self, path: str, default: str | None = None) -> str:
         if default is not None and not self.fs.exists(path):
             return default
-        return self.fs.read_text(path).strip()
+        return read_text(self.fs, path).strip()
 
     def num(self, path: str, default: int | None = None) -> int:
         if default is not None and not self.fs.exists(path):
             return default
-        return parse_kernel_int(self.fs.read_text(path), path)
+        return parse_kernel_int(read_text(self.fs, path), path)
 
     def flag(self, path: str) -> bool:
         return self.text(path, "N")[:1] in ("Y", "y", "1")

@@ -367,8 +367,8 @@ class DamonReclaim(QuotaPolicy):
         names = [m.name for m in config.monitors]
         return names.index(self.cfg.monitor), 0, -1
 
-    def _model(self) -> Kdamond:
-        return self.driver.read_back(self.k)
+    async def _model(self) -> Kdamond:
+        return await self.driver.read(self.k)
 
     def _with_quotas(self, kd: Kdamond, quotas: Quotas, scheme: Scheme | None = None) -> Kdamond:
         ctx = kd.contexts[self.c]
@@ -398,7 +398,7 @@ class DamonReclaim(QuotaPolicy):
     async def start(self) -> None:
         """Add or take over the scheme and commit its first quota (online)."""
         async with _lock(self.driver):
-            kd = self._model()
+            kd = await self._model()
             added = None
             if self.s < 0:
                 fail_charge = self.driver.features.has("fail_charge")
@@ -435,10 +435,10 @@ class DamonReclaim(QuotaPolicy):
         """Put a ``damon:`` scheme's original quotas back while its kdamond runs."""
         if self.original is None or self.dry_run:
             return
-        if self.driver.state(self.k) != "on":
+        if await self.driver.read_state(self.k) != "on":
             return
         async with _lock(self.driver):
-            kd = self._model()
+            kd = await self._model()
             await self.driver.commit(self.k, self._with_quotas(kd, self.original))
         self.log.info("damon_quota_restored", kdamond=self.k, scheme=self.s)
 
@@ -602,7 +602,7 @@ class DamonReclaim(QuotaPolicy):
         output = decision.output
         if self.committed is None or abs(output - self.committed) > 0.01 * self.committed:
             async with _lock(self.driver):
-                kd = self._model()
+                kd = await self._model()
                 added = self._dry_added
                 base = (added or kd.contexts[self.c].schemes[self.s]).quotas
                 new = self._with_quotas(kd, self._quotas(base, output), added)

@@ -360,7 +360,7 @@ class DamonMonitoring(MonitoringPolicy):
         from reactor.policies.damon import _lock
 
         async with _lock(self.driver):
-            kd = self.driver.read_back(self.k)
+            kd = await self.driver.read(self.k)
             ctx = kd.contexts[0]
             intervals = ctx.intervals
             if self.tune_intervals:

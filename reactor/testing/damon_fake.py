@@ -35,7 +35,8 @@ What it models, file by file:
   ``VmSwap`` follow); pages with an access chance are faulted straight back.
 
 What it does not model: file modes live beside the tree (:meth:`FakeDamon.mode`), not in
-it; reads never fail with EBUSY (only writes see :meth:`FakeDamon.hold_lock`); ``pid``
+it; reads never fail with EBUSY (only writes see :meth:`FakeDamon.hold_lock`; a test
+injects an EBUSY read with :meth:`FakeKernelFS.inject_fault`); ``pid``
 and ``state`` are refreshed at each write and each :meth:`advance`, so a kdamond whose
 targets exited reads ``on`` until the next one (the kernel notices within a sample
 interval); a paddr ``pageout`` moves nothing (physical ranges have no pages to swap);

@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from reactor.config.damon import DamonSection
+from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
 from reactor.damon.probe import choose_backend, read_damon_status
@@ -290,3 +291,26 @@ async def test_a_commit_of_new_intervals_applies_them_under_tuning(tmp_path: Pat
     await driver.commit(0, kd.model_copy(update={"contexts": (ctx,)}))
     tuned = await driver.update_tuned_intervals(0)
     assert (tuned.sample_us, tuned.aggr_us) == (20000, 200000)
+
+
+async def test_a_kdamond_whose_state_stays_unreadable_is_not_written_nor_called_foreign(
+    tmp_path: Path,
+) -> None:
+    """``state`` and ``pid`` answer EBUSY past the read budget (someone holds DAMON's
+    sysfs lock): whose kdamond it is cannot be told. The driver writes nothing and says
+    the lock is busy (EBUSY, the path) instead of blaming another user."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    pid = damon.kdamond_pid(0)
+    start = len(fs.writes)
+    for name in ("state", "pid"):
+        fs.inject_fault(f"{KD}/0/{name}", errno.EBUSY, times=None, ops=("read",))
+    with pytest.raises(DamonSysfsError) as info:
+        await driver.stop(0)
+    assert not isinstance(info.value, ForeignKdamond)
+    assert info.value.errno == errno.EBUSY and info.value.path == f"{KD}/0/state"
+    assert "cannot tell whether kdamond 0 is still reactor's" in str(info.value)
+    assert not fs.writes[start:]
+    fs.clear_faults()
+    assert damon.kdamond_pid(0) == pid and driver.owned() == {0}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -10,12 +13,14 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
+import structlog
 
 from reactor.config import load_config_text
 from reactor.damon import paths
 from reactor.engine.bus import Bus
 from reactor.engine.monitors import AccessView
 from reactor.engine.runtime import Reactor
+from reactor.errors import KernelInterfaceError
 from reactor.policies import build_policy
 from reactor.policies.base import PolicyContext
 from reactor.policies.tiering import NativeTiering, off_node_spans, tier_nodes
@@ -278,3 +283,71 @@ async def test_damon_tiering_reports_what_new_schemes_applied_before_the_first_t
     assert acted.fields["demoted_bytes"] == 2 * MIB
     assert acted.fields["promoted_bytes"] == 15 * MIB
     assert acted.measured_bytes == 17 * MIB and acted.requested_bytes == 19 * MIB
+
+
+@pytest.mark.anyio
+async def test_damon_tiering_shutdown_waits_for_a_command_that_holds_the_sysfs_lock(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM lands while an ``update_schemes_*`` command is in the kernel: the kernel
+    holds DAMON's sysfs lock until it returns (here 0.8 s, longer than reactor waits out
+    an EBUSY read), so ``state`` and ``pid`` read EBUSY meanwhile. The cancelled command
+    keeps running in its worker thread. Shutdown must wait for it, then stop reactor's own
+    kdamond, with nothing logged as failed. (A guest run did not: its unreadable pid read
+    as -1, its own kdamond looked foreign, and the daemon exited 1 with it still on.)"""
+    fs, damon = fake_machine()
+    arm, entered = threading.Event(), threading.Event()
+    write, read = fs.write_text, fs.read_text
+    held = threading.Lock()
+
+    def slow_command(path: str, data: str) -> None:
+        if arm.is_set() and path.endswith("/state") and data.startswith("update_schemes"):
+            arm.clear()
+            with held:
+                entered.set()
+                time.sleep(0.8)
+                write(path, data)
+            return
+        write(path, data)
+
+    def busy_read(path: str) -> str:
+        if path.rsplit("/", 1)[-1] in ("state", "pid") and held.locked():
+            raise KernelInterfaceError(path, "cannot read", errno=errno.EBUSY)
+        return read(path)
+
+    fs.write_text, fs.read_text = slow_command, busy_read  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        with structlog.testing.capture_logs() as logs:
+            async with Reactor(damon_config(tmp_path), fs=fs):
+                await anyio.sleep(0.6)
+                assert damon.kdamond_pid(0) is not None
+                arm.set()
+                assert await anyio.to_thread.run_sync(entered.wait, 5.0)
+        tg.cancel_scope.cancel()
+    failures = [e for e in logs if e["log_level"] in ("error", "critical")]
+    assert failures == [], failures
+    assert damon.kdamond_pid(0) is None
+    assert read(f"{paths.kdamond_dir(0)}/state").strip() == "off"
+
+
+@pytest.mark.anyio
+async def test_a_stop_waits_out_ebusy_reads_of_state_and_pid(tmp_path: Path) -> None:
+    """The kernel's refresh worker holds DAMON's sysfs lock for a moment: a few reads of
+    ``state`` and ``pid`` answer EBUSY. Stopping reactor's kdamond waits them out instead
+    of calling it foreign (its pid would read as -1)."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        with structlog.testing.capture_logs() as logs:
+            async with Reactor(damon_config(tmp_path), fs=fs):
+                await anyio.sleep(0.6)
+                assert damon.kdamond_pid(0) is not None
+                for name in ("state", "pid"):
+                    fs.inject_fault(
+                        f"{paths.kdamond_dir(0)}/{name}", errno.EBUSY, times=3, ops=("read",)
+                    )
+        tg.cancel_scope.cancel()
+    failures = [e for e in logs if e["log_level"] in ("error", "critical")]
+    assert failures == [], failures
+    assert damon.kdamond_pid(0) is None
