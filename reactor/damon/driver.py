@@ -175,6 +175,11 @@ class DamonDriver:
         return self._features
 
     @property
+    def opened(self) -> bool:
+        """Whether :meth:`open` has run (its record and features are there)."""
+        return self._record is not None and self._features is not None
+
+    @property
     def record(self) -> OwnershipRecord:
         """The ownership record in use (after :meth:`open`)."""
         if self._record is None:

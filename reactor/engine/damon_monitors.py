@@ -157,14 +157,42 @@ class DamonMonitors:
             task_status.started()
             await self._loop()
         finally:
-            with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(self.config.reactor.shutdown_timeout),
-            ):
-                await self.driver.stop_all()
-                _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
-            for command in self.commands.values():
-                command.stop()
+            try:
+                await self._stop_kdamonds()
+            finally:
+                # the workloads reactor started end even when its kdamonds could not stop
+                for command in self.commands.values():
+                    command.stop()
+
+    async def _stop_kdamonds(self) -> None:
+        """Stop reactor's kdamonds within ``shutdown_timeout``; say so when they may
+        still run (a stop that failed is logged and raised: the exit status shows it)."""
+        if not self.driver.opened:
+            return  # open() failed: reactor laid out nothing
+        timeout = self.config.reactor.shutdown_timeout
+        left = (
+            "reactor's kdamonds may still run: the next reactor start with this run_dir "
+            "takes them over, or write 'off' to their state files"
+        )
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.move_on_after(timeout) as scope:
+                    await self.driver.stop_all()
+            except ReactorError as exc:
+                _log.error(
+                    "damon_stop_failed", error=str(exc), recorded=self._recorded(), note=left
+                )
+                raise
+            if scope.cancelled_caught:
+                _log.error(
+                    "damon_stop_timeout", timeout_s=timeout, recorded=self._recorded(), note=left
+                )
+                return
+            _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
+
+    def _recorded(self) -> list[int]:
+        """The kdamonds reactor's ownership record lists as started (no sysfs read)."""
+        return sorted(k.index for k in self.driver.record.kdamonds if k.pid != -1)
 
     async def reconfigure(self, config: Config) -> str | None:
         """Commit a reloaded config's monitors and ``damon`` section into the running

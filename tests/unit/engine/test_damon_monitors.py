@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import pytest
 import structlog
 
 from reactor.config import load_config_text
+from reactor.damon.commands import DamonSysfsError
+from reactor.damon.paths import KDAMONDS as KD
 from reactor.engine.runtime import Reactor
 from reactor.errors import SourceFailed
 from reactor.testing import FakeDamon, FakeKernelFS
@@ -164,3 +168,41 @@ async def test_a_reload_commits_new_intervals_and_quota_online(tmp_path: Path) -
             assert result.needs_restart == ("monitors/damon",)
             assert len(fs.writes) == writes
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_stop_that_fails_still_ends_the_workloads_reactor_started(tmp_path: Path) -> None:
+    """At shutdown reactor's kdamond cannot be stopped (its state and pid stay EBUSY, so
+    whose it is cannot be told). The workload reactor started for the monitor still
+    ends, the failure is logged with what to do, and it is raised (the exit status shows
+    it), not swallowed."""
+    fs, damon = fake_machine()
+    damon = FakeDamon(fs, kernel="7.2.12", pid_exists=lambda pid: pid > 0)  # a fresh tree
+    cfg = load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+        f"  run_dir: {tmp_path}\n"
+        "monitors:\n  - name: app\n"
+        f"    targets: {{command: [{sys.executable}, -c, 'import time; time.sleep(60)']}}\n"
+        "    sample: 10ms\n    aggregation: 100ms\n",
+        "t.yaml",
+    )
+    with structlog.testing.capture_logs() as logs, pytest.raises(BaseException) as info:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(cfg, fs=fs) as reactor:
+                assert reactor.damon is not None
+                (command,) = reactor.damon.commands.values()
+                assert damon.kdamond_pid(0) is not None and command.alive
+                for name in ("state", "pid"):
+                    fs.inject_fault(f"{KD}/0/{name}", errno.EBUSY, times=None, ops=("read",))
+            tg.cancel_scope.cancel()
+    started = reactor.damon.commands.values() if reactor.damon is not None else ()
+    alive = [c.pid for c in started if c.alive]
+    for c in started:
+        c.stop()  # never leave the child behind, whatever failed
+    assert alive == []
+    assert any(
+        isinstance(e, DamonSysfsError) and e.errno == errno.EBUSY for e in leaves(info.value)
+    )
+    (failed,) = [e for e in logs if e["event"] == "damon_stop_failed"]
+    assert failed["recorded"] == [0] and "next reactor start" in failed["note"]
