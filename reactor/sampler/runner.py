@@ -404,11 +404,14 @@ class NativeSampler:
         return True
 
     def _close(self) -> None:
-        for key in list(self.monitors):
-            monitor = self.monitors.pop(key)
-            monitor.session.close()
-        for owned in self._owned.values():
-            owned.stop()
+        try:
+            for key in list(self.monitors):
+                monitor = self.monitors.pop(key)
+                monitor.session.close()
+        finally:
+            # the commands reactor started end even if closing a probe session failed
+            for owned in self._owned.values():
+                owned.stop()
 
     async def _loop(self, task_status: TaskStatus[None]) -> None:
         """Sample until cancelled: the first sample through a worker thread (the task

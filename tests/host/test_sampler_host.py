@@ -23,6 +23,7 @@ know (host-capabilities.md §1), before any tuning:
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -285,6 +286,34 @@ async def test_a_started_command_is_owned_and_stopped(probes: Any) -> None:
     owned = sampler._owned["cmd"]
     assert not owned.alive
     assert snaps and snaps[-1].target == f"cmd:{owned.pid}"
+
+
+@pytest.mark.anyio
+async def test_a_started_command_ends_even_if_a_probe_session_fails_to_close(
+    probes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a probe session raises at shutdown: the command reactor started still
+    ends (by pid), and the error is not swallowed."""
+    import sys
+
+    from reactor.sampler import probes as probes_mod
+
+    def broken_close(self: Any) -> None:
+        raise OSError(errno.EIO, "closing the probe session failed")
+
+    monkeypatch.setattr(probes_mod.ReferencedSession, "close", broken_close)
+    argv = (sys.executable, "-m", "reactor.testing.workload", "--size=8M", "--duration=30")
+    target = TargetSpec(name="cmd", command=argv, probe="referenced")
+    settings = SamplerSettings(sample_interval_s=0.05, aggr_interval_s=0.2, update_interval_s=0.1)
+    sampler = NativeSampler(RealKernelFS(), [target], settings, probes=probes)
+    with pytest.raises(BaseException) as info:  # the OSError, however wrapped
+        with anyio.move_on_after(1.5):
+            await sampler.run()
+    owned = sampler._owned["cmd"]
+    alive = owned.alive
+    owned.stop()  # never leave the child behind, whatever failed
+    assert not alive
+    assert "closing the probe session failed" in repr(info.value)
 
 
 @pytest.mark.anyio
