@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -316,19 +317,31 @@ async def test_damon_tiering_shutdown_waits_for_a_command_that_holds_the_sysfs_l
         return read(path)
 
     fs.write_text, fs.read_text = slow_command, busy_read  # type: ignore[method-assign]
+
+    async def hold_the_lock() -> None:
+        arm.set()
+        assert await anyio.to_thread.run_sync(entered.wait, 5.0)
+
+    await _shut_down_cleanly(fs, damon, tmp_path, hold_the_lock)
+    assert read(f"{paths.kdamond_dir(0)}/state").strip() == "off"
+
+
+async def _shut_down_cleanly(
+    fs: FakeKernelFS, damon: Any, run_dir: Path, before_exit: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the tiering daemon 0.6 s, call ``before_exit``, stop it: nothing is logged
+    as an error and reactor's kdamond is stopped."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive, damon)
         with structlog.testing.capture_logs() as logs:
-            async with Reactor(damon_config(tmp_path), fs=fs):
+            async with Reactor(damon_config(run_dir), fs=fs):
                 await anyio.sleep(0.6)
                 assert damon.kdamond_pid(0) is not None
-                arm.set()
-                assert await anyio.to_thread.run_sync(entered.wait, 5.0)
+                await before_exit()
         tg.cancel_scope.cancel()
     failures = [e for e in logs if e["log_level"] in ("error", "critical")]
     assert failures == [], failures
     assert damon.kdamond_pid(0) is None
-    assert read(f"{paths.kdamond_dir(0)}/state").strip() == "off"
 
 
 @pytest.mark.anyio
@@ -337,17 +350,9 @@ async def test_a_stop_waits_out_ebusy_reads_of_state_and_pid(tmp_path: Path) -> 
     ``state`` and ``pid`` answer EBUSY. Stopping reactor's kdamond waits them out instead
     of calling it foreign (its pid would read as -1)."""
     fs, damon = fake_machine()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, damon)
-        with structlog.testing.capture_logs() as logs:
-            async with Reactor(damon_config(tmp_path), fs=fs):
-                await anyio.sleep(0.6)
-                assert damon.kdamond_pid(0) is not None
-                for name in ("state", "pid"):
-                    fs.inject_fault(
-                        f"{paths.kdamond_dir(0)}/{name}", errno.EBUSY, times=3, ops=("read",)
-                    )
-        tg.cancel_scope.cancel()
-    failures = [e for e in logs if e["log_level"] in ("error", "critical")]
-    assert failures == [], failures
-    assert damon.kdamond_pid(0) is None
+
+    async def busy_reads() -> None:
+        for name in ("state", "pid"):
+            fs.inject_fault(f"{paths.kdamond_dir(0)}/{name}", errno.EBUSY, times=3, ops=("read",))
+
+    await _shut_down_cleanly(fs, damon, tmp_path, busy_reads)
