@@ -80,7 +80,7 @@ from reactor.damon.sysfs import (
     require_node_ram,
     without_obsolete_targets,
 )
-from reactor.errors import KernelInterfaceError
+from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
 
 __all__ = ("DamonDriver", "DamonTimeout")
@@ -466,15 +466,40 @@ class DamonDriver:
         )
 
     async def start(self, k: int) -> int:
-        """Turn kdamond ``k`` on; records and returns its pid."""
-        await self.command(k, "on")
+        """Turn kdamond ``k`` on; records and returns its pid.
+
+        ``on``, the pid read and the record's save are one worker-thread job: a start
+        cancelled at SIGTERM still finishes in its thread and records the pid (the stop
+        that follows waits for it), so a kdamond reactor turned on is never left
+        unrecorded, running, and later taken for someone else's. If the pid cannot be
+        read, the kdamond just turned on is turned off again before the error is raised.
+        """
+        self.features.require(command_feature("on"), what="state command on")
         pid = await self._thread(
-            functools.partial(read_int, self.fs, paths.kdamond_dir(k) + "/pid"),
-            timeout=self.command_timeout_s,
-            what=paths.kdamond_dir(k) + "/pid",
+            self._guarded(k, f"writing 'on' to kdamond {k}", functools.partial(self._start, k)),
+            timeout=self.command_timeout_s + self.command_timeout_s,
+            what=paths.state_file(k),
         )
-        self._save(self.record.with_pid(k, pid))
         _log.info("damon_kdamond_started", kdamond=k, pid=pid)
+        return pid
+
+    def _start(self, k: int) -> int:
+        send_state(self.fs, k, "on")
+        try:
+            pid = read_int(self.fs, paths.kdamond_dir(k) + "/pid")
+        except KernelInterfaceError:
+            try:
+                send_state(self.fs, k, "off")
+            except KernelInterfaceError as exc:
+                _log.error(
+                    "damon_kdamond_unrecorded",
+                    kdamond=k,
+                    error=str(exc),
+                    note="it was turned on but its pid could not be read, and turning it "
+                    "off failed: write 'off' to its state file",
+                )
+            raise
+        self._save(self.record.with_pid(k, pid))
         return pid
 
     async def stop(self, k: int) -> None:
@@ -499,12 +524,28 @@ class DamonDriver:
         """
         status = await self._thread(self.status, timeout=self.command_timeout_s, what=paths.ADMIN)
         owned = owned_indices(self.record, status)
+        failed: list[tuple[int, ReactorError]] = []
         for info in status.kdamonds:
             recorded = self.record.pid_of(info.index) not in (None, -1)
             if (info.state == "on" and info.index in owned) or (
                 info.state == "unknown" and recorded
             ):
-                await self.stop(info.index)
+                try:
+                    await self.stop(info.index)
+                except ReactorError as exc:
+                    failed.append((info.index, exc))  # the others are still tried
+        if len(failed) == 1:
+            raise failed[0][1]
+        if failed:
+            raise DamonSysfsError(
+                paths.KDAMONDS,
+                "could not stop reactor's kdamonds "
+                + "; ".join(f"{k} ({exc})" for k, exc in failed),
+                errno=failed[0][1].errno
+                if isinstance(failed[0][1], KernelInterfaceError)
+                else None,
+                value="off",
+            )
 
     async def commit(
         self,

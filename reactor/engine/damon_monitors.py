@@ -14,6 +14,7 @@ Shutdown stops reactor's kdamonds (never anyone else's) before the commands end.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from reactor.damon.driver import DamonDriver
+from reactor.damon import paths
+from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
 from reactor.engine.bus import Bus
@@ -156,17 +158,35 @@ class DamonMonitors:
             )
             task_status.started()
             await self._loop()
+        except BaseException as exc:
+            await self._shut_down(exc)
+            raise
+        await self._shut_down(None)
+
+    async def _shut_down(self, cause: BaseException | None) -> None:
+        """Stop reactor's kdamonds, then the workloads it started (even when the
+        kdamonds could not stop). A stop that fails is raised when the monitors were
+        stopping in order (cancelled, or done); when another error ends them (a start-up
+        failure) that error is the cause: the stop's own failure is only logged
+        (``damon_stop_failed``), so it cannot hide it."""
+        orderly = cause is None or isinstance(cause, anyio.get_cancelled_exc_class())
+        try:
+            await self._stop_kdamonds()
+        except ReactorError:
+            if orderly:
+                raise
         finally:
-            try:
-                await self._stop_kdamonds()
-            finally:
-                # the workloads reactor started end even when its kdamonds could not stop
-                for command in self.commands.values():
-                    command.stop()
+            self._stop_commands()
+
+    def _stop_commands(self) -> None:
+        """End the workloads reactor started, even when its kdamonds could not stop."""
+        for command in self.commands.values():
+            command.stop()
 
     async def _stop_kdamonds(self) -> None:
         """Stop reactor's kdamonds within ``shutdown_timeout``; say so when they may
-        still run (a stop that failed is logged and raised: the exit status shows it)."""
+        still run (a stop that failed or ran out of time is logged and raised: the exit
+        status shows it)."""
         if not self.driver.opened:
             return  # open() failed: reactor laid out nothing
         timeout = self.config.reactor.shutdown_timeout
@@ -187,7 +207,12 @@ class DamonMonitors:
                 _log.error(
                     "damon_stop_timeout", timeout_s=timeout, recorded=self._recorded(), note=left
                 )
-                return
+                raise DamonTimeout(
+                    paths.KDAMONDS,
+                    f"reactor's kdamonds {self._recorded()} did not stop within "
+                    f"reactor.shutdown_timeout ({timeout:g} s); {left}",
+                    errno=errno.ETIMEDOUT,
+                )
             _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
 
     def _recorded(self) -> list[int]:

@@ -191,18 +191,21 @@ class Reactor:
             self._tg.cancel_scope.cancel()
 
     async def _restore_all(self) -> None:
+        in_flight = 0
         with anyio.move_on_after(self.config.reactor.shutdown_timeout, shield=True) as scope:
             while self._restores:
                 restore = self._restores.pop()
+                in_flight = 1
                 try:
                     await restore()
                 except (ReactorError, OSError) as exc:
                     _log.error("restore_failed", error=str(exc))
+                in_flight = 0
         if scope.cancelled_caught:
             _log.error(
                 "restore_timeout",
                 timeout_s=self.config.reactor.shutdown_timeout,
-                left=len(self._restores),
+                left=len(self._restores) + in_flight,  # the one cut short counts
             )
 
     def _announce(self) -> None:
@@ -351,7 +354,9 @@ class Reactor:
         ctx = self._policy_context()
         started = []
         for cfg in configs:
-            if not cfg.enabled:
+            if not cfg.enabled or cfg.name in self.policies:
+                # running already: a reload during start-up started it (one instance
+                # per name; a second would act beside the first and never be restored)
                 continue
             policy = build_policy(cfg, ctx)
             if policy is None:

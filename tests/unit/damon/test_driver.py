@@ -21,6 +21,7 @@ from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
 from reactor.damon.probe import choose_backend, read_damon_status
+from reactor.errors import KernelInterfaceError
 from reactor.testing import RecordingKernelFS, damon_fake
 from tests.unit.damon.conftest import BOOT_ID, KD, base_fs
 
@@ -314,3 +315,42 @@ async def test_a_kdamond_whose_state_stays_unreadable_is_not_written_nor_called_
     assert not fs.writes[start:]
     fs.clear_faults()
     assert damon.kdamond_pid(0) == pid and driver.owned() == {0}
+
+
+async def test_a_start_whose_pid_cannot_be_read_turns_the_kdamond_off_again(
+    tmp_path: Path,
+) -> None:
+    """``on`` succeeded but the pid read right after it failed: the record could not
+    name the kdamond, so the next start would take it for someone else's. The driver
+    turns it off again and raises the read's error."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    read = fs.read_text
+
+    def pid_fails_while_on(path: str) -> str:
+        if path == f"{KD}/0/pid" and damon.kdamond_pid(0) is not None:
+            raise KernelInterfaceError(path, "cannot read", errno=errno.EIO)
+        return read(path)
+
+    fs.read_text = pid_fails_while_on
+    with pytest.raises(KernelInterfaceError) as info:
+        await driver.apply(_section())
+    assert info.value.errno == errno.EIO and info.value.path == f"{KD}/0/pid"
+    assert damon.kdamond_pid(0) is None
+    assert read(f"{KD}/0/state").strip() == "off"
+
+
+async def test_stop_all_tries_every_kdamond_when_one_cannot_stop(tmp_path: Path) -> None:
+    """Writing ``off`` to kdamond 0 keeps failing (EBUSY): kdamond 1 is still stopped,
+    and the error names kdamond 0."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section(2))
+    assert damon.kdamond_pid(0) is not None and damon.kdamond_pid(1) is not None
+    fs.inject_fault(f"{KD}/0/state", errno.EBUSY, times=None, ops=("write",))
+    with pytest.raises(DamonSysfsError) as info:
+        await driver.stop_all()
+    fs.clear_faults()
+    assert damon.kdamond_pid(1) is None
+    assert damon.kdamond_pid(0) is not None
+    assert info.value.path == f"{KD}/0/state"

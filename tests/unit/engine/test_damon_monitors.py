@@ -13,9 +13,10 @@ import structlog
 
 from reactor.config import load_config_text
 from reactor.damon.commands import DamonSysfsError
+from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.paths import KDAMONDS as KD
 from reactor.engine.runtime import Reactor
-from reactor.errors import SourceFailed
+from reactor.errors import KernelInterfaceError, SourceFailed
 from reactor.testing import FakeDamon, FakeKernelFS
 from tests.captures import DAMON_COLD, DAMON_HOT, DAMON_PID, damon_node
 
@@ -206,3 +207,56 @@ async def test_a_stop_that_fails_still_ends_the_workloads_reactor_started(tmp_pa
     )
     (failed,) = [e for e in logs if e["event"] == "damon_stop_failed"]
     assert failed["recorded"] == [0] and "next reactor start" in failed["note"]
+
+
+@pytest.mark.anyio
+async def test_a_failing_stop_does_not_hide_why_start_up_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Laying out the kdamonds fails, and so does the stop that follows: the start-up
+    error is what the caller gets; the stop's failure is logged beside it."""
+
+    async def apply_fails(self: DamonDriver, section: Any, **kw: Any) -> None:
+        raise KernelInterfaceError(f"{KD}/0/contexts", "staging failed", errno=errno.ENOMEM)
+
+    async def stop_fails(self: DamonDriver) -> None:
+        raise DamonSysfsError(f"{KD}/0/state", "stop failed", errno=errno.EBUSY, value="off")
+
+    monkeypatch.setattr(DamonDriver, "apply", apply_fails)
+    monkeypatch.setattr(DamonDriver, "stop_all", stop_fails)
+    fs, _ = fake_machine()
+    with structlog.testing.capture_logs() as logs, pytest.raises(BaseException) as info:
+        async with Reactor(config(tmp_path), fs=fs):
+            pass
+    errors = [e for e in leaves(info.value) if isinstance(e, KernelInterfaceError)]
+    assert [e.sentence if isinstance(e, DamonSysfsError) else str(e) for e in errors] == [
+        f"{KD}/0/contexts: staging failed (ENOMEM: Cannot allocate memory)"
+    ]
+    assert [e["error"] for e in logs if e["event"] == "damon_stop_failed"] == [
+        f"{KD}/0/state: stop failed (EBUSY: Device or resource busy); value written: 'off'"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_stop_past_the_shutdown_timeout_is_an_error(tmp_path: Path) -> None:
+    """Writing ``off`` keeps answering EBUSY past ``reactor.shutdown_timeout``: the
+    daemon says its kdamonds may still run and fails (exit status 1), not 0."""
+    fs, damon = fake_machine()
+    cfg = load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+        f"  shutdown_timeout: 50ms\n  run_dir: {tmp_path}\n"
+        "monitors:\n  - name: app\n    targets: {pids: [4242]}\n"
+        "    sample: 10ms\n    aggregation: 100ms\n",
+        "t.yaml",
+    )
+    with structlog.testing.capture_logs() as logs, pytest.raises(BaseException) as info:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(cfg, fs=fs):
+                assert damon.kdamond_pid(0) is not None
+                fs.inject_fault(f"{KD}/0/state", errno.EBUSY, times=None, ops=("write",))
+            tg.cancel_scope.cancel()
+    fs.clear_faults()
+    assert any(isinstance(e, DamonTimeout) for e in leaves(info.value)), info.value
+    (timeout,) = [e for e in logs if e["event"] == "damon_stop_timeout"]
+    assert timeout["recorded"] == [0] and "next reactor start" in timeout["note"]

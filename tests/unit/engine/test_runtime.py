@@ -227,6 +227,30 @@ async def test_shutdown_runs_restores_even_when_cancelled() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_restore_cut_short_by_the_shutdown_timeout_is_counted_as_left(
+    logs: list[dict[str, Any]],
+) -> None:
+    """The restore step still running when shutdown_timeout ends counts in ``left``
+    with the ones that never ran (it was popped before it started, and read as 0)."""
+    fs = fake_node()
+    ran: list[str] = []
+
+    async def hang() -> None:
+        ran.append("hang")
+        await anyio.sleep(30)
+
+    async def never() -> None:
+        ran.append("never")
+
+    async with Reactor(config("  shutdown_timeout: 200ms\n"), fs=fs) as reactor:
+        reactor.on_shutdown(never)
+        reactor.on_shutdown(hang)
+    assert ran == ["hang"]
+    (timeout,) = events(logs, "restore_timeout")
+    assert timeout["left"] == 2
+
+
+@pytest.mark.anyio
 async def test_backend_choice_is_explained_for_a_foreign_kdamond(
     logs: list[dict[str, Any]],
 ) -> None:

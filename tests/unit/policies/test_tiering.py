@@ -356,3 +356,21 @@ async def test_a_stop_waits_out_ebusy_reads_of_state_and_pid(tmp_path: Path) -> 
             fs.inject_fault(f"{paths.kdamond_dir(0)}/{name}", errno.EBUSY, times=3, ops=("read",))
 
     await _shut_down_cleanly(fs, damon, tmp_path, busy_reads)
+
+
+@pytest.mark.anyio
+async def test_a_policy_already_running_is_not_started_twice(tmp_path: Path) -> None:
+    """A reload during start-up starts the config's policies; start-up then asks for the
+    same ones: each name runs once (a second instance would add its own schemes and act
+    beside the first, and never be restored)."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(damon_config(tmp_path), fs=fs) as reactor:
+            first = dict(reactor.policies)
+            assert await reactor._start_policies(reactor.config.policies) == []
+            assert reactor.policies == first
+            assert (
+                fs.read_text(f"{paths.kdamond_dir(0)}/contexts/0/schemes/nr_schemes").strip() == "3"
+            )
+        tg.cancel_scope.cancel()
