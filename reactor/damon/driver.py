@@ -477,7 +477,7 @@ class DamonDriver:
         self.features.require(command_feature("on"), what="state command on")
         pid = await self._thread(
             self._guarded(k, f"writing 'on' to kdamond {k}", functools.partial(self._start, k)),
-            timeout=self.command_timeout_s + self.command_timeout_s,
+            timeout=2 * self.command_timeout_s,  # on, then the pid read (or an off)
             what=paths.state_file(k),
         )
         _log.info("damon_kdamond_started", kdamond=k, pid=pid)
