@@ -440,17 +440,24 @@ class DamonDriver:
 
     # -- commands ----------------------------------------------------------------------------
 
+    def walk_period_s(self, k: int) -> float | None:
+        """The longest apply interval of kdamond ``k``'s schemes (a scheme's 0 is its
+        context's aggregation interval), as reactor staged it, in seconds: an
+        ``update_schemes_tried_regions`` returns once every scheme has been applied,
+        within this long. None for a kdamond reactor has not staged."""
+        kd = self._models.get(k)
+        if kd is None:
+            return None
+        longest_us = 0
+        for ctx in kd.contexts:
+            applies = [s.apply_interval_us or ctx.intervals.aggr_us for s in ctx.schemes]
+            longest_us = max([longest_us, ctx.intervals.aggr_us, *applies])
+        return longest_us / 1e6
+
     def _timeout_for(self, k: int, command: StateCommand) -> float:
         if command != "update_schemes_tried_regions":
             return self.command_timeout_s
-        kd = self._models.get(k)
-        longest_us = 0
-        if kd is not None:
-            for ctx in kd.contexts:
-                longest_us = max(
-                    [ctx.intervals.aggr_us, *(s.apply_interval_us for s in ctx.schemes)]
-                )
-        return self.command_timeout_s + 3 * longest_us / 1e6
+        return self.command_timeout_s + 3 * (self.walk_period_s(k) or 0.0)
 
     async def command(self, k: int, command: StateCommand) -> None:
         """Write a ``state`` command to reactor's kdamond ``k`` (EBUSY retried, deadline)."""
@@ -710,14 +717,22 @@ class DamonDriver:
     async def update_schemes_tried_regions(
         self, k: int, schemes: Sequence[int] | None = None
     ) -> tuple[TriedRegions, ...]:
-        """Collect one apply interval's tried regions (blocks that long) and read those of
-        ``schemes`` (default: every scheme), in that order.
-
-        The kernel fills every scheme's ``tried_regions``; reading them is thousands of
-        files with ``max_nr_regions`` in the thousands, so it runs in the worker thread
-        (on the event loop it stalled a guest daemon's ticks for 11 s under TCG while its
-        kdamond migrated), and a caller reads only the schemes it needs."""
+        """Collect one walk's tried regions (blocks until every scheme has been applied
+        once, up to :meth:`walk_period_s`) and read those of ``schemes`` (default: every
+        scheme), in that order (:meth:`tried_regions`)."""
         await self.command(k, "update_schemes_tried_regions")
+        return await self.tried_regions(k, schemes)
+
+    async def tried_regions(
+        self, k: int, schemes: Sequence[int] | None = None
+    ) -> tuple[TriedRegions, ...]:
+        """The tried regions of ``schemes`` (default: every scheme) as the last
+        ``update_schemes_tried_regions`` left them.
+
+        Reading them is thousands of files with ``max_nr_regions`` in the thousands, so
+        it runs in the worker thread (on the event loop it stalled a guest daemon's ticks
+        for 11 s under TCG while its kdamond migrated), and a caller reads only the
+        schemes it needs."""
 
         def read() -> tuple[TriedRegions, ...]:
             wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes

@@ -28,14 +28,19 @@ Bounds, derived before running:
   run whose regions never separated it in 14 s, 1.4 MiB). ``regions.min`` 100 gives
   DAMON fine regions from the start;
 * each policy ticks on its own monitor, its scheme on that monitor's kdamond (node 0,
-  app 1); both monitors' snapshots are fresh (read once per tick round: node's 1 s
-  aggregation plus app's 200 ms, under three ticks even under TCG).
+  app 1); both monitors' snapshots are fresh, under three ticks old: each monitor is
+  read by its own task once per walk of its kdamond, at most once per tick. The node's
+  walk comes every aggregation (1 s) plus what its samples and pageouts cost: 1.1-2.0 s
+  measured under TCG, the longest gap between two node snapshots; the app's every
+  200 ms, read once per tick.
 
 Found while writing this test: with a ``monitoring`` policy on ``node`` (access share
 5 %), the node's aggregation grew towards 10 s and ``app``'s snapshots went stale (3.5 s
 old): every tried-regions update holds DAMON's sysfs lock until its kdamond's next
-aggregation, so one slow kdamond delays every monitor's snapshot (docs/policies.md,
-known limits).
+walk, and the monitors were then read one after the other on the tick grid. A lane CI
+run later failed the freshness bound here too (node 3.9 s, app 3.2 s old): a round of
+both reads that overran two ticks waited for the third. Each monitor now has its own
+task, and its write is timed to its kdamond's walk (docs/policies.md).
 """
 
 from __future__ import annotations
