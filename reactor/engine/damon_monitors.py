@@ -322,9 +322,12 @@ class DamonMonitors:
         return sample_us / 1e6, aggr_us / 1e6
 
     async def _loop(self) -> None:
+        """Read every monitor's snapshots until cancelled (with no monitor, only the
+        ``damon:`` section's kdamonds: wait; they run until shutdown)."""
         async with anyio.create_task_group() as tg:
             for k, monitor in enumerate(self.config.monitors):
                 tg.start_soon(self._snapshots, k, monitor)
+            await anyio.sleep_forever()
 
     async def _snapshots(self, k: int, monitor: MonitorConfig) -> None:
         """Publish kdamond ``k``'s snapshot at most once per ``snapshot_every_s``, each

@@ -131,6 +131,30 @@ def _effective(fs: FakeKernelFS, k: int) -> dict[str, str]:
 
 
 @pytest.mark.anyio
+async def test_a_damon_section_without_monitors_keeps_its_kdamond_running(
+    tmp_path: Path,
+) -> None:
+    """Only the expert's ``damon:`` kdamond, no monitor to read: it runs until shutdown
+    (a lane run caught the daemon stopping it at once when no snapshot task was left)."""
+    fs, damon = fake_machine()
+    cfg = load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  startup_timeout: 5s\n"
+        f"  run_dir: {tmp_path}\n" + EXPERT.format(aggr="100 ms", quota="1 MiB"),
+        "t.yaml",
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(cfg, fs=fs) as reactor:
+            pid = damon.kdamond_pid(0)
+            assert pid is not None
+            await anyio.sleep(0.5)
+            assert reactor.damon is not None and reactor.damon.driver.state(0) == "on"
+            assert damon.kdamond_pid(0) == pid
+        tg.cancel_scope.cancel()
+    assert damon.kdamond_pid(0) is None
+
+
+@pytest.mark.anyio
 async def test_a_reload_commits_new_intervals_and_quota_online(tmp_path: Path) -> None:
     """A reload that changes the monitor's intervals and the damon section's quota and
     aggregation commits them into the running kdamonds: same pids, new values in the
