@@ -11,8 +11,11 @@ monitor itself with the ``uffd-wp`` probe (``self_ok``), which writes no clear_r
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -135,15 +138,59 @@ def _relay(stream: IO[bytes], pid: int) -> None:
             log.info("command_output", line=raw.decode(errors="replace").rstrip()[:1000])
 
 
+@functools.cache
+def _note_no_guard() -> None:
+    structlog.get_logger("reactor.command").warning(
+        "command_orphan_guard",
+        note="setpriv --pdeathsig (util-linux 2.33+) is not usable here: a daemon killed "
+        "with SIGKILL leaves the commands it started running (end them by pid)",
+    )
+
+
+@functools.cache
+def _parent_death_prefix() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --`` when this machine's setpriv (util-linux 2.33+)
+    can run a command that way, else () (then a daemon killed with SIGKILL leaves its
+    commands running; ``command_orphan_guard`` says so once)."""
+    setpriv, true = shutil.which("setpriv"), shutil.which("true")
+    if setpriv is None or true is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        ran = subprocess.run([*prefix, true], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return prefix if ran.returncode == 0 else ()
+
+
 class OwnedCommand:
-    """A command the sampler started; ended by its pid (SIGTERM, then SIGKILL)."""
+    """A command reactor started; ended by its pid (SIGTERM, then SIGKILL).
+
+    It runs under ``setpriv --pdeathsig KILL`` (util-linux), which has the kernel send
+    it SIGKILL when the thread that started it ends: a daemon killed with SIGKILL (no
+    shutdown to stop it) takes its commands with it. reactor starts commands from the
+    event loop's thread, which lives as long as the daemon. setpriv execs the command,
+    so the pid is the command's. Without a usable setpriv the command starts plainly
+    and ``command_orphan_guard`` is logged once.
+    """
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = tuple(argv)
+        if not self.argv or shutil.which(self.argv[0]) is None:
+            name = self.argv[0] if self.argv else ""
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"command {name!r} not found or not executable (a monitor's "
+                "targets.command: a path, or a name on PATH)",
+                name,
+            )
+        prefix = _parent_death_prefix()
+        if not prefix:
+            _note_no_guard()
         # The child's output becomes `command_output` log events, so the daemon's log
         # stream stays one event per line (JSON lines off a terminal).
         self._proc = subprocess.Popen(
-            self.argv,
+            (*prefix, *self.argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

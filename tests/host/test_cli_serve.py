@@ -475,3 +475,63 @@ def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "is reactor running? no socket at" in proc.stderr
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie no one has reaped yet (its parent died: pid 1 reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_killed_daemon_takes_the_commands_it_started_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves no shutdown to stop a monitor's ``command:``; the kernel ends it
+    (the parent-death signal reactor asks for at spawn), not a leftover workload that
+    runs on with no one to stop it."""
+    cfg = tmp_path / "cmd.yaml"
+    cfg.write_text(
+        "reactor: {backend: native, tick: 1s}\n"
+        "signals: {vmstat: {enabled: false}, meminfo: {enabled: false}, "
+        "tiers: {enabled: false}, fragmentation: {enabled: false}}\n"
+        "monitors:\n  - name: w\n"
+        f"    targets: {{command: [{sys.executable}, -c, 'import time; time.sleep(120)']}}\n"
+    )
+    log = tmp_path / "log.jsonl"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                *REACTOR,
+                "serve",
+                str(cfg),
+                "--log-format",
+                "json",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    pid = None
+    try:
+        wait_for(proc, log, "target_added")
+        added = next(
+            json.loads(line) for line in log.read_text().splitlines() if '"target_added"' in line
+        )
+        pid = int(added["target"].rsplit(":", 1)[1])
+        assert not _ended(pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not _ended(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _ended(pid), f"the command {pid} outlived the daemon that started it"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if pid is not None and not _ended(pid):
+            os.kill(pid, signal.SIGKILL)  # the test's own workload, by pid

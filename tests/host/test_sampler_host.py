@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,29 @@ async def test_a_started_command_is_owned_and_stopped(probes: Any) -> None:
     owned = sampler._owned["cmd"]
     assert not owned.alive
     assert snaps and snaps[-1].target == f"cmd:{owned.pid}"
+
+
+def test_a_started_command_is_its_own_pid_and_a_missing_one_is_named() -> None:
+    """The pid reactor keeps is the command's own (setpriv, which asks for the parent
+    death signal, execs it), and a command that is not there fails at once with its
+    name and the config key, not later as a child that exited."""
+    from reactor.sampler.targets import OwnedCommand
+
+    owned = OwnedCommand([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        want, exe = Path(sys.executable).resolve(), Path()
+        while time.monotonic() < deadline:
+            exe = Path(f"/proc/{owned.pid}/exe").readlink()
+            if exe == want:
+                break
+            time.sleep(0.02)
+        assert exe == want
+    finally:
+        owned.stop()
+    assert not owned.alive
+    with pytest.raises(FileNotFoundError, match=r"'no-such-reactor-command'.*targets\.command"):
+        OwnedCommand(["no-such-reactor-command", "--flag"])
 
 
 @pytest.mark.anyio
