@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = (
+    "CommandNotFound",
     "ConfigError",
     "ConfigIssue",
     "KernelFormatError",
@@ -125,6 +126,11 @@ class UnsupportedKernel(ReactorError):
         if since:
             msg += f"; it needs Linux {since} or newer"
         super().__init__(msg)
+
+
+class CommandNotFound(ReactorError, FileNotFoundError):
+    """A command reactor was asked to start is not on PATH or not executable (ENOENT;
+    a FileNotFoundError too, for callers that catch the OS error)."""
 
 
 class TargetVanished(ReactorError):

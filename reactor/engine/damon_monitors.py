@@ -167,7 +167,7 @@ class DamonMonitors:
                 )
             pids[m.name] = list(t.pids)
             if t.command:
-                self.commands[m.name] = OwnedCommand(t.command)
+                self.commands[m.name] = OwnedCommand(t.command, where=f"monitor {m.name!r}")
                 pids[m.name].append(self.commands[m.name].pid)
         return pids
 

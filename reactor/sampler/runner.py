@@ -375,7 +375,9 @@ class NativeSampler:
         try:
             for spec in self.targets:
                 if spec.command:
-                    self._owned[spec.name] = OwnedCommand(spec.command)
+                    self._owned[spec.name] = OwnedCommand(
+                        spec.command, where=f"target {spec.name!r}"
+                    )
             await self._loop(task_status)
         finally:
             with anyio.CancelScope(shield=True):

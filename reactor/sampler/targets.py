@@ -25,7 +25,7 @@ from typing import IO
 
 import structlog
 
-from reactor.errors import KernelInterfaceError
+from reactor.errors import CommandNotFound, KernelInterfaceError
 from reactor.kernelfs import KernelFS
 from reactor.sampler.procfs import is_kernel_thread, parse_statm_rss_pages
 
@@ -174,14 +174,16 @@ class OwnedCommand:
     and ``command_orphan_guard`` is logged once.
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], *, where: str | None = None) -> None:
+        """``where`` names the config entry in errors (``monitor 'w'``)."""
         self.argv = tuple(argv)
         if not self.argv or shutil.which(self.argv[0]) is None:
             name = self.argv[0] if self.argv else ""
-            raise FileNotFoundError(
+            whose = f"{where}: " if where is not None else ""
+            raise CommandNotFound(
                 errno.ENOENT,
-                f"command {name!r} not found or not executable (a monitor's "
-                "targets.command: a path, or a name on PATH)",
+                f"{whose}command {name!r} is not on PATH or not executable "
+                "(targets.command: a path, or a name on PATH)",
                 name,
             )
         prefix = _parent_death_prefix()

@@ -535,3 +535,19 @@ def test_a_killed_daemon_takes_the_commands_it_started_with_it(tmp_path: Path) -
             proc.wait(10)
         if pid is not None and not _ended(pid):
             os.kill(pid, signal.SIGKILL)  # the test's own workload, by pid
+
+
+def test_a_command_that_is_not_there_fails_start_up_with_its_name(tmp_path: Path) -> None:
+    """Exit 1 with one ``failed`` event naming the target and the command, no traceback."""
+    cfg = tmp_path / "missing.yaml"
+    cfg.write_text(
+        "reactor: {backend: native, tick: 1s}\n"
+        "monitors:\n  - name: w\n    targets: {command: [no-such-reactor-command, -x]}\n"
+    )
+    proc = start("serve", str(cfg), "--duration", "5", run_dir=tmp_path / "run")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out[-2000:]
+    assert "Traceback" not in out
+    failed = [json.loads(x) for x in out.splitlines() if '"event": "failed"' in x]
+    assert len(failed) == 1 and failed[0]["error_type"] == "CommandNotFound"
+    assert "target 'w.command': command 'no-such-reactor-command'" in failed[0]["error"]

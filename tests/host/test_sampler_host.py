@@ -293,6 +293,7 @@ def test_a_started_command_is_its_own_pid_and_a_missing_one_is_named() -> None:
     """The pid reactor keeps is the command's own (setpriv, which asks for the parent
     death signal, execs it), and a command that is not there fails at once with its
     name and the config key, not later as a child that exited."""
+    from reactor.errors import CommandNotFound
     from reactor.sampler.targets import OwnedCommand
 
     owned = OwnedCommand([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -308,8 +309,8 @@ def test_a_started_command_is_its_own_pid_and_a_missing_one_is_named() -> None:
     finally:
         owned.stop()
     assert not owned.alive
-    with pytest.raises(FileNotFoundError, match=r"'no-such-reactor-command'.*targets\.command"):
-        OwnedCommand(["no-such-reactor-command", "--flag"])
+    with pytest.raises(CommandNotFound, match=r"monitor 'w': command 'no-such-reactor-c"):
+        OwnedCommand(["no-such-reactor-command", "--flag"], where="monitor 'w'")
 
 
 @pytest.mark.anyio
