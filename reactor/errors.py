@@ -39,6 +39,7 @@ __all__ = (
     "KernelInterfaceError",
     "ReactorError",
     "SourceFailed",
+    "StartupTimeout",
     "TargetVanished",
     "UnsafeWrite",
     "UnsupportedKernel",
@@ -131,6 +132,10 @@ class UnsupportedKernel(ReactorError):
 class CommandNotFound(ReactorError, FileNotFoundError):
     """A command reactor was asked to start is not on PATH or not executable (ENOENT;
     a FileNotFoundError too, for callers that catch the OS error)."""
+
+
+class StartupTimeout(ReactorError):
+    """A part of the daemon (the monitors, a policy) did not report started in time."""
 
 
 class TargetVanished(ReactorError):

@@ -17,7 +17,8 @@ Time is read only through ``anyio.current_time()``, so tests run it on a virtual
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,13 @@ from reactor.engine.damon_monitors import DamonMonitors
 from reactor.engine.monitors import NativeMonitors
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import DECIDE_PHASE, Ticker
-from reactor.errors import ConfigError, KernelInterfaceError, ReactorError, SourceFailed
+from reactor.errors import (
+    ConfigError,
+    KernelInterfaceError,
+    ReactorError,
+    SourceFailed,
+    StartupTimeout,
+)
 from reactor.kernelfs import KernelFS, RealKernelFS
 from reactor.log import TICK_LOG_HEARTBEAT
 
@@ -55,6 +62,27 @@ _log = structlog.get_logger("reactor")
 #: (``log_level`` is applied live by the logging set-up the CLI installed; in library
 #: mode the application owns logging, so a change there is reported as needing a restart.)
 _RESTART_KEYS = ("backend", "run_dir", "log_format")
+
+#: seconds granted past ``reactor.startup_timeout`` for a part to report started: the
+#: DAMON monitors lay out and start kdamonds (driver deadlines of their own inside), the
+#: native ones probe in a child process, a policy may read its kdamond first
+START_MARGIN_S = {"damon": 30.0, "native": 10.0, "policy": 30.0}
+
+
+@contextmanager
+def _start_within(config: Config, margin_s: float, what: str) -> Iterator[None]:
+    """A deadline for a start-up step: past it, a :class:`StartupTimeout` that names
+    the step and the setting (``anyio.fail_after``'s bare TimeoutError reached the user
+    as a traceback)."""
+    seconds = config.reactor.startup_timeout + margin_s
+    with anyio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise StartupTimeout(
+            f"{what} did not start within {seconds:g} s (reactor.startup_timeout "
+            f"{config.reactor.startup_timeout:g} s + {margin_s:g} s); a kernel file that "
+            "blocks, or a machine too loaded to start: raise reactor.startup_timeout"
+        )
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, object] | None) -> Config:
@@ -315,7 +343,7 @@ class Reactor:
                 self.bus,
                 snapshot_every_s=cfg.reactor.tick,
             )
-            with anyio.fail_after(cfg.reactor.startup_timeout + 30):
+            with _start_within(cfg, START_MARGIN_S["damon"], "the DAMON monitors"):
                 await tg.start(self.damon.run)
             return
         if cfg.damon.kdamonds:
@@ -325,7 +353,7 @@ class Reactor:
                 reason=f"the backend is native: {self.backend.reason}",
             )
         self.native = NativeMonitors(cfg.monitors, self.fs, self.bus)
-        with anyio.fail_after(cfg.reactor.startup_timeout + 10):
+        with _start_within(cfg, START_MARGIN_S["native"], "the native monitors"):
             await tg.start(self.native.run)
 
     def _policy_context(self) -> PolicyContext:
@@ -369,7 +397,7 @@ class Reactor:
                 continue
             self.policies[cfg.name] = policy
             self.on_shutdown(self._restore_of(policy))
-            with anyio.fail_after(self.config.reactor.startup_timeout + 30):
+            with _start_within(self.config, START_MARGIN_S["policy"], f"policy {cfg.name!r}"):
                 await self._tg.start(policy.run)
             started.append(cfg.name)
             _log.info("policy_started", policy=cfg.name, kind=cfg.kind, impl=type(policy).__name__)

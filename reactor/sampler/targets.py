@@ -208,6 +208,10 @@ class OwnedCommand:
         return self._proc.poll() is None
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``. A command that has not ended
+        ``timeout_s`` after SIGKILL (stuck in the kernel, state D) is logged
+        (``command_stop_timeout``, error) and left: shutdown goes on with its other
+        steps rather than raising here."""
         if self._proc.poll() is not None:
             return
         os.kill(self.pid, signal.SIGTERM)
@@ -215,4 +219,13 @@ class OwnedCommand:
             self._proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             os.kill(self.pid, signal.SIGKILL)
-            self._proc.wait(timeout_s)
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                structlog.get_logger("reactor.command").error(
+                    "command_stop_timeout",
+                    pid=self.pid,
+                    argv=list(self.argv),
+                    waited_s=2 * timeout_s,
+                    note="still running after SIGTERM and SIGKILL (stuck in the kernel?)",
+                )

@@ -313,6 +313,30 @@ def test_a_started_command_is_its_own_pid_and_a_missing_one_is_named() -> None:
         OwnedCommand(["no-such-reactor-command", "--flag"], where="monitor 'w'")
 
 
+def test_a_command_that_outlives_sigkill_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command still there after SIGTERM and SIGKILL (a process stuck in the kernel,
+    made here by a wait that never returns in time) is an error in the log; stop()
+    returns, so shutdown goes on."""
+    import structlog
+
+    from reactor.sampler.targets import OwnedCommand
+
+    owned = OwnedCommand([sys.executable, "-c", "import time; time.sleep(30)"])
+    real_wait = owned._proc.wait
+
+    def stuck(timeout: float | None = None) -> int:
+        raise subprocess.TimeoutExpired(owned.argv, timeout or 0.0)
+
+    monkeypatch.setattr(owned._proc, "wait", stuck)
+    with structlog.testing.capture_logs() as logs:
+        owned.stop(timeout_s=0.1)
+    real_wait(10)  # SIGKILL was sent: the child is gone; reap it
+    assert [e["event"] for e in logs] == ["command_stop_timeout"]
+    assert logs[0]["pid"] == owned.pid and logs[0]["log_level"] == "error"
+
+
 @pytest.mark.anyio
 async def test_a_started_command_ends_even_if_a_probe_session_fails_to_close(
     probes: Any, monkeypatch: pytest.MonkeyPatch

@@ -357,3 +357,30 @@ async def test_a_kdamond_in_reactors_ownership_record_is_not_foreign(
     assert backend["backend"] == "native"
     assert "pid 999" in backend["reason"]
     assert fs.writes == ()
+
+
+@pytest.mark.anyio
+async def test_monitors_that_never_start_fail_start_up_with_a_named_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Monitors that never report started (a kernel file that blocks) end start-up with
+    a StartupTimeout naming them and reactor.startup_timeout (a ReactorError: `reactor
+    serve` logs `failed` and exits 1), not a bare TimeoutError and its traceback."""
+    from reactor.engine.monitors import NativeMonitors
+    from reactor.errors import StartupTimeout
+
+    async def hang(self: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(NativeMonitors, "run", hang)
+    cfg = config("monitors:\n  - name: app\n    targets: {pids: [4242]}\n")
+    with pytest.raises(BaseException) as info:  # an exception group
+        async with Reactor(cfg, fs=fake_node()):
+            pass
+    leaves = [info.value]
+    while isinstance(leaves[0], BaseExceptionGroup):
+        leaves = list(leaves[0].exceptions)
+    assert isinstance(leaves[0], StartupTimeout), leaves
+    assert "the native monitors did not start within 13 s (reactor.startup_timeout 3 s" in str(
+        leaves[0]
+    )
