@@ -282,6 +282,8 @@ class MadviseActuator(Actuator):
         #: readings of the targets (shared with a policy's other actuators, or private
         #: and read afresh for every action)
         self.states = states if states is not None else TargetStates(fs)
+        #: the last plan, by (kind, ranges, reading): see :meth:`_planned`
+        self._last_plan: tuple[str, tuple[Span, ...], TargetState, _Plan, int] | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -346,12 +348,12 @@ class MadviseActuator(Actuator):
 
     async def _act(self, ctx: _Ctx, start: Outcome) -> Outcome:
         before = ctx.before
-        plan = self._plan(ctx.action.kind, ctx.action.ranges, before)
+        plan, mapped_rss = self._planned(ctx.action.kind, ctx.action.ranges, before)
         budget, cut_reason = self._budget(sum(n for _, n in plan.issue))
         issue, cut = take_bytes(plan.issue, budget)
         if cut and cut_reason:
             plan.skip(cut_reason, cut)
-        measures = _plan_measures(plan, before)
+        measures = _plan_measures(plan, before, mapped_rss)
         start = replace(
             start,
             rss_before_bytes=before.rollup["Rss"],
@@ -438,6 +440,29 @@ class MadviseActuator(Actuator):
 
     # -- planning --------------------------------------------------------------------------
 
+    def _planned(
+        self, kind: str, ranges: tuple[Span, ...], state: TargetState
+    ) -> tuple[_Plan, int]:
+        """:meth:`_plan` and the Rss of the mappings its pieces lie in, computed once for
+        the same kind, ranges and reading (the same object): a dry run plans from a
+        kept reading, and a policy asks for the same ranges every tick until its monitor's
+        next snapshot. A copy each time: the caller adds its own skips."""
+        last = self._last_plan
+        if last is not None and last[2] is state and last[0] == kind and last[1] == ranges:
+            plan, rss = last[3], last[4]
+        else:
+            plan = self._plan(kind, ranges, state)
+            rss = _mapped_rss(state.vmas, plan.issue_pieces)
+            self._last_plan = (kind, ranges, state, plan, rss)
+        copy = replace(
+            plan,
+            issue=list(plan.issue),
+            issue_pieces=list(plan.issue_pieces),
+            skipped=dict(plan.skipped),
+            notes=list(plan.notes),
+        )
+        return copy, rss
+
     def _plan(self, kind: str, ranges: Sequence[Span], state: TargetState) -> _Plan:
         pieces, unmapped = classify(ranges, state.vmas, state.shmem_mounts)
         plan = _Plan()
@@ -522,14 +547,14 @@ def _note_pageout(plan: _Plan) -> None:
         )
 
 
-def _plan_measures(plan: _Plan, before: TargetState) -> dict[str, int]:
+def _plan_measures(plan: _Plan, before: TargetState, mapped_rss: int) -> dict[str, int]:
     return {
         "skipped_bytes": sum(plan.skipped.values()),
         "dirty_file_bytes": plan.dirty_file_bytes,
         "anon_before_bytes": before.rollup.get("Anonymous", 0),
         "swap_before_bytes": before.rollup.get("Swap", 0),
         "anon_huge_before_bytes": before.rollup.get("AnonHugePages", 0),
-        "mapped_rss_before_bytes": _mapped_rss(before.vmas, plan.issue_pieces),
+        "mapped_rss_before_bytes": mapped_rss,
     }
 
 

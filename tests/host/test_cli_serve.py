@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -30,7 +30,7 @@ def start(*args: str, run_dir: Path, cwd: Path = ROOT) -> subprocess.Popen[str]:
     /run/reactor: a real daemon may own that; the test's tmp_path, which pytest removes);
     the test ends it by its own pid."""
     return subprocess.Popen(
-        [*REACTOR, *args, "--log-format", "json", "--run-dir", str(run_dir)],
+        [*REACTOR, *args, "--log-format", "json", "--run-dir", run_dir],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -48,6 +48,20 @@ def wait_for(proc: subprocess.Popen[str], path: Path, event: str, timeout: float
             raise AssertionError(f"reactor exited {proc.returncode}: {path.read_text()}")
         time.sleep(0.05)
     raise AssertionError(f"no {event} within {timeout} s: {path.read_text()}")
+
+
+def serve_to(
+    out: IO[str], config: str, run_dir: str, *extra: str, cwd: Path = ROOT
+) -> subprocess.Popen[str]:
+    """``reactor serve CONFIG`` with JSON logs written to ``out`` (a file the test reads
+    with :func:`wait_for`) and ``run_dir`` of its own; the test ends it by its pid."""
+    return subprocess.Popen(
+        [*REACTOR, "serve", config, *extra, "--log-format", "json", "--run-dir", run_dir],
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_serve_node_yaml_for_five_seconds_logs_real_samples_and_exits_0(tmp_path: Path) -> None:
@@ -72,21 +86,7 @@ def test_sigterm_and_sigint_stop_cleanly_with_status_0(tmp_path: Path, signum: i
     """SIGTERM (systemd) and SIGINT (Ctrl-C) stop the daemon within seconds, exit 0."""
     log = tmp_path / "log.jsonl"
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *REACTOR,
-                "serve",
-                "configs/node.yaml",
-                "--log-format",
-                "json",
-                "--run-dir",
-                str(tmp_path / "run"),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serve_to(out, "configs/node.yaml", str(tmp_path / "run"))
         try:
             wait_for(proc, log, "started")
             sent = time.monotonic()
@@ -133,21 +133,7 @@ def test_sighup_reload_changes_a_period_and_a_broken_file_keeps_the_old(tmp_path
     shutil.copy(ROOT / "configs" / "node.yaml", cfg)
     log = tmp_path / "log.jsonl"
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *REACTOR,
-                "serve",
-                str(cfg),
-                "--log-format",
-                "json",
-                "--run-dir",
-                str(tmp_path / "run"),
-            ],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serve_to(out, str(cfg), str(tmp_path / "run"), cwd=tmp_path)
         try:
             wait_for(proc, log, "started")
             cfg.write_text(cfg.read_text() + "\n# edited\n")
@@ -185,22 +171,7 @@ def test_sighup_keeps_the_command_lines_dry_run_and_run_dir(tmp_path: Path) -> N
     log = tmp_path / "log.jsonl"
     run = tmp_path / "run"
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *REACTOR,
-                "serve",
-                str(cfg),
-                "--dry-run",
-                "--log-format",
-                "json",
-                "--run-dir",
-                str(run),
-            ],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serve_to(out, str(cfg), str(run), "--dry-run", cwd=tmp_path)
         try:
             wait_for(proc, log, "started")
             proc.send_signal(signal.SIGHUP)
@@ -418,23 +389,7 @@ def test_status_command_reads_the_running_daemon_over_its_root_only_socket(
     run = public / "run"
     record = tmp_path / "ticks.jsonl"
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *REACTOR,
-                "serve",
-                "configs/node.yaml",
-                "--log-format",
-                "json",
-                "--run-dir",
-                str(run),
-                "--record",
-                str(record),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serve_to(out, "configs/node.yaml", str(run), "--record", str(record))
         try:
             wait_for(proc, log, "started")
             time.sleep(2.5)
@@ -500,21 +455,7 @@ def test_a_killed_daemon_takes_the_commands_it_started_with_it(tmp_path: Path) -
     )
     log = tmp_path / "log.jsonl"
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *REACTOR,
-                "serve",
-                str(cfg),
-                "--log-format",
-                "json",
-                "--run-dir",
-                str(tmp_path / "run"),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serve_to(out, str(cfg), str(tmp_path / "run"))
     pid = None
     try:
         wait_for(proc, log, "target_added")

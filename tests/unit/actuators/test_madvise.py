@@ -242,6 +242,22 @@ async def test_dry_run_plans_and_logs_but_never_calls(fake_kernel: FakeKernelFS)
     assert [entry["event"] for entry in logs] == ["actuator_dry_run"]
 
 
+async def test_a_dry_run_asked_again_plans_the_same_without_piling_up_cuts(
+    fake_kernel: FakeKernelFS,
+) -> None:
+    """A dry run plans from its kept reading, so the same ranges asked tick after tick
+    get the plan made once; each outcome has its own cut, not the earlier ones too."""
+    proc = make(fake_kernel)
+    limits = Limits(dry_run=True, max_bytes_per_action=32 * MIB)
+    act = MadviseActuator(fake_kernel, calls=proc, limits=limits)
+    outs = [await act.advise(PID, [(FILE_AT, 256 * MIB)], "pageout") for _ in range(3)]
+    assert [o.measured["planned_bytes"] for o in outs] == [32 * MIB] * 3
+    assert [o.measured["skipped_bytes"] for o in outs] == [224 * MIB] * 3
+    assert len({o.skipped for o in outs}) == 1 and "max_bytes_per_action" in str(outs[0].skipped)
+    assert len({o.measured["mapped_rss_before_bytes"] for o in outs}) == 1
+    assert proc.calls == []
+
+
 async def test_max_bytes_per_action_cuts_the_request(fake_kernel: FakeKernelFS) -> None:
     """A request over max_bytes_per_action is cut to it and says so."""
     proc = make(fake_kernel)
