@@ -31,9 +31,10 @@ Bounds, derived before running:
   app 1);
 * both monitors' snapshots keep coming: read each second of the run, the median age of
   each is under three ticks (status ``stale``, where a policy would hold), and none is
-  ever older than six (a monitor stalled for two stale windows). Not every reading is under three ticks under TCG: each monitor is
-  read by its own task at most once per tick, at its kdamond's walk, and the kernel's
-  DAMON lock is held by one walk wait at a time. The node's walk comes every 1.1-2.0 s
+  ever older than six (a monitor stalled for two stale windows). Not every reading is
+  under three ticks under TCG: each monitor is read by its own task at most once per
+  tick, at its kdamond's walk, and the kernel's DAMON lock is held by one walk wait at
+  a time. The node's walk comes every 1.1-2.0 s
   under TCG (its 1 s aggregation plus the samples' and the pageouts' own time), and a
   write waits for it up to 1.3 s; the app's snapshot (a 1 s plan, then its walk, up to
   0.3 s, and its read, 0.2-0.5 s) can queue behind one such wait: up to about 3.3 s old
