@@ -15,7 +15,6 @@ Shutdown stops reactor's kdamonds (never anyone else's) before the commands end.
 from __future__ import annotations
 
 import errno
-import math
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
 from reactor.engine.bus import Bus
 from reactor.engine.monitors import AccessView
+from reactor.engine.ticker import Ticker
 from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
 from reactor.sampler.snapshot import Region, Snapshot, regions_array
@@ -38,7 +38,7 @@ from reactor.sampler.targets import OwnedCommand
 if TYPE_CHECKING:
     from reactor.config import Config, DamonSection, MonitorConfig
 
-__all__ = ("DamonMonitors", "monitor_kdamond", "next_snapshot_at", "section_for")
+__all__ = ("DamonMonitors", "monitor_kdamond", "section_for")
 
 _log = structlog.get_logger("reactor.monitors")
 
@@ -113,33 +113,6 @@ def tried_to_snapshot(
         taken_at=now,
         max_nr_accesses=max(1, round(aggregation_s / sample_s)),
     )
-
-
-def next_snapshot_at(
-    done: float, period_s: float, sample_s: float, every_s: float, now: float
-) -> float:
-    """When to write the next ``update_schemes_tried_regions`` to a kdamond whose last
-    one returned at ``done`` (just after a walk: the kdamond walks every ``period_s``,
-    its longest apply interval), at least ``every_s`` later, so that the write waits
-    little: a lead before the walk it catches, never before ``now``.
-
-    The write returns at the kdamond's next walk, holding the kernel's DAMON sysfs lock
-    (and reactor's driver) until then: written at a random time it waits half a period
-    on average. The lead is one sampling interval (a walk happens on a sample) plus what
-    a write can lose before it reaches the kernel, the event loop's delay and a job
-    queued ahead of it in the driver (a 115-region read took 0.2-0.4 s in the emulated
-    guest): a quarter period, at most 0.25 s, and the lead at most half a period.
-    Missing the walk would cost a whole period. The kernel counts intervals in
-    samples, and a sample takes longer than ``sample_us`` by its own work and the
-    schemes' actions (much longer under emulation), so the real walk comes later than
-    ``done + n * period_s``: the write is early by that drift, never late. A walk too
-    close to ``now`` to catch (less than half the lead ahead) gives way to the next.
-    """
-    lead = min(period_s / 2, sample_s + min(period_s / 4, 0.25))
-    walk = done + max(1, math.ceil(every_s / period_s - 1e-9)) * period_s
-    if walk - lead / 2 < now:
-        walk += math.ceil((now - walk + lead / 2) / period_s) * period_s
-    return max(now, walk - lead)
 
 
 class DamonMonitors:
@@ -322,34 +295,17 @@ class DamonMonitors:
         return sample_us / 1e6, aggr_us / 1e6
 
     async def _loop(self) -> None:
-        """Read every monitor's snapshots until cancelled (with no monitor, only the
-        ``damon:`` section's kdamonds: wait; they run until shutdown)."""
-        async with anyio.create_task_group() as tg:
-            for k, monitor in enumerate(self.config.monitors):
-                tg.start_soon(self._snapshots, k, monitor)
-            await anyio.sleep_forever()
-
-    async def _snapshots(self, k: int, monitor: MonitorConfig) -> None:
-        """Publish kdamond ``k``'s snapshot at most once per ``snapshot_every_s``, each
-        write of ``update_schemes_tried_regions`` timed just before the kdamond's next
-        walk (:func:`next_snapshot_at`). The write returns when every scheme has been
-        applied once, and the kernel holds its DAMON sysfs lock (every other kdamond's
-        commands get EBUSY) and reactor's driver runs nothing else until then: written at
-        a random time it waits half the longest apply interval on average. One task per
-        monitor, each timed on its own kdamond."""
-        done: float | None = None
+        monitors = list(self.config.monitors)
+        # on the process-wide grid, with the sources (reactor.engine.ticker); with no
+        # monitor (only the damon: section's kdamonds) this waits: they run until shutdown
+        ticker = Ticker(lambda: self.snapshot_every_s, phase=0.0)
         while True:
-            sample, aggregation = self._intervals(k, monitor)
-            if done is not None:
-                period = max(aggregation, self.driver.walk_period_s(k) or 0.0)
+            await ticker.next()
+            for k, monitor in enumerate(monitors):
+                # the snapshot scheme's alone (0): policies' schemes have theirs too
+                (tried,) = await self.driver.update_schemes_tried_regions(k, (0,))
+                sample, aggregation = self._intervals(k, monitor)
                 now = anyio.current_time()
-                await anyio.sleep_until(
-                    next_snapshot_at(done, period, sample, self.snapshot_every_s, now)
-                )
-            # the snapshot scheme's alone (0): policies' schemes have theirs too
-            await self.driver.command(k, "update_schemes_tried_regions")
-            done = anyio.current_time()
-            (tried,) = await self.driver.tried_regions(k, (0,))
-            snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, done)
-            view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
-            self.bus.publish(f"access.{monitor.name}", view, done)
+                snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
+                view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
+                self.bus.publish(f"access.{monitor.name}", view, now)

@@ -32,25 +32,20 @@ Bounds, derived before running:
 * both monitors' snapshots keep coming: read each second of the run, the median age of
   each is under three ticks (status ``stale``, where a policy would hold), and none is
   ever older than six (a monitor stalled for two stale windows). Not every reading is
-  under three ticks under TCG: each monitor is read by its own task at most once per
-  tick, at its kdamond's walk, and the kernel's DAMON lock is held by one walk wait at
-  a time. The node's walk comes every 1.1-2.0 s
-  under TCG (its 1 s aggregation plus the samples' and the pageouts' own time), and a
-  write waits for it up to 1.3 s; the app's snapshot (a 1 s plan, then its walk, up to
-  0.3 s, and its read, 0.2-0.5 s) can queue behind one such wait: up to about 3.3 s old
-  just before it lands. On hardware the node's walk comes every ~1 s and its write
-  waits about the 0.3 s lead.
+  under three ticks under TCG: both monitors are read one after the other each tick,
+  each write waiting for its kdamond's walk while the kernel's DAMON lock is held. The
+  node's walk comes every 1.1-2.0 s under TCG (its 1 s aggregation plus the samples' and
+  the pageouts' own time); a round of both reads that overruns a tick waits for the
+  next grid point, so a snapshot can be about 3-4 s old just before the next lands.
 
 Found while writing this test: with a ``monitoring`` policy on ``node`` (access share
 5 %), the node's aggregation grew towards 10 s and ``app``'s snapshots went stale (3.5 s
 old): every tried-regions update holds DAMON's sysfs lock until its kdamond's next
-walk, and the monitors were then read one after the other on the tick grid. A lane CI
-run later failed the freshness bound here too (node 3.9 s, app 3.2 s old): a round of
-both reads that overran two ticks waited for the third. Each monitor now has its own
-task, and its write is timed to its kdamond's walk (docs/policies.md). The next run
-read both about 3 s old (3.0 and 2.7 s): this test's own ``kdamonds`` read, with its
-sleeping EBUSY retries, ran on the event loop just before the status was taken; it runs
-in a worker thread now, after the status.
+walk, and the monitors were then read one after the other on the tick grid. Lane CI runs
+later failed a single end-of-run reading against three ticks (node 3.9 s, app 3.2 s;
+node 3.0 s, app 2.7 s). Part of it was this test's own ``kdamonds`` read, whose EBUSY
+retries sleep, run on the event loop just before the status was taken (it runs in a
+worker thread now, after the status); the rest is the round above.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from reactor.config import load_config_text
 from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.paths import KDAMONDS as KD
-from reactor.engine.damon_monitors import next_snapshot_at
 from reactor.engine.runtime import Reactor
 from reactor.errors import KernelInterfaceError, SourceFailed
 from reactor.testing import FakeDamon, FakeKernelFS
@@ -286,59 +284,3 @@ async def test_a_stop_past_the_shutdown_timeout_is_an_error(tmp_path: Path) -> N
     assert any(isinstance(e, DamonTimeout) for e in leaves(info.value)), info.value
     (timeout,) = [e for e in logs if e["event"] == "damon_stop_timeout"]
     assert timeout["recorded"] == [0] and "next reactor start" in timeout["note"]
-
-
-def walks_caught(
-    period_s: float, real_period_s: float, sample_s: float, every_s: float, queued_s: float
-) -> list[float]:
-    """Simulate 200 snapshots against a kdamond that walks every ``real_period_s`` from
-    t=0.013 (the kernel counts samples: its real period is never shorter than the one
-    staged), each write reaching the kernel ``queued_s`` after its planned time; returns
-    how long each write waited for its walk (held the sysfs lock)."""
-    first = 0.013
-
-    def next_walk(t: float) -> float:
-        return first + math.ceil((t - first) / real_period_s + 1e-12) * real_period_s
-
-    done = next_walk(0.0)
-    waits = []
-    for _ in range(200):
-        at = next_snapshot_at(done, period_s, sample_s, every_s, done + 0.002) + queued_s
-        walk = next_walk(at)
-        waits.append(walk - at)
-        done = walk
-    return waits
-
-
-def test_a_snapshot_is_written_a_lead_before_the_walk_not_at_a_random_time() -> None:
-    """Written at a random time a snapshot waits half a period for its walk, holding the
-    kernel's DAMON lock; timed from the last walk it waits the lead: a sample plus a
-    quarter period (at most 0.25 s): 0.3 s of a 1 s period, 0.75 s of a 10 s one."""
-    waits = walks_caught(1.0, 1.0, 0.05, 1.0, queued_s=0.0)
-    assert max(waits) == pytest.approx(0.3)
-    assert max(walks_caught(10.0, 10.0, 0.5, 1.0, queued_s=0.0)) == pytest.approx(0.75)
-    # a write that queues behind another job for less than the lead still catches it
-    waits = walks_caught(1.0, 1.0, 0.05, 1.0, queued_s=0.25)
-    assert max(waits) == pytest.approx(0.05)
-
-
-def test_snapshots_come_once_per_tick_at_most_and_stay_early_as_the_kernel_drifts() -> None:
-    """A 200 ms kdamond read each 1 s tick: the write catches the fifth walk after the
-    last (never more than once per tick), a lead of 0.01 + 0.05 s before it. A kernel
-    whose samples run 10 % long walks every 0.22 s: the write, planned for 1 s after the
-    last walk, catches the fifth at 1.1 s, early by the drift (0.16 s), not late."""
-    waits = walks_caught(0.2, 0.2, 0.01, 1.0, queued_s=0.0)
-    assert max(waits) == pytest.approx(0.06)
-    drifting = walks_caught(0.2, 0.22, 0.01, 1.0, queued_s=0.0)
-    assert max(drifting) == pytest.approx(0.16)
-
-
-def test_a_walk_too_close_to_catch_gives_way_to_the_next() -> None:
-    """Less than half the lead before the walk the write would race it: it waits for
-    the next one (a lead before it); between the lead and half of it, it goes at once."""
-    # walk at 11, lead 0.3: at 10.9 the write waits for the walk at 12
-    assert next_snapshot_at(10.0, 1.0, 0.05, 1.0, 10.9) == pytest.approx(11.7)
-    assert next_snapshot_at(10.0, 1.0, 0.05, 1.0, 10.8) == pytest.approx(10.8)
-    assert next_snapshot_at(10.0, 1.0, 0.05, 1.0, 10.2) == pytest.approx(10.7)
-    # the lead is at most half a period
-    assert next_snapshot_at(10.0, 0.1, 0.05, 0.1, 10.0) == pytest.approx(10.05)
