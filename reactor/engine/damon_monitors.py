@@ -24,6 +24,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from reactor.damon import paths
+from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.paths import attrs_dir
 from reactor.damon.snapshot import TriedRegions
@@ -48,6 +49,13 @@ _EVERYTHING = {
     "nr_accesses": {"min": 0, "max": "max"},
     "age": {"min": 0, "max": "max"},
 }
+
+
+def _transient(exc: ReactorError) -> bool:
+    """A snapshot failure worth another try next tick: the command's deadline passed
+    (the kdamond was busy) or DAMON's sysfs lock stayed held (EBUSY); not a kdamond
+    that stopped or a file that is gone."""
+    return isinstance(exc, DamonTimeout) or getattr(exc, "errno", None) == errno.EBUSY
 
 
 class UnsupportedTarget(ReactorError):
@@ -127,6 +135,8 @@ class DamonMonitors:
         self.commands: dict[str, OwnedCommand] = {}
         #: the pids each monitor's kdamond follows (a started command's included)
         self.pids: dict[str, list[int]] = {}
+        #: monitor -> snapshots in a row the kernel did not give in time
+        self._late_count: dict[str, int] = {}
 
     def _pids(self) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {}
@@ -281,6 +291,15 @@ class DamonMonitors:
         _log.info("damon_reconfigured", committed=committed, online=True)
         return None
 
+    def _late(self, name: str, exc: ReactorError) -> None:
+        """Log a snapshot the kernel did not give in time (first, then every 60th in a
+        row): its kdamond was busy past the command's deadline (a long pass of
+        migrations under emulation took over 10 s), or another DAMON user held the
+        sysfs lock. The monitor stays up and tries again next tick."""
+        n = self._late_count[name] = self._late_count.get(name, 0) + 1
+        if n == 1 or n % 60 == 0:
+            _log.warning("damon_snapshot_late", monitor=name, error=str(exc), consecutive=n)
+
     def _intervals(self, k: int, monitor: MonitorConfig) -> tuple[float, float]:
         """The kdamond's intervals as staged now (a self-tuning policy may have committed
         new ones), in seconds; the configured ones if the files cannot be read."""
@@ -303,7 +322,14 @@ class DamonMonitors:
             await ticker.next()
             for k, monitor in enumerate(monitors):
                 # the snapshot scheme's alone (0): policies' schemes have theirs too
-                (tried,) = await self.driver.update_schemes_tried_regions(k, (0,))
+                try:
+                    (tried,) = await self.driver.update_schemes_tried_regions(k, (0,))
+                except (DamonTimeout, DamonSysfsError) as exc:
+                    if not _transient(exc):
+                        raise
+                    self._late(monitor.name, exc)
+                    continue  # the snapshot ages: policies hold on it
+                self._late_count.pop(monitor.name, None)
                 sample, aggregation = self._intervals(k, monitor)
                 now = anyio.current_time()
                 snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)

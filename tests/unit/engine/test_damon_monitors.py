@@ -284,3 +284,32 @@ async def test_a_stop_past_the_shutdown_timeout_is_an_error(tmp_path: Path) -> N
     assert any(isinstance(e, DamonTimeout) for e in leaves(info.value)), info.value
     (timeout,) = [e for e in logs if e["event"] == "damon_stop_timeout"]
     assert timeout["recorded"] == [0] and "next reactor start" in timeout["note"]
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_the_kernel_holds_back_is_logged_and_tried_again(
+    tmp_path: Path,
+) -> None:
+    """While another holder keeps DAMON's sysfs lock (EBUSY past the command's
+    retries), the monitor logs ``damon_snapshot_late`` once and keeps its kdamond; its
+    snapshots come again once the lock is free (the daemon used to exit on it)."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        with structlog.testing.capture_logs() as logs:
+            async with Reactor(config(tmp_path), fs=fs) as reactor:
+                pid = damon.kdamond_pid(0)
+                with anyio.fail_after(10):
+                    view = await reactor.bus.wait_newer("access.app", 0)
+                with damon.hold_lock():
+                    await anyio.sleep(0.8)  # 8 ticks of 100 ms
+                with anyio.fail_after(10):
+                    newer = await reactor.bus.wait_newer("access.app", view.seq)
+                    while not any(e["event"] == "damon_snapshot_late" for e in logs):
+                        newer = await reactor.bus.wait_newer("access.app", newer.seq)
+                assert damon.kdamond_pid(0) == pid
+        tg.cancel_scope.cancel()
+    late = [e for e in logs if e["event"] == "damon_snapshot_late"]
+    assert late and late[0]["monitor"] == "app" and "EBUSY" in late[0]["error"]
+    assert [e["consecutive"] for e in late] == [1]
+    assert not [e for e in logs if e["event"] in ("failed", "damon_stop_failed")]
