@@ -18,6 +18,7 @@ __all__ = (
     "LogFormat",
     "configure_logging",
     "output_moved",
+    "repeat_logged",
     "resolve_format",
     "set_log_level",
 )
@@ -104,6 +105,17 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return chosen
+
+
+#: A failure repeated in a row is logged the first time, then every this-many-th time
+#: (each is still counted where it is kept), so a broken file cannot flood the log.
+REPEAT_LOG_EVERY = 60
+
+
+def repeat_logged(consecutive: int) -> bool:
+    """Whether the ``consecutive``-th failure in a row goes to the log (the first, then
+    every :data:`REPEAT_LOG_EVERY`-th)."""
+    return consecutive == 1 or consecutive % REPEAT_LOG_EVERY == 0
 
 
 def output_moved(new: float | None, old: float | None) -> bool:

@@ -37,6 +37,7 @@ from anyio.abc import TaskStatus
 from reactor._version import __version__
 from reactor.api.status import to_json
 from reactor.errors import ReactorError
+from reactor.log import repeat_logged
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -184,7 +185,7 @@ class TickRecorder:
             self._send.send_nowait(record)
         except anyio.WouldBlock:
             self.dropped += 1
-            if self.dropped == 1 or self.dropped % 60 == 0:
+            if repeat_logged(self.dropped):
                 _log.warning("record_dropped", path=self.path, dropped=self.dropped)
             return False
         return True

@@ -719,20 +719,13 @@ class DamonDriver:
     ) -> tuple[TriedRegions, ...]:
         """Collect one walk's tried regions (blocks until every scheme has been applied
         once, up to :meth:`walk_period_s`) and read those of ``schemes`` (default: every
-        scheme), in that order (:meth:`tried_regions`)."""
-        await self.command(k, "update_schemes_tried_regions")
-        return await self.tried_regions(k, schemes)
-
-    async def tried_regions(
-        self, k: int, schemes: Sequence[int] | None = None
-    ) -> tuple[TriedRegions, ...]:
-        """The tried regions of ``schemes`` (default: every scheme) as the last
-        ``update_schemes_tried_regions`` left them.
+        scheme), in that order.
 
         Reading them is thousands of files with ``max_nr_regions`` in the thousands, so
         it runs in the worker thread (on the event loop it stalled a guest daemon's ticks
         for 11 s under TCG while its kdamond migrated), and a caller reads only the
         schemes it needs."""
+        await self.command(k, "update_schemes_tried_regions")
 
         def read() -> tuple[TriedRegions, ...]:
             wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes

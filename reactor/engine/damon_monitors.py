@@ -33,6 +33,7 @@ from reactor.engine.monitors import AccessView
 from reactor.engine.ticker import Ticker
 from reactor.errors import KernelInterfaceError, ReactorError
 from reactor.kernelfs import KernelFS
+from reactor.log import repeat_logged
 from reactor.sampler.snapshot import Region, Snapshot, regions_array
 from reactor.sampler.targets import OwnedCommand
 
@@ -51,11 +52,11 @@ _EVERYTHING = {
 }
 
 
-def _transient(exc: ReactorError) -> bool:
+def _transient(exc: DamonTimeout | DamonSysfsError) -> bool:
     """A snapshot failure worth another try next tick: the command's deadline passed
     (the kdamond was busy) or DAMON's sysfs lock stayed held (EBUSY); not a kdamond
     that stopped or a file that is gone."""
-    return isinstance(exc, DamonTimeout) or getattr(exc, "errno", None) == errno.EBUSY
+    return isinstance(exc, DamonTimeout) or exc.errno == errno.EBUSY
 
 
 class UnsupportedTarget(ReactorError):
@@ -297,7 +298,7 @@ class DamonMonitors:
         migrations under emulation took over 10 s), or another DAMON user held the
         sysfs lock. The monitor stays up and tries again next tick."""
         n = self._late_count[name] = self._late_count.get(name, 0) + 1
-        if n == 1 or n % 60 == 0:
+        if repeat_logged(n):
             _log.warning("damon_snapshot_late", monitor=name, error=str(exc), consecutive=n)
 
     def _intervals(self, k: int, monitor: MonitorConfig) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from reactor.engine.bus import Bus
 from reactor.engine.ticker import READ_PHASE, Ticker
 from reactor.errors import KernelInterfaceError, SourceFailed, TargetVanished
 from reactor.kernelfs import KernelFS
+from reactor.log import repeat_logged
 from reactor.signals.base import Poller
 
 if TYPE_CHECKING:
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 __all__ = ("SourceRunner", "SourceSpec", "build_source_specs")
 
 _log = structlog.get_logger("reactor.source")
-
-#: After this many consecutive failures a source logs only every this-many-th failure
-#: (every failure is still counted on the bus), so a broken file cannot flood the log.
-_LOG_EVERY = 60
 
 
 @dataclass(frozen=True)
@@ -247,7 +244,7 @@ class SourceRunner:
         self.reason = reason
         self.bus.record_failure(self.spec.topic, reason, failed=self.state == "failed")
         n = self.consecutive_failures
-        if n == 1 or n % _LOG_EVERY == 0:
+        if repeat_logged(n):  # every failure is still counted on the bus
             log.warning("sample_failed", reason=reason, consecutive=n)
 
     def _give_up(self, log: Any) -> None:

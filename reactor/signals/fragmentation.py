@@ -54,6 +54,7 @@ from reactor.errors import KernelFormatError, KernelInterfaceError
 from reactor.kernelfs.base import KernelFS
 from reactor.kernelfs.frozen import FrozenMap
 from reactor.kernelfs.kept import KeptReader
+from reactor.log import repeat_logged
 
 __all__ = (
     "BUDDYINFO",
@@ -92,10 +93,6 @@ EXTFRAG_INDEX = "/sys/kernel/debug/extfrag/extfrag_index"
 PROACTIVENESS = "/proc/sys/vm/compaction_proactiveness"
 
 _log = structlog.get_logger("reactor.fragmentation")
-
-#: After this many consecutive debugfs failures only every this-many-th is logged (each
-#: is still counted in ``Fragmentation.kernel_index_failures``).
-_LOG_EVERY = 60
 
 #: The order of a PMD-mapped huge page with 4 KiB base pages (x86-64, arm64 4K): the
 #: order the kernel's proactive compaction scores against.
@@ -799,7 +796,7 @@ class FragmentationPoller:
             self._debugfs_failures += 1
             self._debugfs_consecutive += 1
             n = self._debugfs_consecutive
-            if n == 1 or n % _LOG_EVERY == 0:
+            if repeat_logged(n):  # each still counted in kernel_index_failures
                 _log.warning(
                     "debugfs_extfrag_failed",
                     topic=self._topic,
