@@ -98,7 +98,7 @@ class _Resident:
         self.starts, self.ends, self.rss, self.kind = starts, ends, rss, kind
         #: the smaps reading this view is of (None: the monitor's sampled mappings)
         self.state = state
-        self._spans: dict[tuple[int, int], tuple[tuple[int, int, int], ...]] = {}
+        self._spans: dict[tuple[int, int], tuple[tuple[int, int, int, bool], ...]] = {}
 
     @classmethod
     def of_state(cls, state: TargetState) -> _Resident:
@@ -133,14 +133,15 @@ class _Resident:
         j = bisect.bisect_left(self.starts, end, lo=i)
         return range(i, j)
 
-    def resident_spans(self, start: int, end: int) -> tuple[tuple[int, int, int], ...]:
-        """``(lo, hi, index)`` of ``[start, end)`` in each mapping with resident pages,
-        in address order; kept per range (a snapshot's view is asked about the same
-        cold regions every tick until the next aggregation)."""
+    def resident_spans(self, start: int, end: int) -> tuple[tuple[int, int, int, bool], ...]:
+        """``(lo, hi, index, file)`` of ``[start, end)`` in each mapping with resident
+        pages, in address order (``file``: a file-backed mapping, which pages out without
+        swap); kept per range (a snapshot's view is asked about the same cold regions
+        every tick until the next aggregation)."""
         spans = self._spans.get((start, end))
         if spans is None:
             spans = self._spans[(start, end)] = tuple(
-                (lo, hi, i)
+                (lo, hi, i, self.kind(i) == "file")
                 for i in self.overlapping(start, end)
                 if (hi := min(end, self.ends[i])) > (lo := max(start, self.starts[i]))
                 and self.rss(i) != 0
@@ -306,15 +307,19 @@ class NativeReclaim(QuotaPolicy):
         anon = 0
         empty: list[Candidate] = []
         backoffs = any(key[0] == pid for key in self._fruitless)
+        # the held ranges' extent: a piece outside it needs no cutting (most of them)
+        held_lo, held_hi = (held[0][0], held[-1][1]) if held else (0, 0)
+        spans_of = res.resident_spans
         for cand in cands:
             found = False
-            for lo, hi, i in res.resident_spans(cand.start, cand.start + cand.length):
+            for lo, hi, i, file in spans_of(cand.start, cand.start + cand.length):
                 if backoffs and self._backing_off(pid, res, i, now):
                     continue
-                if res.kind(i) != "file" and not swap:
+                if not file and not swap:
                     anon += hi - lo
                     continue
-                for a, b in _outside(held, lo, hi) if held else ((lo, hi),):
+                parts = _outside(held, lo, hi) if held and lo < held_hi and hi > held_lo else None
+                for a, b in parts if parts is not None else ((lo, hi),):
                     found = True
                     if out and out[-1][0] + out[-1][1] == a:
                         out[-1] = (out[-1][0], b - out[-1][0])
@@ -408,16 +413,22 @@ class NativeReclaim(QuotaPolicy):
         self._nothing = {k: t for k, t in self._nothing.items() if now - t < min_age}
         self._prune(now)
         held = {pid: self._held(pid) for pid in self._issued}
+        nothing = self._nothing
+        excluded: dict[int, bool] = {}  # per process, once per tick (not per region)
         by_pid: dict[int, list[Candidate]] = {}
         for cand in cands:
-            key = (cand.pid, cand.start, cand.length)
-            if key in self._nothing or self._excluded(cand.pid):
+            owner, start = cand.pid, cand.start
+            if (owner, start, cand.length) in nothing:
                 continue
-            if (spans := held.get(cand.pid)) and _covered(
-                spans, cand.start, cand.start + cand.length
-            ):
+            skip = excluded.get(owner)
+            if skip is None:
+                skip = excluded[owner] = self._excluded(owner)
+            if skip or ((spans := held.get(owner)) and _covered(spans, start, start + cand.length)):
                 continue
-            by_pid.setdefault(cand.pid, []).append(cand)
+            group = by_pid.get(owner)
+            if group is None:
+                group = by_pid[owner] = []
+            group.append(cand)
         sampled = {
             pid: snap.mappings
             for key, snap in view.snapshots.items()
