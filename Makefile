@@ -45,7 +45,8 @@ test-kernel: $(VENV)/.installed-test
 	$(BIN)/python .ci/kernel_lane.py run -- $(KERNEL_PYTEST_ARGS)
 
 # Host benchmarks; each writes benchmarks/results/<name>.json and prints one summary line.
-# Guest-only benchmarks (sampler_vs_damon, tiering) run inside make test-kernel.
+# Guest-only benchmarks (sampler_vs_damon, tiering, reclaim, damon_snapshot) run inside
+# make test-kernel.
 HOST_BENCHMARKS ?= controllers signals sampler daemon
 bench: $(VENV)/.installed-test
 	@set -e; for name in $(HOST_BENCHMARKS); do $(BIN)/python -m benchmarks.$$name; done

@@ -715,11 +715,12 @@ class DamonDriver:
         return tuple(read_scheme_stats(self.fs, k, s) for s in range(nr_schemes(self.fs, k)))
 
     async def update_schemes_tried_regions(
-        self, k: int, schemes: Sequence[int] | None = None
+        self, k: int, schemes: Sequence[int] | None = None, *, extras: bool = True
     ) -> tuple[TriedRegions, ...]:
         """Collect one walk's tried regions (blocks until every scheme has been applied
         once, up to :meth:`walk_period_s`) and read those of ``schemes`` (default: every
-        scheme), in that order.
+        scheme), in that order; ``extras=False`` skips the files the policies do not use
+        (:func:`~reactor.damon.snapshot.read_tried_regions`).
 
         Reading them is thousands of files with ``max_nr_regions`` in the thousands, so
         it runs in the worker thread (on the event loop it stalled a guest daemon's ticks
@@ -729,7 +730,7 @@ class DamonDriver:
 
         def read() -> tuple[TriedRegions, ...]:
             wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes
-            return tuple(read_tried_regions(self.fs, k, s) for s in wanted)
+            return tuple(read_tried_regions(self.fs, k, s, extras=extras) for s in wanted)
 
         return await self._thread(
             read, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno as E
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reactor.damon import paths
@@ -219,31 +219,59 @@ def read_scheme_stats(fs: KernelFS, k: int, s: int) -> SchemeStats:
     )
 
 
-def _read_region(fs: KernelFS, path: str, optional: tuple[bool, bool, bool]) -> TriedRegion:
-    """One ``tried_regions/<R>``; ``optional``: whether ``nr_accesses``/``age``,
-    ``sz_filter_passed`` (6.14) and ``probes`` (7.2) exist, as found on the scheme's first
-    region (one kernel writes every region alike)."""
-    pattern, passed, probes = optional
-    hits: list[int] = []
-    if probes:
-        for p in _numbered(fs, path + "/probes"):
-            hits.append(read_int(fs, f"{path}/probes/{p}/hits", default=0))
-    return TriedRegion(
-        start=read_int(fs, path + "/start"),
-        end=read_int(fs, path + "/end"),
-        nr_accesses=read_int(fs, path + "/nr_accesses") if pattern else 0,
-        age_aggrs=read_int(fs, path + "/age") if pattern else 0,
-        sz_filter_passed_bytes=read_int(fs, path + "/sz_filter_passed") if passed else 0,
-        probe_hits=tuple(hits),
+def _read_regions(
+    fs: KernelFS,
+    base: str,
+    numbers: Sequence[int],
+    optional: tuple[bool, bool, bool],
+    probes: Sequence[int],
+) -> tuple[TriedRegion, ...]:
+    """Every region of ``base`` (a ``tried_regions`` directory) in one
+    :meth:`~reactor.kernelfs.KernelFS.read_texts` pass: one directory descriptor for
+    thousands of files, where a path walk per file was most of a snapshot's cost. These
+    files take no DAMON lock; an EBUSY all the same is waited out file by file."""
+    pattern, passed, _ = optional
+    files = (
+        ("start", "end")
+        + (("nr_accesses", "age") if pattern else ())
+        + (("sz_filter_passed",) if passed else ())
+        + tuple(f"probes/{p}/hits" for p in probes)
     )
+    names = [f"{r}/{f}" for r in numbers for f in files]
+    try:
+        texts = fs.read_texts(base, names)
+    except KernelInterfaceError as exc:
+        if exc.errno != E.EBUSY:
+            raise
+        texts = [read_text(fs, f"{base}/{name}") for name in names]
+    values = [parse_kernel_int(t, f"{base}/{n}") for t, n in zip(texts, names, strict=True)]
+    width, hits = len(files), len(files) - len(probes)
+    passed_at = hits - 1
+    out = []
+    for i in range(0, len(values), width):
+        row = values[i : i + width]
+        out.append(
+            TriedRegion(
+                start=row[0],
+                end=row[1],
+                nr_accesses=row[2] if pattern else 0,
+                age_aggrs=row[3] if pattern else 0,
+                sz_filter_passed_bytes=row[passed_at] if passed else 0,
+                probe_hits=tuple(row[hits:]),
+            )
+        )
+    return tuple(out)
 
 
-def read_tried_regions(fs: KernelFS, k: int, s: int) -> TriedRegions:
+def read_tried_regions(fs: KernelFS, k: int, s: int, *, extras: bool = True) -> TriedRegions:
     """``schemes/<s>/tried_regions`` of kdamond ``k``, regions in index (address) order.
 
-    Up to ``max_nr_regions`` (thousands) directories of four to six files: which optional
-    files exist is looked up on the first region only, so a region costs its reads alone
-    (each file's existence check doubled the system calls of a snapshot)."""
+    Up to ``max_nr_regions`` (thousands) directories of four to six files, read in one
+    :meth:`~reactor.kernelfs.KernelFS.read_texts` pass: which optional files exist is
+    looked up on the first region only (one kernel writes every region alike), so a
+    region costs its reads alone. ``extras=False`` leaves ``sz_filter_passed`` (6.14) and
+    the probes' hits (7.2) unread, as 0 and ``()``: a snapshot for the policies needs
+    the range, ``nr_accesses`` and ``age`` alone, a fifth fewer files."""
     base = _scheme(k, s) + "/tried_regions"
     numbers = _numbered(fs, base)
     regions: tuple[TriedRegion, ...] = ()
@@ -251,10 +279,13 @@ def read_tried_regions(fs: KernelFS, k: int, s: int) -> TriedRegions:
         first = f"{base}/{numbers[0]}"
         optional = (
             fs.exists(first + "/nr_accesses"),
-            fs.exists(first + "/sz_filter_passed"),
-            fs.exists(first + "/probes"),
+            extras and fs.exists(first + "/sz_filter_passed"),
+            extras and fs.exists(first + "/probes"),
         )
-        regions = tuple(_read_region(fs, f"{base}/{r}", optional) for r in numbers)
+        # 7.2's per-probe hits: the probes the first region lists (configured per
+        # context, so every region lists the same)
+        probes = _numbered(fs, first + "/probes") if optional[2] else []
+        regions = _read_regions(fs, base, numbers, optional, probes)
     total = read_int(fs, base + "/total_bytes", default=-1)
     if total < 0:
         total = sum(r.size_bytes for r in regions)

@@ -324,7 +324,7 @@ class DamonMonitors:
             for k, monitor in enumerate(monitors):
                 # the snapshot scheme's alone (0): policies' schemes have theirs too
                 try:
-                    (tried,) = await self.driver.update_schemes_tried_regions(k, (0,))
+                    (tried,) = await self.driver.update_schemes_tried_regions(k, (0,), extras=False)
                 except (DamonTimeout, DamonSysfsError) as exc:
                     if not _transient(exc):
                         raise

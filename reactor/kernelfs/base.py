@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from typing import Protocol
 
 from reactor.kernelfs.trigger import TriggerHandle
 
-__all__ = ("DAMON_SYSFS", "KeptFile", "KernelFS", "is_damon_path", "normalize_path")
+__all__ = (
+    "DAMON_SYSFS",
+    "KeptFile",
+    "KernelFS",
+    "check_relative",
+    "is_damon_path",
+    "normalize_path",
+)
 
 #: The DAMON sysfs tree. On this project's machines it belongs to the machine itself.
 DAMON_SYSFS = "/sys/kernel/mm/damon"
@@ -23,6 +31,16 @@ def normalize_path(path: str) -> str:
     if not path.startswith("/"):
         raise ValueError(f"kernel paths are absolute, got {path!r}")
     return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def check_relative(name: str) -> str:
+    """``name`` if it is a relative path that stays below its base (no ``..`` part, not
+    empty, not absolute); ValueError otherwise: a caller's bug, like a relative kernel
+    path."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or "" in parts:
+        raise ValueError(f"expected a relative path below its base, got {name!r}")
+    return name
 
 
 def is_damon_path(path: str) -> bool:
@@ -63,6 +81,13 @@ class KernelFS(Protocol):
     def root(self) -> str: ...
 
     def read_text(self, path: str) -> str: ...
+
+    def read_texts(self, base: str, names: Sequence[str]) -> list[str]:
+        """The text of each file ``base/<name>``, in the order given: many small files of
+        one directory tree at once (a DAMON snapshot reads four or five per region, up to
+        thousands of regions). ``name`` is relative and may hold ``/``, never ``..``
+        (ValueError). The first file that cannot be read raises, naming it."""
+        ...
 
     def write_text(self, path: str, data: str) -> None:
         """Write ``data`` in one ``write`` call so the kernel's errno surfaces here."""

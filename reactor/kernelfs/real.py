@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
-from reactor.kernelfs.base import DAMON_SYSFS, is_damon_path, normalize_path
+from reactor.kernelfs.base import DAMON_SYSFS, check_relative, is_damon_path, normalize_path
 from reactor.kernelfs.trigger import RealTrigger
 
 __all__ = ("RealFile", "RealKernelFS")
+
+#: the first read of :meth:`RealKernelFS.read_texts` (a sysfs attribute is a page at most)
+_READ_CHUNK = 8192
 
 
 class RealFile:
@@ -120,6 +124,38 @@ class RealKernelFS:
                 return f.read().decode("utf-8", errors="replace")
         except OSError as exc:
             raise KernelInterfaceError(path, "cannot read", errno=exc.errno) from exc
+
+    def read_texts(self, base: str, names: Sequence[str]) -> list[str]:
+        """Each ``base/<name>``, opened relative to one descriptor of ``base``: the
+        kernel walks ``base``'s path once instead of once per file (a DAMON region file
+        lies 13 directories deep; on this machine's sysfs an open-read-close by full path
+        cost about 15 µs through :meth:`read_text`, and this way about 6). A file's text
+        is read whole (a sysfs attribute comes in one read; a longer one is read on)."""
+        for name in names:
+            check_relative(name)
+        try:
+            dfd = os.open(self.host_path(base), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelInterfaceError(base, "cannot open directory", errno=exc.errno) from exc
+        out: list[str] = []
+        try:
+            for name in names:
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+                    try:
+                        data = os.read(fd, _READ_CHUNK)
+                        if len(data) == _READ_CHUNK:
+                            data += io.FileIO(fd, "rb", closefd=False).readall()
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    raise KernelInterfaceError(
+                        f"{base}/{name}", "cannot read", errno=exc.errno
+                    ) from exc
+                out.append(data.decode("utf-8", errors="replace"))
+        finally:
+            os.close(dfd)
+        return out
 
     def write_text(self, path: str, data: str) -> None:
         host = self.host_path(path)

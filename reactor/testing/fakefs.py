@@ -60,13 +60,20 @@ import errno as errno_mod
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
 from reactor.errors import KernelInterfaceError, UnsafeWrite
-from reactor.kernelfs.base import DAMON_SYSFS, KeptFile, KernelFS, is_damon_path, normalize_path
+from reactor.kernelfs.base import (
+    DAMON_SYSFS,
+    KeptFile,
+    KernelFS,
+    check_relative,
+    is_damon_path,
+    normalize_path,
+)
 from reactor.kernelfs.trigger import (
     UNPRIVILEGED_WINDOW_STEP_US,
     WINDOW_MAX_US,
@@ -276,6 +283,11 @@ class FakeKernelFS:
 
     def read_text(self, path: str) -> str:
         return self._read(path, "cannot read").decode("utf-8", errors="replace")
+
+    def read_texts(self, base: str, names: Sequence[str]) -> list[str]:
+        for name in names:
+            check_relative(name)
+        return [self.read_text(f"{base}/{name}") for name in names]
 
     def read_bytes(self, path: str, offset: int, size: int) -> bytes:
         content = self._read(path, "cannot open")
@@ -631,6 +643,9 @@ class RecordingKernelFS:
 
     def read_text(self, path: str) -> str:
         return self.inner.read_text(path)
+
+    def read_texts(self, base: str, names: Sequence[str]) -> list[str]:
+        return self.inner.read_texts(base, names)
 
     def exists(self, path: str) -> bool:
         return self.inner.exists(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from reactor.damon.snapshot import (
@@ -13,6 +15,7 @@ from reactor.damon.snapshot import (
     read_tried_regions,
 )
 from reactor.errors import KernelFormatError
+from reactor.kernelfs import RealKernelFS
 from reactor.testing import FakeKernelFS
 from tests.unit.damon.conftest import KD
 
@@ -132,3 +135,33 @@ def test_garbage_in_a_counter_is_quoted() -> None:
     fs.set_file(SCHEME + "/stats/nr_tried", "lots\n")
     with pytest.raises(KernelFormatError, match=r"stats/nr_tried: expected an integer: 'lots'"):
         read_scheme_stats(fs, 0, 0)
+
+
+@pytest.mark.parametrize("newest", [True, False])
+def test_tried_regions_read_alike_from_the_real_filesystem(tmp_path: Path, newest: bool) -> None:
+    """The same tree on disk, read through RealKernelFS (one directory descriptor for
+    every region file), gives the same regions as the in-memory fake."""
+    fake = _tree(newest=newest)
+    real = RealKernelFS(root=str(fake.materialize(tmp_path)))
+    assert read_tried_regions(real, 0, 0) == read_tried_regions(fake, 0, 0)
+
+
+def test_garbage_in_a_region_file_names_that_file() -> None:
+    """A region value that is not an integer names its own file."""
+    fs = _tree()
+    fs.set_file(SCHEME + "/tried_regions/1/age", "old\n")
+    with pytest.raises(KernelFormatError, match=r"tried_regions/1/age: expected an integer"):
+        read_tried_regions(fs, 0, 0)
+
+
+def test_a_snapshot_without_extras_leaves_the_filter_and_probe_files_unread() -> None:
+    """extras=False reads start, end, nr_accesses and age alone: no region's
+    sz_filter_passed or probe hits file is opened, and those read as 0 and ()."""
+    fs = _tree()
+    tried = read_tried_regions(fs, 0, 0, extras=False)
+    assert tried.regions == (TriedRegion(4096, 8192, 20, 3), TriedRegion(8192, 16384, 0, 12))
+    assert tried.total_bytes == 12288
+    for r in ("0", "1"):
+        assert fs.open_count(f"{SCHEME}/tried_regions/{r}/sz_filter_passed") == 0
+        assert fs.open_count(f"{SCHEME}/tried_regions/{r}/probes/0/hits") == 0
+        assert fs.open_count(f"{SCHEME}/tried_regions/{r}/age") == 1

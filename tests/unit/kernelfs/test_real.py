@@ -133,3 +133,37 @@ def test_kept_reader_reopens_after_failure() -> None:
         reader.read_text()  # the old descriptor is dead (ENODEV)
     assert (reader.read_text(), reader.generation) == ("b", 2)
     assert fs.open_count("/sys/fs/cgroup/app/memory.pressure") == 2
+
+
+def test_read_texts_reads_each_file_below_the_base_in_the_order_given(tmp_path: Path) -> None:
+    """Files relative to one directory, nested names too, in the caller's order; a file
+    longer than the first read (8 KiB) comes back whole."""
+    long = "x" * 20000 + "\n"
+    root = FakeKernelFS(
+        {"sys/t": {"0": {"start": "4096\n", "end": "8192\n"}, "1": {"start": "1\n"}, "big": long}}
+    ).materialize(tmp_path)
+    fs = RealKernelFS(root=str(root))
+    got = fs.read_texts("/sys/t", ["1/start", "0/end", "0/start", "big"])
+    assert got == ["1\n", "8192\n", "4096\n", long]
+    assert fs.read_texts("/sys/t", []) == []
+
+
+def test_read_texts_names_the_file_it_cannot_read(root: Path) -> None:
+    """The first unreadable file raises with its own kernel path and errno; a missing
+    base names the base."""
+    fs = RealKernelFS(root=str(root))
+    with pytest.raises(KernelInterfaceError) as info:
+        fs.read_texts("/proc", ["vmstat", "nope/start"])
+    assert (info.value.path, info.value.errno) == ("/proc/nope/start", errno.ENOENT)
+    with pytest.raises(KernelInterfaceError) as info:
+        fs.read_texts("/proc/none", ["vmstat"])
+    assert (info.value.path, info.value.errno) == ("/proc/none", errno.ENOENT)
+
+
+@pytest.mark.parametrize("name", ["../vmstat", "/proc/vmstat", "a/../../x", "", "a//b"])
+def test_read_texts_refuses_names_that_leave_the_base(root: Path, name: str) -> None:
+    """A name must stay below its base (the root's no-climb rule holds for it too), on
+    the real and the fake filesystem alike."""
+    for fs in (RealKernelFS(root=str(root)), FakeKernelFS({"proc/vmstat": "pgfault 1\n"})):
+        with pytest.raises(ValueError, match="relative path below its base"):
+            fs.read_texts("/proc", [name])
