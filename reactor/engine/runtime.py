@@ -226,8 +226,8 @@ class Reactor:
                 in_flight = 1
                 try:
                     await restore()
-                except (ReactorError, OSError) as exc:
-                    _log.error("restore_failed", error=str(exc))
+                except Exception as exc:  # every other step still runs
+                    _restore_failed(exc)
                 in_flight = 0
         if scope.cancelled_caught:
             _log.error(
@@ -592,8 +592,8 @@ class Reactor:
             with anyio.CancelScope(shield=True):
                 try:
                     await policy.restore()
-                except (ReactorError, OSError) as exc:
-                    _log.error("restore_failed", policy=name, error=str(exc))
+                except Exception as exc:  # the reload goes on
+                    _restore_failed(exc, policy=name)
             stopped.append(name)
         started = await self._start_policies(list(wanted.values()))
         return tuple(kept), tuple(started), tuple(stopped)
@@ -678,3 +678,13 @@ async def _handle_signals(
                 reactor.stop(signal.Signals(signum).name)
                 cancel()
                 return
+
+
+def _restore_failed(exc: Exception, **fields: Any) -> None:
+    """Log a restore step that raised. A kernel or config error is expected and named;
+    anything else is a bug, logged with its traceback. Either way the other steps run:
+    one broken restore must not leave the rest of what reactor changed unrestored."""
+    if isinstance(exc, ReactorError | OSError):
+        _log.error("restore_failed", error=str(exc), **fields)
+    else:
+        _log.error("restore_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc, **fields)

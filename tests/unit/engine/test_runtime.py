@@ -384,3 +384,29 @@ async def test_monitors_that_never_start_fail_start_up_with_a_named_timeout(
     assert "the native monitors did not start within 13 s (reactor.startup_timeout 3 s" in str(
         leaves[0]
     )
+
+
+@pytest.mark.anyio
+async def test_a_restore_that_raises_a_bug_does_not_skip_the_others(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A restore step failing with an unexpected error (a bug, not a kernel error) is
+    logged with its type and traceback, and the older steps still run."""
+    fs = fake_node()
+    ran: list[str] = []
+
+    async def first() -> None:
+        ran.append("first")
+
+    async def broken() -> None:
+        ran.append("broken")
+        raise RuntimeError("restore step bug")
+
+    async with Reactor(config(), fs=fs) as reactor:
+        reactor.on_shutdown(first)
+        reactor.on_shutdown(broken)
+        await anyio.sleep(1)
+    assert ran == ["broken", "first"]
+    (failed,) = events(logs, "restore_failed")
+    assert failed["error"] == "RuntimeError: restore step bug"
+    assert isinstance(failed["exc_info"], RuntimeError), failed  # rendered as a traceback
