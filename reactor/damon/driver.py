@@ -151,8 +151,17 @@ class DamonDriver:
         self._record: OwnershipRecord | None = None
         self._features: KernelFeatures | None = None
         self._models: dict[int, Kdamond] = {}
+        #: kdamond index -> CPU seconds spent reading its tried regions (worker thread)
+        self._read_cpu_s: dict[int, float] = {}
 
     # -- set-up and introspection ----------------------------------------------------------
+
+    def read_cpu_s(self, k: int) -> float:
+        """CPU seconds this driver has spent reading kdamond ``k``'s tried regions, on the
+        reading thread's own clock: what monitoring costs the daemon itself on the DAMON
+        backend (a few sysfs files per region, every snapshot), beside the kdamond's
+        sampling in the kernel."""
+        return self._read_cpu_s.get(k, 0.0)
 
     async def open(self) -> None:
         """Read the boot id and the ownership record, and probe features (reads only)."""
@@ -729,8 +738,12 @@ class DamonDriver:
         await self.command(k, "update_schemes_tried_regions")
 
         def read() -> tuple[TriedRegions, ...]:
-            wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes
-            return tuple(read_tried_regions(self.fs, k, s, extras=extras) for s in wanted)
+            t0 = time.thread_time()
+            try:
+                wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes
+                return tuple(read_tried_regions(self.fs, k, s, extras=extras) for s in wanted)
+            finally:
+                self._read_cpu_s[k] = self.read_cpu_s(k) + time.thread_time() - t0
 
         return await self._thread(
             read, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"

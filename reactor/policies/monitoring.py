@@ -18,7 +18,9 @@ Two tuners from ``controllers/`` run per monitor (one ``monitoring`` policy per 
 * **regions** (:func:`controllers.tuners.regions_tuner`): the maximum region count for a
   monitoring CPU budget (``cpu_budget``, share of one CPU). CPU: native, the sampler's
   probe and engine CPU seconds (kernel + user) per wall second; DAMON, the kdamond
-  thread's utime + stime (``/proc/<pid>/stat``) per wall second. The accuracy goal gets
+  thread's utime + stime (``/proc/<pid>/stat``) plus the daemon's own CPU reading the
+  monitor's snapshots (a few sysfs files per region, every tick), per wall second. The
+  accuracy goal gets
   the region *headroom* ``1 - regions / max_nr_regions``: DAMON (and the native engine)
   stop splitting once half of the maximum is used, so a monitor near its maximum cannot
   refine further (accuracy <= 0.5) and one that settles far below it would gain nothing
@@ -345,14 +347,17 @@ class DamonMonitoring(MonitoringPolicy):
         )
 
     def cpu_seconds(self) -> float | None:
-        """The kdamond thread's utime + stime (None while it has no pid)."""
+        """The kdamond thread's utime + stime, plus the daemon's own CPU reading this
+        monitor's snapshots (:meth:`~reactor.damon.DamonDriver.read_cpu_s`): both grow
+        with the region count (None while the kdamond has no pid)."""
         from reactor.damon import paths
 
         text = self.ctx.fs.read_text(paths.kdamond_dir(self.k) + "/pid").strip()
         pid = int(text) if text.lstrip("-").isdigit() else -1
         if pid <= 0:
             return None
-        return kdamond_cpu_seconds(self.ctx.fs.read_text(f"/proc/{pid}/stat"))
+        kernel = kdamond_cpu_seconds(self.ctx.fs.read_text(f"/proc/{pid}/stat"))
+        return kernel + self.driver.read_cpu_s(self.k)
 
     async def apply(self, sample_us: float, max_regions: int, now: float) -> dict[str, Any]:
         """Commit the context's intervals (if reactor tunes them) and nr_regions.max."""

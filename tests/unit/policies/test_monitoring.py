@@ -19,6 +19,7 @@ from reactor.engine.runtime import Reactor
 from reactor.policies import build_policy
 from reactor.policies.base import PolicyContext
 from reactor.policies.monitoring import (
+    DamonMonitoring,
     NativeMonitoring,
     interval_bounds,
     kdamond_cpu_seconds,
@@ -235,3 +236,26 @@ async def test_damon_monitoring_commits_intervals_online(tmp_path: Path) -> None
     assert (mon["state"], mon["backend"], mon["reason"]) == ("running", "damon", None)
     assert mon["sample_interval_s"] == pytest.approx(sample / 1e6)
     assert mon["aggregation_interval_s"] == pytest.approx(aggr / 1e6)
+
+
+@pytest.mark.anyio
+async def test_damon_monitoring_counts_the_daemons_snapshot_reads_as_monitoring_cpu(
+    tmp_path: Path,
+) -> None:
+    """The region tuner's CPU on DAMON is the kdamond's utime + stime plus what the
+    daemon spent reading that monitor's snapshots (both grow with the region count)."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(damon_config(tmp_path), fs=fs) as reactor:
+            pid = damon.kdamond_pid(0)
+            assert pid is not None
+            # utime 30 + stime 20 clock ticks: 0.5 s of the kdamond's own CPU
+            fs.set_file(f"/proc/{pid}/stat", f"{pid} (kdamond.0) S 2 0 0 0 -1 0 0 0 0 0 30 20 0\n")
+            await anyio.sleep(1.0)  # a few snapshots (one per 200 ms tick)
+            policy = reactor.policies["self"]
+            assert isinstance(policy, DamonMonitoring)
+            reads = policy.driver.read_cpu_s(0)
+            assert reads > 0
+            assert policy.cpu_seconds() == pytest.approx(0.5 + reads)
+        tg.cancel_scope.cancel()
