@@ -347,11 +347,19 @@ def _monitor_metrics(monitors: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
         "with their page walks, parsing, region engine); absent on the DAMON backend",
         ["monitor"],
     )
+    snapshot_cpu = _counter(
+        "reactor_monitor_snapshot_cpu_seconds",
+        "CPU seconds reactor spent reading the monitor's DAMON snapshots (a few sysfs "
+        "files per region each tick); absent on the native backend",
+        ["monitor"],
+    )
     for mon in monitors:
         name = str(mon.get("name"))
         up.add_metric([name, str(mon.get("backend"))], 1 if mon.get("state") == "running" else 0)
         if (value := _num(mon.get("sampling_cpu_s"))) is not None:
             cpu.add_metric([name], value)
+        if (value := _num(mon.get("snapshot_cpu_s"))) is not None:
+            snapshot_cpu.add_metric([name], value)
         if (value := _num(mon.get("last_sample_age_s"))) is not None:
             age.add_metric([name], value)
         if mon.get("stale"):
@@ -364,7 +372,7 @@ def _monitor_metrics(monitors: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
         for key, fam in sizes.items():
             if (value := _num(summary.get(key))) is not None:
                 fam.add_metric([name], value)
-    yield from (up, regions, targets, age, cpu, *sizes.values())
+    yield from (up, regions, targets, age, cpu, snapshot_cpu, *sizes.values())
 
 
 def _policy_metrics(policies: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:

@@ -136,7 +136,10 @@ class MonitorStatus(TypedDict):
     ``sampling_cpu_s``: CPU seconds the native sampler has spent on this monitor since
     start (its probe's system calls with the page walks they cost the kernel, parsing,
     the region engine), in reactor's own process; None on the DAMON backend, where the
-    kdamond samples in the kernel.
+    kdamond samples in the kernel. ``snapshot_cpu_s``: on the DAMON backend, CPU seconds
+    reactor has spent reading this monitor's snapshots (a few sysfs files per region,
+    every tick: what monitoring costs reactor's own process there); None on the native
+    backend.
     """
 
     name: str
@@ -151,6 +154,7 @@ class MonitorStatus(TypedDict):
     stale: bool
     summary: dict[str, float | int] | None
     sampling_cpu_s: float | None
+    snapshot_cpu_s: float | None
 
 
 class GoalStatus(TypedDict):
@@ -301,7 +305,7 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
     damon = getattr(reactor, "damon", None)
     skipped = getattr(native, "skipped", ())
     out = []
-    for monitor in reactor.config.monitors:
+    for k, monitor in enumerate(reactor.config.monitors):
         sample_s, aggregation_s = _live_intervals(reactor, monitor, backend)
         age, summary = _peek(reactor, f"access.{monitor.name}", now)
         reason = None
@@ -327,6 +331,7 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
                 stale=age is None or age > 3 * max(aggregation_s, reactor.config.reactor.tick),
                 summary=summary,
                 sampling_cpu_s=_sampling_cpu_s(native, monitor.name),
+                snapshot_cpu_s=_snapshot_cpu_s(damon, k),
             )
         )
     return out
@@ -357,6 +362,12 @@ def _sampler(native: Any, name: str) -> Any:
 def _sampling_cpu_s(native: Any, name: str) -> float | None:
     sampler = _sampler(native, name)
     return None if sampler is None else round(sampler.cpu_seconds(), 6)
+
+
+def _snapshot_cpu_s(damon: Any, k: int) -> float | None:
+    """CPU seconds spent reading monitor ``k``'s snapshots (kdamond ``k``), DAMON only."""
+    driver = getattr(damon, "driver", None)
+    return None if driver is None else round(driver.read_cpu_s(k), 6)
 
 
 def to_json(doc: Mapping[str, Any]) -> str:
@@ -691,6 +702,11 @@ def format_status(doc: Mapping[str, Any]) -> str:
             + (
                 f", sampling CPU {mon['sampling_cpu_s']:.3f} s"
                 if mon.get("sampling_cpu_s") is not None
+                else ""
+            )
+            + (
+                f", snapshot-read CPU {mon['snapshot_cpu_s']:.3f} s"
+                if mon.get("snapshot_cpu_s") is not None
                 else ""
             )
             + (f" ({mon['reason']})" if mon.get("reason") else "")

@@ -144,7 +144,16 @@ DOC: dict[str, Any] = {
             "stale": False,
             "summary": {"monitored_bytes": 2**20, "accessed_bytes": 2**18},
             "sampling_cpu_s": 12.5,
-        }
+            "snapshot_cpu_s": None,
+        },
+        {
+            "name": "app",
+            "backend": "damon",
+            "state": "running",
+            "stale": False,
+            "sampling_cpu_s": None,
+            "snapshot_cpu_s": 0.75,
+        },
     ],
     "policies": [
         {
@@ -265,6 +274,7 @@ async def test_metrics_endpoint_exports_the_status_document() -> None:
         key("reactor_monitor_snapshot_age_seconds", monitor="node"): 0.5,
         key("reactor_monitor_accessed_bytes", monitor="node"): 2**18,
         key("reactor_monitor_sampling_cpu_seconds_total", monitor="node"): 12.5,
+        key("reactor_monitor_snapshot_cpu_seconds_total", monitor="app"): 0.75,
         key("reactor_policy_info", policy="cold", action="reclaim"): 1,
         key("reactor_policy_output", policy="cold", unit="bytes"): 65536,
         key("reactor_policy_held", policy="cold"): 0,
@@ -281,6 +291,8 @@ async def test_metrics_endpoint_exports_the_status_document() -> None:
     assert {k: got.get(k) for k in expected} == expected
     # unknown or stale values are absent, not zero
     assert key("reactor_psi_some_ratio", resource="io", scope="node") not in got
+    assert key("reactor_monitor_snapshot_cpu_seconds_total", monitor="node") not in got
+    assert key("reactor_monitor_sampling_cpu_seconds_total", monitor="app") not in got
     assert key("reactor_policy_goal_measurement", policy="cold", metric="free_ratio") not in got
     assert key("reactor_policy_controller_component", policy="cold", component="d") not in got
 

@@ -372,3 +372,34 @@ def test_monitors_are_listed_with_state_and_newest_snapshot() -> None:
     )
     # a 200 ms aggregation read each 2 s tick: 5.9 s old is fresh
     assert not status_document(reactor, now=15.4)["monitors"][0]["stale"]
+
+
+def test_format_status_shows_what_each_monitor_costs_reactor() -> None:
+    """A native monitor shows its sampling CPU, a DAMON one its snapshot-read CPU."""
+    doc = {
+        "version": "x",
+        "sources": {},
+        "monitors": [
+            {
+                "name": "web",
+                "backend": "native",
+                "state": "running",
+                "targets": 2,
+                "nr_regions": 37,
+                "sampling_cpu_s": 41.2,
+                "snapshot_cpu_s": None,
+            },
+            {
+                "name": "node",
+                "backend": "damon",
+                "state": "running",
+                "targets": 1,
+                "nr_regions": 900,
+                "sampling_cpu_s": None,
+                "snapshot_cpu_s": 3.25,
+            },
+        ],
+    }
+    text = format_status(doc)
+    assert "web: native running, 2 target(s), 37 regions, sampling CPU 41.200 s" in text
+    assert "node: damon running, 1 target(s), 900 regions, snapshot-read CPU 3.250 s" in text

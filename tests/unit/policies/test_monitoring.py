@@ -258,4 +258,7 @@ async def test_damon_monitoring_counts_the_daemons_snapshot_reads_as_monitoring_
             reads = policy.driver.read_cpu_s(0)
             assert reads > 0
             assert policy.cpu_seconds() == pytest.approx(0.5 + reads)
+            (mon,) = reactor.status()["monitors"]
+            assert mon["snapshot_cpu_s"] >= round(reads, 6) > 0
+            assert mon["sampling_cpu_s"] is None
         tg.cancel_scope.cancel()
