@@ -38,6 +38,16 @@ The user/kernel split of ``/proc/PID/stat`` is tick-sampled (whole ticks charged
 mode they interrupt) and is shown, not relied on. Targets: under 0.5 % of one core and
 under 100 MiB RSS.
 
+``--backend damon`` (the lane's guest only: it starts kdamonds; ``--out DIR`` for the
+JSON, the checkout being read-only there) runs the same daemon on the DAMON backend
+(monitors at 10 ms / 200 ms, ``DAMON_INTERVALS``; each reclaim policy a pageout scheme
+whose quota reactor's controller commits) beside the native ``slow_sampling`` daemon, and
+writes ``daemon_damon.json``. There a kdamond samples in the kernel, and the daemon's own
+monitoring work is reading each monitor's snapshot every tick (``snapshot_share``, from
+the monitors' ``snapshot_cpu_s``). The guest runs under TCG, so its shares are far above
+a real machine's; the ratio of the DAMON daemon's total to the native daemon's control
+share, measured at the same time in the same guest, is what carries over.
+
 ``--baseline TREE`` (a checkout of an earlier build, ``git worktree add TREE REV``) runs
 that build's daemon on ``slow_sampling`` beside the others, from its own tree, and
 reports this build's shares as ratios of its (below 1: cheaper). On this shared machine
@@ -60,7 +70,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reactor.api.status import query_status_sync
+from benchmarks.sampler_vs_damon import refusal
+from reactor.api.status import StatusUnavailable, query_status_sync
 
 __all__ = ("main",)
 
@@ -68,6 +79,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "daemon.json"
 ROOT = Path(__file__).resolve().parents[1]
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 STARTUP_S = 8.0
+#: how long a daemon may take to answer on its status socket, past STARTUP_S
+READY_TIMEOUT_S = 90.0
 TARGET_SHARE = 0.005
 TARGET_RSS = 100 << 20
 MONITORS = 2
@@ -77,13 +90,15 @@ CONFIGS: dict[str, tuple[str, str] | None] = {
     "native_defaults": None,
     "slow_sampling": ("1s", "10s"),
 }
+#: ``--backend damon``'s monitors: the lane's DAMON intervals (TCG is ~50x slower)
+DAMON_INTERVALS = ("10ms", "200ms")
 #: the configuration ``--baseline`` runs from the earlier build, beside this one's
 BASELINE_CONFIG = "slow_sampling"
 #: the native backend's defaults (reactor.config.model.MonitorConfig.intervals)
 NATIVE_DEFAULT_S = (0.1, 2.0)
 
 CONFIG = """
-reactor: {{backend: native, tick: 1s, dry_run: true}}
+reactor: {{backend: {backend}, tick: 1s, dry_run: true}}
 signals:
   psi: {{period: 1s, resources: [memory]}}
   vmstat: {{period: 1s}}
@@ -97,7 +112,7 @@ policies:
 """
 
 
-def _config(intervals: tuple[str, str] | None) -> str:
+def _config(intervals: tuple[str, str] | None, backend: str = "native") -> str:
     monitors, policies = [], []
     for i in range(MONITORS):
         entry = (
@@ -114,7 +129,7 @@ def _config(intervals: tuple[str, str] | None) -> str:
                 f"  - name: p{i}{j}\n    kind: reclaim\n    monitor: w{i}\n    min_age: 3s\n"
                 f"    goals: [{{metric: {goal}}}]\n    quota: {{max: 64 MiB, per: 1s}}\n"
             )
-    return CONFIG.format(monitors="".join(monitors), policies="".join(policies))
+    return CONFIG.format(backend=backend, monitors="".join(monitors), policies="".join(policies))
 
 
 def _seconds(text: str) -> float:
@@ -185,6 +200,9 @@ class _Run:
     sampling1: float = 0.0
     exact0: float = 0.0
     exact1: float = 0.0
+    backend: str = "native"
+    snapshot0: float = 0.0
+    snapshot1: float = 0.0
 
     def result(self) -> dict[str, Any]:
         wall = self.t1 - self.t0
@@ -192,10 +210,12 @@ class _Run:
         kernel = (self.cpu1[1] - self.cpu0[1]) / wall
         share = (self.exact1 - self.exact0) / wall
         sampling = (self.sampling1 - self.sampling0) / wall
+        snapshot = (self.snapshot1 - self.snapshot0) / wall
         events = [json.loads(x) for x in self.log.read_text().splitlines() if x.startswith("{")]
         ticks = sum(1 for e in events if e.get("event") == "controller_tick")
-        samples_per_s = MONITORS / self.intervals[0]
+        samples_per_s = MONITORS / self.intervals[0] if self.backend == "native" else 0.0
         return {
+            "backend": self.backend,
             "sample_interval_s": self.intervals[0],
             "aggr_interval_s": self.intervals[1],
             "duration_s": round(wall, 3),
@@ -204,6 +224,8 @@ class _Run:
             "user_share": round(user, 5),
             "kernel_share": round(kernel, 5),
             "sampling_share": round(sampling, 5),
+            # DAMON: reading the monitors' snapshots (tried_regions), part of control
+            "snapshot_share": round(snapshot, 5),
             "control_share": round(share - sampling, 5),
             "samples_per_s": samples_per_s,
             "smaps_read_kernel_s": round(self.walk_s, 6),
@@ -219,10 +241,15 @@ class _Run:
         }
 
 
-def _sampling_cpu_s(run: _Run) -> float:
-    """The daemon's native sampling CPU so far, summed over its monitors (status socket)."""
+def _monitor_cpu_s(run: _Run) -> tuple[float, float]:
+    """The daemon's native sampling CPU and its DAMON snapshot-reading CPU so far, each
+    summed over its monitors (status socket)."""
     doc = query_status_sync(str(run.log.parent / f"run-{run.name}" / "status.sock"))
-    return sum(float(m.get("sampling_cpu_s") or 0.0) for m in doc.get("monitors", []))
+    monitors = doc.get("monitors", [])
+    return (
+        sum(float(m.get("sampling_cpu_s") or 0.0) for m in monitors),
+        sum(float(m.get("snapshot_cpu_s") or 0.0) for m in monitors),
+    )
 
 
 def _start(
@@ -230,11 +257,13 @@ def _start(
     intervals: tuple[str, str] | None,
     tmp: Path,
     seconds_: float,
+    *,
     tree: Path = ROOT,
+    backend: str = "native",
 ) -> _Run:
     """Start one daemon of ``tree``'s reactor (this checkout, or ``--baseline``'s)."""
     cfg = tmp / f"{name}.yaml"
-    cfg.write_text(_config(intervals))
+    cfg.write_text(_config(intervals, backend))
     log = tmp / f"{name}.jsonl"
     argv = [sys.executable, "-m", "reactor.cli", "serve", str(cfg), "--log-format", "json"]
     # --duration: the daemon stops by itself even if this benchmark dies
@@ -243,7 +272,29 @@ def _start(
     with log.open("w") as out:
         proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     seconds = NATIVE_DEFAULT_S if intervals is None else tuple(map(_seconds, intervals))
-    return _Run(name, (seconds[0], seconds[1]), proc, log)
+    return _Run(name, (seconds[0], seconds[1]), proc, log, backend=backend)
+
+
+def _wait_ready(run: _Run, timeout_s: float) -> None:
+    """Wait until the daemon answers on its status socket (a slow start, under TCG in the
+    lane's guest, can take longer than the start-up allowance); raise, with the end of
+    its log, if it exits or does not answer within ``timeout_s``."""
+    sock = run.log.parent / f"run-{run.name}" / "status.sock"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if run.proc.poll() is not None:
+            tail = run.log.read_text()[-2000:]
+            raise RuntimeError(f"daemon {run.name} exited {run.proc.returncode}: {tail}")
+        if sock.exists():
+            try:
+                query_status_sync(str(sock))
+                return
+            except StatusUnavailable:
+                pass  # not listening yet
+        if time.monotonic() > deadline:
+            tail = run.log.read_text()[-2000:]
+            raise RuntimeError(f"daemon {run.name}: no status within {timeout_s:g} s: {tail}")
+        time.sleep(0.5)
 
 
 def _stop(run: _Run) -> None:
@@ -303,26 +354,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a checkout of an earlier build (git worktree add TREE REV): its daemon runs "
         f"{BASELINE_CONFIG} beside this one's, and the result carries the ratios",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("native", "damon"),
+        default="native",
+        help="damon: the lane's guest only (it starts kdamonds); a DAMON-backend daemon "
+        "beside the native slow_sampling one, written to daemon_damon.json",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="write DIR/benchmarks/results/ (default: this checkout's)"
+    )
     ns = parser.parse_args(argv)
     baseline = _baseline_tree(parser, ns.baseline)
+    if ns.backend == "damon":
+        if baseline is not None:
+            parser.error("--baseline compares native runs: not with --backend damon")
+        why = refusal()
+        if why is not None:
+            print(f"daemon: refusing to run --backend damon: {why}", file=sys.stderr)
+            return 2
+    results_dir = RESULTS.parent if ns.out is None else ns.out / "benchmarks" / "results"
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as tmp_name:
         tmp = Path(tmp_name)
         lifetime = STARTUP_S + ns.duration + 30
-        runs = [_start(name, iv, tmp, lifetime) for name, iv in CONFIGS.items()]
+        if ns.backend == "damon":
+            runs = [
+                _start("damon", DAMON_INTERVALS, tmp, lifetime, backend="damon"),
+                _start(BASELINE_CONFIG, CONFIGS[BASELINE_CONFIG], tmp, lifetime),
+            ]
+        else:
+            runs = [_start(name, iv, tmp, lifetime) for name, iv in CONFIGS.items()]
         if baseline is not None:
             name = f"{BASELINE_CONFIG}@baseline"
-            runs.append(_start(name, CONFIGS[BASELINE_CONFIG], tmp, lifetime, baseline))
+            runs.append(_start(name, CONFIGS[BASELINE_CONFIG], tmp, lifetime, tree=baseline))
         try:
             time.sleep(STARTUP_S)
             for run in runs:
+                _wait_ready(run, READY_TIMEOUT_S)
+            for run in runs:
                 run.cpu0, run.t0 = _cpu_s(run.proc.pid), time.monotonic()
                 run.exact0 = _process_cpu_s(run.proc.pid)
-                run.sampling0 = _sampling_cpu_s(run)
+                run.sampling0, run.snapshot0 = _monitor_cpu_s(run)
             time.sleep(ns.duration)
             for run in runs:
                 run.cpu1, run.t1 = _cpu_s(run.proc.pid), time.monotonic()
                 run.exact1 = _process_cpu_s(run.proc.pid)
-                run.sampling1 = _sampling_cpu_s(run)
+                run.sampling1, run.snapshot1 = _monitor_cpu_s(run)
                 run.hwm = _status_kib(run.proc.pid, "VmHWM") * 1024
                 run.rss = _status_kib(run.proc.pid, "VmRSS") * 1024
                 # numpy ships its BLAS as libscipy_openblas64_: look for the scipy package
@@ -350,8 +427,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "control_met_by": [n for n, r in results.items() if r["control_met"]],
         "baseline": compared,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if ns.backend == "damon":
+        damon, native = results["damon"], results[BASELINE_CONFIG]
+        out["damon_to_native_control"] = (
+            round(damon["cpu_share"] / native["control_share"], 4)
+            if native["control_share"] > 0
+            else None
+        )
+        (results_dir / "daemon_damon.json").write_text(json.dumps(out, indent=2) + "\n")
+        print(_damon_summary(damon, native, out["damon_to_native_control"]))
+        return 0
+    (results_dir / RESULTS.name).write_text(json.dumps(out, indent=2) + "\n")
     line = _summary(results)
     if compared is not None:
         line += (
@@ -361,6 +448,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(line)
     return 0
+
+
+def _damon_summary(damon: dict[str, Any], native: dict[str, Any], ratio: float | None) -> str:
+    """One line for ``--backend damon`` (in the guest: absolute shares there are TCG's)."""
+    return (
+        f"daemon (DAMON backend, {damon['sample_interval_s'] * 1e3:g} ms/"
+        f"{damon['aggr_interval_s'] * 1e3:g} ms, in the lane's guest): total "
+        f"{damon['cpu_share'] * 100:.2f}%, of which reading snapshots "
+        f"{damon['snapshot_share'] * 100:.2f}%, peak RSS {damon['vm_hwm_bytes'] / 2**20:.1f} MiB; "
+        f"beside it the native {BASELINE_CONFIG} daemon's control "
+        f"{native['control_share'] * 100:.2f}% (sampling {native['sampling_share'] * 100:.2f}%); "
+        f"DAMON total / native control {_times(ratio)} (same guest, same time)"
+    )
 
 
 def _times(ratio: float | None) -> str:

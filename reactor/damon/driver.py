@@ -447,6 +447,17 @@ class DamonDriver:
             what=paths.kdamond_dir(k),
         )
 
+    async def staged(self, k: int) -> Kdamond:
+        """Kdamond ``k`` as reactor staged it last, without reading its files (:meth:`read`
+        when this driver has not staged it). The two agree: every write to an input file
+        of reactor's kdamonds is this driver's (:meth:`stage` keeps the model, and
+        :meth:`commit_quota_goals` the goals' current values), and the kernel rewrites
+        only the intervals files, on ``update_tuned_intervals``, which :meth:`commit`
+        handles. A policy's quota commit each tick starts from this: a read-back was
+        about 90 files and a model validation per commit."""
+        kd = self._models.get(k)
+        return kd if kd is not None else await self.read(k)
+
     # -- commands ----------------------------------------------------------------------------
 
     def walk_period_s(self, k: int) -> float | None:
@@ -698,6 +709,9 @@ class DamonDriver:
         await self._thread(
             write, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"
         )
+        model = self._models.get(k)
+        if model is not None:
+            self._models[k] = _with_goal_values(model, values)
         await self.command(k, "commit_schemes_quota_goals")
 
     def state(self, k: int) -> str:
@@ -764,3 +778,23 @@ class DamonDriver:
     def snapshot(self, k: int) -> KdamondSnapshot:
         """Read kdamond ``k``'s outputs as they are now (no command written)."""
         return read_kdamond_snapshot(self.fs, k)
+
+
+def _with_goal_values(kd: Kdamond, values: Mapping[tuple[int, int], int]) -> Kdamond:
+    """``kd`` (context 0) with the goals' ``current_value`` written by
+    :meth:`DamonDriver.commit_quota_goals`, so the model still says what the files hold."""
+    if not kd.contexts:
+        return kd
+    ctx = kd.contexts[0]
+    schemes = list(ctx.schemes)
+    for (s, g), value in values.items():
+        if s >= len(schemes) or g >= len(schemes[s].quotas.goals):
+            continue
+        quotas = schemes[s].quotas
+        goals = list(quotas.goals)
+        goals[g] = goals[g].model_copy(update={"current_value": value})
+        schemes[s] = schemes[s].model_copy(
+            update={"quotas": quotas.model_copy(update={"goals": tuple(goals)})}
+        )
+    ctx = ctx.model_copy(update={"schemes": tuple(schemes)})
+    return kd.model_copy(update={"contexts": (ctx, *kd.contexts[1:])})

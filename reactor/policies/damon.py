@@ -368,7 +368,7 @@ class DamonReclaim(QuotaPolicy):
         return names.index(self.cfg.monitor), 0, -1
 
     async def _model(self) -> Kdamond:
-        return await self.driver.read(self.k)
+        return await self.driver.staged(self.k)
 
     def _with_quotas(self, kd: Kdamond, quotas: Quotas, scheme: Scheme | None = None) -> Kdamond:
         ctx = kd.contexts[self.c]

@@ -365,7 +365,7 @@ class DamonMonitoring(MonitoringPolicy):
         from reactor.policies.damon import _lock
 
         async with _lock(self.driver):
-            kd = await self.driver.read(self.k)
+            kd = await self.driver.staged(self.k)
             ctx = kd.contexts[0]
             intervals = ctx.intervals
             if self.tune_intervals:

@@ -501,7 +501,7 @@ class DamonTiering(TieringPolicy):
             self.nodes = None
             return
         async with _lock(self.driver):
-            kd = await self.driver.read(self.k)
+            kd = await self.driver.staged(self.k)
             n = len(kd.contexts[self.c].schemes)
             cold, hot = migrate_schemes(
                 self.cfg,
@@ -540,7 +540,7 @@ class DamonTiering(TieringPolicy):
         if self.s_cold < 0 or self.dry_run or await self.driver.read_state(self.k) != "on":
             return
         async with _lock(self.driver):
-            kd = await self.driver.read(self.k)
+            kd = await self.driver.staged(self.k)
             off = {"action": "stat", "target_nid": None}
             await self.driver.commit(self.k, self._with(kd, {self.s_cold: off, self.s_hot: off}))
         self.log.info("damon_tiering_stopped", kdamond=self.k, schemes=[self.s_cold, self.s_hot])
@@ -592,7 +592,7 @@ class DamonTiering(TieringPolicy):
         try:
             if moved or nodes != self._scheme_nodes:
                 async with _lock(self.driver):
-                    kd = await self.driver.read(self.k)
+                    kd = await self.driver.staged(self.k)
                     upd = self._quota_updates(kd, demote_quota, promote_quota, nodes)
                     await self._commit(
                         self._with(kd, upd),

@@ -354,3 +354,50 @@ async def test_stop_all_tries_every_kdamond_when_one_cannot_stop(tmp_path: Path)
     assert damon.kdamond_pid(1) is None
     assert damon.kdamond_pid(0) is not None
     assert info.value.path == f"{KD}/0/state"
+
+
+async def test_the_staged_model_says_what_the_files_hold_without_reading_them(
+    tmp_path: Path,
+) -> None:
+    """staged(k) is what reactor last staged, fed goal values included, and agrees with a
+    read-back of the files, which it does not open; a driver that staged nothing reads."""
+    fs, _damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    await driver.commit_quota_goals(0, {(0, 0): 4321})
+    action = KD + "/0/contexts/0/schemes/0/action"
+    opened = fs.open_count(action)
+    kd = await driver.staged(0)
+    assert fs.open_count(action) == opened, "the staged model reads no file"
+    back = driver.read_back(0)
+    assert kd.contexts[0].schemes[0].quotas.goals[0].current_value == 4321
+    assert back.contexts[0].schemes[0].quotas.goals[0].current_value == 4321
+    assert kd.contexts[0].schemes[0].quotas == back.contexts[0].schemes[0].quotas
+    assert kd.contexts[0].intervals == back.contexts[0].intervals
+    # a quota commit from it stages what a read-back would have given
+    new = kd.model_copy(
+        update={
+            "contexts": (
+                kd.contexts[0].model_copy(
+                    update={
+                        "schemes": (
+                            kd.contexts[0]
+                            .schemes[0]
+                            .model_copy(
+                                update={
+                                    "quotas": kd.contexts[0]
+                                    .schemes[0]
+                                    .quotas.model_copy(update={"sz_bytes": 8 << 20})
+                                }
+                            ),
+                        )
+                    }
+                ),
+            )
+        }
+    )
+    await driver.commit(0, new)
+    after = driver.read_back(0).contexts[0].schemes[0].quotas
+    assert (after.sz_bytes, after.goals[0].current_value) == (8 << 20, 4321)
+    fresh = await _driver(fs, tmp_path)
+    assert (await fresh.staged(0)).contexts[0].schemes[0].quotas == after

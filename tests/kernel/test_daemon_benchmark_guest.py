@@ -1,0 +1,47 @@
+"""Guest only: ``python -m benchmarks.daemon --backend damon`` (issue 7: the daemon's own
+CPU with 4 sources and 4 policies at a 1 s tick, on the DAMON backend).
+
+Runs the benchmark in this process with its output in the lane's shared run directory
+``$REACTOR_LANE_OUT``; on the host the JSON lands in
+``<lane cache>/runs/<time>-<nonce>/benchmarks/results/daemon_damon.json``.
+
+A measurement, so the asserts are sanity floors, derived before running: both daemons
+(the DAMON one and the native slow_sampling one beside it) ran the whole 30 s window and
+stopped cleanly (exit 0: the DAMON one turned its kdamonds off), each logged policy ticks,
+and the DAMON daemon spent CPU reading its monitors' snapshots (one per monitor per tick:
+it cannot be zero over 30 s unless no snapshot was read). Shares are printed, not
+asserted (TCG, a shared host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import daemon
+
+DURATION = 30
+
+
+@pytest.mark.timeout(240)
+def test_the_daemon_benchmark_measures_the_damon_backend_beside_the_native_one(
+    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
+    argv = ["--backend", "damon", "--duration", str(DURATION), "--out", str(out)]
+    assert daemon.main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    print(line)
+    result = json.loads((out / "benchmarks" / "results" / "daemon_damon.json").read_text())
+    runs = result["configs"]
+    assert set(runs) == {"damon", "slow_sampling"}, set(runs)
+    for name, run in runs.items():
+        assert run["exit_status"] == 0, (name, run)
+        assert run["controller_ticks"] > 0, (name, run)
+        assert run["duration_s"] >= DURATION, (name, run)
+    assert runs["damon"]["backend"] == "damon"
+    assert runs["damon"]["snapshot_share"] > 0, runs["damon"]
+    assert runs["slow_sampling"]["snapshot_share"] == 0, runs["slow_sampling"]
