@@ -153,6 +153,9 @@ class DamonDriver:
         self._models: dict[int, Kdamond] = {}
         #: kdamond index -> CPU seconds spent reading its tried regions (worker thread)
         self._read_cpu_s: dict[int, float] = {}
+        #: kdamond index -> every input file's text as the last finished staging pass left
+        #: it (Stager ``known``); dropped when a pass fails or nr_kdamonds is written
+        self._written: dict[int, dict[str, str]] = {}
 
     # -- set-up and introspection ----------------------------------------------------------
 
@@ -384,6 +387,7 @@ class DamonDriver:
             what=paths.NR_KDAMONDS,
         )
         self._models.clear()
+        self._written.clear()
         record = OwnershipRecord(self.record.boot_id)
         for k in range(n):
             record = record.with_pid(k, -1)
@@ -418,7 +422,9 @@ class DamonDriver:
         ``numa_node`` n); ranges not given are read as :meth:`apply` reads them.
         """
         ram, nodes = self._ram((kd,), paddr_ram, node_ram)
-        stager = Stager(self.fs, self.features)
+        # what this driver staged last, if the pass finished: unchanged files are not
+        # written again (Stager); after a failed or abandoned pass, every file is
+        stager = Stager(self.fs, self.features, known=self._written.pop(k, None))
         await self._thread(
             self._guarded(
                 k,
@@ -429,6 +435,7 @@ class DamonDriver:
             what=paths.kdamond_dir(k),
         )
         self._models[k] = kd
+        self._written[k] = stager.written
         _log.debug("damon_staged", kdamond=k, writes=stager.writes)
         if "table" in self.features.evidence.values():
             # reactor's own staged directories now show which files this kernel has.
@@ -706,12 +713,20 @@ class DamonDriver:
                 except KernelInterfaceError as exc:
                     raise translate(self.fs, exc, str(value)) from exc
 
-        await self._thread(
-            write, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"
-        )
+        try:
+            await self._thread(
+                write, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"
+            )
+        except BaseException:
+            self._written.pop(k, None)  # some values may be written: stage every file next
+            raise
         model = self._models.get(k)
         if model is not None:
             self._models[k] = _with_goal_values(model, values)
+        written = self._written.get(k)
+        if written is not None:
+            for (s, g), value in values.items():
+                written[paths.goal_dir(k, s, g) + "/current_value"] = str(value)
         await self.command(k, "commit_schemes_quota_goals")
 
     def state(self, k: int) -> str:

@@ -448,23 +448,49 @@ def without_obsolete_targets(kd: Kdamond) -> tuple[Kdamond, ObsoleteRemoval | No
 class Stager:
     """Writes staged values through a KernelFS, translating every error into a sentence.
 
-    ``writes`` counts the writes issued (for logs: a no-op restage still writes every
-    field, but no ``nr_*`` file).
+    ``writes`` counts the writes issued. ``known`` (path -> text) is what the same
+    driver staged into this kdamond last, every file of it: a value the file already
+    holds is not written again, so a quota change stages one file, not the ~90 of a
+    context with three schemes. It holds because every write to reactor's kdamonds'
+    input files is the driver's; a written ``nr_*`` file recreates its children with
+    defaults, so what was known below it is forgotten and written again; the intervals
+    files, which the kernel rewrites itself (``update_tuned_intervals``, ``refresh_ms``),
+    are always written. ``written`` is, after a pass, every file's staged text: the
+    ``known`` of the next pass. Without ``known`` every field is written.
     """
 
-    def __init__(self, fs: KernelFS, features: KernelFeatures) -> None:
+    #: input files the kernel itself rewrites (tuned intervals): never taken as known
+    ALWAYS = ("/monitoring_attrs/intervals/sample_us", "/monitoring_attrs/intervals/aggr_us")
+
+    def __init__(
+        self, fs: KernelFS, features: KernelFeatures, known: dict[str, str] | None = None
+    ) -> None:
         self.fs = fs
         self.features = features
         self.writes = 0
+        self.known = dict(known) if known is not None else None
+        self.written: dict[str, str] = {}
+
+    def _held(self, path: str, text: str) -> bool:
+        """Whether the file holds ``text`` already (staged so last time, nothing since)."""
+        if self.known is None or self.known.get(path) != text:
+            return False
+        if path.endswith(self.ALWAYS):
+            return False
+        self.written[path] = text
+        return True
 
     def write(self, path: str, value: str | int | bool) -> None:
         """Write one value (ints in decimal, booleans as Y/N); errors as DamonSysfsError."""
         text = format_bool(value) if isinstance(value, bool) else str(value)
+        if self._held(path, text):
+            return
         try:
             self.fs.write_text(path, text)
         except KernelInterfaceError as exc:
             raise translate(self.fs, exc, text) from exc
         self.writes += 1
+        self.written[path] = text
 
     def optional(
         self, path: str, value: str | int | bool, default: str | int | bool, feature: str
@@ -475,6 +501,9 @@ class Stager:
         ``value`` is the kernel's default (nothing is lost), and otherwise refused with
         :class:`UnsupportedKernel`: the file, not the version table, has the last word.
         """
+        text = format_bool(value) if isinstance(value, bool) else str(value)
+        if self._held(path, text):
+            return
         if self.fs.exists(path):
             self.write(path, value)
         elif value != default:
@@ -495,9 +524,16 @@ class Stager:
         )
 
     def count(self, path: str, n: int) -> None:
-        """Set an ``nr_*`` file to ``n`` only if it differs (see the module docs)."""
+        """Set an ``nr_*`` file to ``n`` only if it differs (see the module docs); a
+        write recreates everything below the file's directory, which is then unknown."""
+        if self._held(path, str(n)):
+            return
         if parse_kernel_int(self.fs.read_text(path), path) != n:
             self.write(path, n)
+            if self.known is not None:
+                below = path.rsplit("/", 1)[0] + "/"
+                self.known = {p: t for p, t in self.known.items() if not p.startswith(below)}
+        self.written[path] = str(n)
 
     # -- the tree -------------------------------------------------------------------------
 

@@ -401,3 +401,68 @@ async def test_the_staged_model_says_what_the_files_hold_without_reading_them(
     assert (after.sz_bytes, after.goals[0].current_value) == (8 << 20, 4321)
     fresh = await _driver(fs, tmp_path)
     assert (await fresh.staged(0)).contexts[0].schemes[0].quotas == after
+
+
+def _with_bytes(kd: Any, sz: int) -> Any:
+    ctx = kd.contexts[0]
+    scheme = ctx.schemes[0]
+    quotas = scheme.quotas.model_copy(update={"sz_bytes": sz})
+    schemes = (scheme.model_copy(update={"quotas": quotas}), *ctx.schemes[1:])
+    return kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": schemes}),)})
+
+
+def _written_since(fs: Any, before: int) -> set[str]:
+    return {path.rsplit("/kdamonds/0/", 1)[-1] for path, _ in fs.writes[before:]}
+
+
+INTERVALS = {
+    "contexts/0/monitoring_attrs/intervals/sample_us",
+    "contexts/0/monitoring_attrs/intervals/aggr_us",
+}
+
+
+async def test_a_quota_commit_writes_the_quota_file_alone(tmp_path: Path) -> None:
+    """After a full staging, a commit that changes one quota writes that file (and the
+    intervals files, which the kernel rewrites itself), then the command; the kernel's
+    tree says the new quota. A fed goal value is known too."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    await driver.commit_quota_goals(0, {(0, 0): 77})
+    before = len(fs.writes)
+    await driver.commit(0, _with_bytes(await driver.staged(0), 8 << 20))
+    assert _written_since(fs, before) == INTERVALS | {
+        "contexts/0/schemes/0/quotas/bytes",
+        "state",
+    }
+    back = driver.read_back(0).contexts[0].schemes[0].quotas
+    assert (back.sz_bytes, back.goals[0].current_value) == (8 << 20, 77)
+    assert damon.kdamond_pid(0) is not None
+
+
+async def test_a_new_scheme_rewrites_every_scheme_and_a_failed_pass_everything(
+    tmp_path: Path,
+) -> None:
+    """nr_schemes written: the kernel recreated every scheme with defaults, so each is
+    written whole. A staging pass that failed leaves nothing known: the next writes all."""
+    fs, _damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    kd = await driver.staged(0)
+    ctx = kd.contexts[0]
+    two = kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": ctx.schemes * 2}),)})
+    before = len(fs.writes)
+    await driver.commit(0, two)
+    written = _written_since(fs, before)
+    for s in (0, 1):
+        assert f"contexts/0/schemes/{s}/action" in written
+        assert f"contexts/0/schemes/{s}/quotas/goals/0/target_value" in written
+    assert "contexts/0/operations" not in written  # the context itself was not recreated
+    assert [s.action for s in driver.read_back(0).contexts[0].schemes] == ["pageout"] * 2
+    fs.inject_fault(KD + "/0/contexts/0/schemes/0/quotas/bytes", errno.EIO, ops=("write",))
+    with pytest.raises(DamonSysfsError):
+        await driver.commit(0, _with_bytes(two, 4 << 20))
+    before = len(fs.writes)
+    await driver.commit(0, _with_bytes(two, 2 << 20))
+    assert {"contexts/0/operations", "contexts/0/schemes/1/action"} <= _written_since(fs, before)
+    assert driver.read_back(0).contexts[0].schemes[0].quotas.sz_bytes == 2 << 20
