@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -209,29 +211,41 @@ def damon_config(run_dir: Path) -> Any:
     )
 
 
-@pytest.mark.anyio
-async def test_damon_monitoring_commits_intervals_online(tmp_path: Path) -> None:
-    """A 50 % access-share target (the fake's hot set is 4 of 36 MiB) lengthens the
-    kdamond's sampling interval by online commits (same pid), aggregation in step;
-    ``reactor status`` shows the monitor running on DAMON with the intervals it runs
-    with (read back with the newest snapshot), not the configured 10 ms / 100 ms."""
+@asynccontextmanager
+async def damon_daemon(
+    tmp_path: Path, *, utime: int, stime: int
+) -> AsyncIterator[tuple[Reactor, Any, Any]]:
+    """The monitoring policy's daemon on the fake DAMON (its simulated kernel advancing
+    with real time); the kdamond's /proc/PID/stat says ``utime`` + ``stime`` ticks."""
     fs, damon = fake_machine()
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive, damon)
         async with Reactor(damon_config(tmp_path), fs=fs) as reactor:
             pid = damon.kdamond_pid(0)
             assert pid is not None
-            fs.set_file(f"/proc/{pid}/stat", f"{pid} (kdamond.0) S 2 0 0 0 -1 0 0 0 0 0 1 1 0\n")
-            for _ in range(15):
-                await anyio.sleep(0.2)
-                assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
-            base = paths.kdamond_dir(0) + "/contexts/0/monitoring_attrs/intervals"
-            sample = int(fs.read_text(f"{base}/sample_us"))
-            aggr = int(fs.read_text(f"{base}/aggr_us"))
-            await anyio.sleep(0.5)  # a snapshot taken under them (snapshots every tick)
-            (mon,) = reactor.status()["monitors"]
-            assert int(fs.read_text(f"{base}/sample_us")) == sample, "settled"
+            stat = f"{pid} (kdamond.0) S 2 0 0 0 -1 0 0 0 0 0 {utime} {stime} 0\n"
+            fs.set_file(f"/proc/{pid}/stat", stat)
+            yield reactor, fs, damon
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_damon_monitoring_commits_intervals_online(tmp_path: Path) -> None:
+    """A 50 % access-share target (the fake's hot set is 4 of 36 MiB) lengthens the
+    kdamond's sampling interval by online commits (same pid), aggregation in step;
+    ``reactor status`` shows the monitor running on DAMON with the intervals it runs
+    with (read back with the newest snapshot), not the configured 10 ms / 100 ms."""
+    async with damon_daemon(tmp_path, utime=1, stime=1) as (reactor, fs, damon):
+        pid = damon.kdamond_pid(0)
+        for _ in range(15):
+            await anyio.sleep(0.2)
+            assert damon.kdamond_pid(0) == pid, "a commit must not restart it"
+        base = paths.kdamond_dir(0) + "/contexts/0/monitoring_attrs/intervals"
+        sample = int(fs.read_text(f"{base}/sample_us"))
+        aggr = int(fs.read_text(f"{base}/aggr_us"))
+        await anyio.sleep(0.5)  # a snapshot taken under them (snapshots every tick)
+        (mon,) = reactor.status()["monitors"]
+        assert int(fs.read_text(f"{base}/sample_us")) == sample, "settled"
     assert sample > 10_000 and aggr == pytest.approx(10 * sample, rel=0.01)
     assert (mon["state"], mon["backend"], mon["reason"]) == ("running", "damon", None)
     assert mon["sample_interval_s"] == pytest.approx(sample / 1e6)
@@ -244,21 +258,14 @@ async def test_damon_monitoring_counts_the_daemons_snapshot_reads_as_monitoring_
 ) -> None:
     """The region tuner's CPU on DAMON is the kdamond's utime + stime plus what the
     daemon spent reading that monitor's snapshots (both grow with the region count)."""
-    fs, damon = fake_machine()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, damon)
-        async with Reactor(damon_config(tmp_path), fs=fs) as reactor:
-            pid = damon.kdamond_pid(0)
-            assert pid is not None
-            # utime 30 + stime 20 clock ticks: 0.5 s of the kdamond's own CPU
-            fs.set_file(f"/proc/{pid}/stat", f"{pid} (kdamond.0) S 2 0 0 0 -1 0 0 0 0 0 30 20 0\n")
-            await anyio.sleep(1.0)  # a few snapshots (one per 200 ms tick)
-            policy = reactor.policies["self"]
-            assert isinstance(policy, DamonMonitoring)
-            reads = policy.driver.read_cpu_s(0)
-            assert reads > 0
-            assert policy.cpu_seconds() == pytest.approx(0.5 + reads)
-            (mon,) = reactor.status()["monitors"]
-            assert mon["snapshot_cpu_s"] >= round(reads, 6) > 0
-            assert mon["sampling_cpu_s"] is None
-        tg.cancel_scope.cancel()
+    # utime 30 + stime 20 clock ticks: 0.5 s of the kdamond's own CPU
+    async with damon_daemon(tmp_path, utime=30, stime=20) as (reactor, _fs, _damon):
+        await anyio.sleep(1.0)  # a few snapshots (one per 200 ms tick)
+        policy = reactor.policies["self"]
+        assert isinstance(policy, DamonMonitoring)
+        reads = policy.driver.read_cpu_s(0)
+        assert reads > 0
+        assert policy.cpu_seconds() == pytest.approx(0.5 + reads)
+        (mon,) = reactor.status()["monitors"]
+        assert mon["snapshot_cpu_s"] >= round(reads, 6) > 0
+        assert mon["sampling_cpu_s"] is None
