@@ -19,7 +19,10 @@ the same directory ``--rounds`` times each, alternating, on this thread's CPU cl
 a third reader: the policies' snapshot (``extras=False``, four files a region). The
 result carries each reader's CPU per snapshot and per file and its ratio to the path per
 file (below 1 is cheaper); the guest runs under TCG, so absolute times there are far above a
-real machine's and only the ratio carries over. Writes
+real machine's and only the ratio carries over. Then ``--rounds`` quota commits each way,
+alternating: staged whole (by a driver that staged nothing: the previous design) and
+staged as changed files only (the driver that staged the kdamond), the process's CPU per
+``commit``. Writes
 ``DIR/benchmarks/results/damon_snapshot.json`` and prints one line.
 """
 
@@ -167,9 +170,41 @@ async def _run(regions: int, rounds: int) -> dict[str, Any]:
             (tried,) = await driver.update_schemes_tried_regions(0, (0,))
             result = await anyio.to_thread.run_sync(compare, fs, 0, 0, rounds)
             result["kernel_regions"] = len(tried.regions)
+            result["commits"] = await _commits(driver, fs, run_dir, rounds)
         finally:
             await driver.stop_all()
     return result
+
+
+async def _commits(driver: DamonDriver, fs: KernelFS, run_dir: str, rounds: int) -> dict[str, Any]:
+    """A quota commit staged whole (a driver that staged nothing, as before the change)
+    against one staged by the driver that knows what the files hold (only the changed
+    files): this process's CPU per ``commit`` (staging in the worker thread, the command),
+    alternating, each with a new quota."""
+    kd = await driver.staged(0)
+    times: dict[str, list[float]] = {"whole": [], "changed_files": []}
+    for i in range(rounds):
+        fresh = DamonDriver(fs, run_dir=run_dir)
+        await fresh.open()
+        for name, who, mib in (("whole", fresh, 8 + i), ("changed_files", driver, 64 + i)):
+            new = _with_quota(kd, mib << 20)
+            t0 = time.process_time()
+            await who.commit(0, new)
+            times[name].append(time.process_time() - t0)
+    med = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    return {
+        "whole_median_s": round(med["whole"], 6),
+        "changed_files_median_s": round(med["changed_files"], 6),
+        "ratio_median": round(med["changed_files"] / max(med["whole"], 1e-9), 4),
+    }
+
+
+def _with_quota(kd: Any, sz: int) -> Any:
+    ctx = kd.contexts[0]
+    scheme = ctx.schemes[0]
+    quotas = scheme.quotas.model_copy(update={"sz_bytes": sz})
+    schemes = (scheme.model_copy(update={"quotas": quotas}), *ctx.schemes[1:])
+    return kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": schemes}),)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.out) / "benchmarks" / "results" / RESULT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    r = result["readers"]
+    r, c = result["readers"], result["commits"]
 
     def show(name: str) -> str:
         return f"{r[name]['median_s'] * 1e3:.1f} ms ({r[name]['per_file_us']:.1f} µs/file)"
@@ -201,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         f"descriptor {show('one_descriptor')} against a path per file {show('path_per_file')}, "
         f"x{result['ratio_median']:.3f} side by side; the policies' snapshot (4 files a "
         f"region) {show('policy_snapshot')}, x{result['policy_ratio_median']:.3f} (CPU, "
-        f"median of {result['rounds']}; same regions: {result['same_regions']}) -> {path}"
+        f"median of {result['rounds']}; same regions: {result['same_regions']}); a quota "
+        f"commit staged whole {c['whole_median_s'] * 1e3:.1f} ms against the changed files "
+        f"{c['changed_files_median_s'] * 1e3:.1f} ms, x{c['ratio_median']:.3f} -> {path}"
     )
     return 0
 
