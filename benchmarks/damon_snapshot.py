@@ -40,7 +40,7 @@ from typing import Any
 import anyio
 
 from benchmarks.sampler_vs_damon import refusal
-from reactor.config.damon import DamonSection
+from reactor.config.damon import DamonSection, Kdamond
 from reactor.damon import DamonDriver
 from reactor.damon.paths import numbered
 from reactor.damon.snapshot import TriedRegion, read_int, read_tried_regions
@@ -199,12 +199,10 @@ async def _commits(driver: DamonDriver, fs: KernelFS, run_dir: str, rounds: int)
     }
 
 
-def _with_quota(kd: Any, sz: int) -> Any:
-    ctx = kd.contexts[0]
-    scheme = ctx.schemes[0]
-    quotas = scheme.quotas.model_copy(update={"sz_bytes": sz})
-    schemes = (scheme.model_copy(update={"quotas": quotas}), *ctx.schemes[1:])
-    return kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": schemes}),)})
+def _with_quota(kd: Kdamond, sz: int) -> Kdamond:
+    first, *rest = kd.contexts[0].schemes
+    quotas = first.quotas.model_copy(update={"sz_bytes": sz})
+    return kd.with_schemes(0, (first.model_copy(update={"quotas": quotas}), *rest))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ do nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args
 
@@ -808,6 +808,13 @@ class Kdamond(Section):
     pid: int | None = None
     refresh_ms: DamonMs = 0
     contexts: Annotated[tuple[MonitoringContext, ...], _Tuple]
+
+    def with_schemes(self, c: int, schemes: Sequence[Scheme]) -> Kdamond:
+        """This kdamond with context ``c``'s schemes replaced (a copy: models are kept
+        unchanged)."""
+        contexts = list(self.contexts)
+        contexts[c] = contexts[c].model_copy(update={"schemes": tuple(schemes)})
+        return self.model_copy(update={"contexts": tuple(contexts)})
 
     @cross_check
     def _one_context(self) -> list[Issue]:

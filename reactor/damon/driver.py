@@ -800,8 +800,7 @@ def _with_goal_values(kd: Kdamond, values: Mapping[tuple[int, int], int]) -> Kda
     :meth:`DamonDriver.commit_quota_goals`, so the model still says what the files hold."""
     if not kd.contexts:
         return kd
-    ctx = kd.contexts[0]
-    schemes = list(ctx.schemes)
+    schemes = list(kd.contexts[0].schemes)
     for (s, g), value in values.items():
         if s >= len(schemes) or g >= len(schemes[s].quotas.goals):
             continue
@@ -811,5 +810,4 @@ def _with_goal_values(kd: Kdamond, values: Mapping[tuple[int, int], int]) -> Kda
         schemes[s] = schemes[s].model_copy(
             update={"quotas": quotas.model_copy(update={"goals": tuple(goals)})}
         )
-    ctx = ctx.model_copy(update={"schemes": tuple(schemes)})
-    return kd.model_copy(update={"contexts": (ctx, *kd.contexts[1:])})
+    return kd.with_schemes(0, schemes)

@@ -223,14 +223,17 @@ def _read_regions(
     fs: KernelFS,
     base: str,
     numbers: Sequence[int],
-    optional: tuple[bool, bool, bool],
+    *,
+    pattern: bool,
+    passed: bool,
     probes: Sequence[int],
 ) -> tuple[TriedRegion, ...]:
     """Every region of ``base`` (a ``tried_regions`` directory) in one
     :meth:`~reactor.kernelfs.KernelFS.read_texts` pass: one directory descriptor for
     thousands of files, where a path walk per file was most of a snapshot's cost. These
-    files take no DAMON lock; an EBUSY all the same is waited out file by file."""
-    pattern, passed, _ = optional
+    files take no DAMON lock; an EBUSY all the same is waited out file by file.
+    ``pattern``, ``passed``: whether the regions have ``nr_accesses``/``age`` and
+    ``sz_filter_passed`` (to read); ``probes``: the probes whose hits to read."""
     files = (
         ("start", "end")
         + (("nr_accesses", "age") if pattern else ())
@@ -277,15 +280,12 @@ def read_tried_regions(fs: KernelFS, k: int, s: int, *, extras: bool = True) -> 
     regions: tuple[TriedRegion, ...] = ()
     if numbers:
         first = f"{base}/{numbers[0]}"
-        optional = (
-            fs.exists(first + "/nr_accesses"),
-            extras and fs.exists(first + "/sz_filter_passed"),
-            extras and fs.exists(first + "/probes"),
-        )
+        pattern = fs.exists(first + "/nr_accesses")
+        passed = extras and fs.exists(first + "/sz_filter_passed")
         # 7.2's per-probe hits: the probes the first region lists (configured per
         # context, so every region lists the same)
-        probes = _numbered(fs, first + "/probes") if optional[2] else []
-        regions = _read_regions(fs, base, numbers, optional, probes)
+        probes = _numbered(fs, first + "/probes") if extras else []
+        regions = _read_regions(fs, base, numbers, pattern=pattern, passed=passed, probes=probes)
     total = read_int(fs, base + "/total_bytes", default=-1)
     if total < 0:
         total = sum(r.size_bytes for r in regions)

@@ -445,6 +445,11 @@ def without_obsolete_targets(kd: Kdamond) -> tuple[Kdamond, ObsoleteRemoval | No
 # --- writing -------------------------------------------------------------------------------
 
 
+def _as_text(value: str | int | bool) -> str:
+    """A staged value as its file takes it: ints in decimal, booleans as Y/N."""
+    return format_bool(value) if isinstance(value, bool) else str(value)
+
+
 class Stager:
     """Writes staged values through a KernelFS, translating every error into a sentence.
 
@@ -482,7 +487,7 @@ class Stager:
 
     def write(self, path: str, value: str | int | bool) -> None:
         """Write one value (ints in decimal, booleans as Y/N); errors as DamonSysfsError."""
-        text = format_bool(value) if isinstance(value, bool) else str(value)
+        text = _as_text(value)
         if self._held(path, text):
             return
         try:
@@ -501,7 +506,7 @@ class Stager:
         ``value`` is the kernel's default (nothing is lost), and otherwise refused with
         :class:`UnsupportedKernel`: the file, not the version table, has the last word.
         """
-        text = format_bool(value) if isinstance(value, bool) else str(value)
+        text = _as_text(value)
         if self._held(path, text):
             return
         if self.fs.exists(path):

@@ -371,14 +371,11 @@ class DamonReclaim(QuotaPolicy):
         return await self.driver.staged(self.k)
 
     def _with_quotas(self, kd: Kdamond, quotas: Quotas, scheme: Scheme | None = None) -> Kdamond:
-        ctx = kd.contexts[self.c]
-        schemes = list(ctx.schemes)
+        schemes = list(kd.contexts[self.c].schemes)
         if scheme is not None:
             schemes.append(scheme)
         schemes[self.s] = schemes[self.s].model_copy(update={"quotas": quotas})
-        contexts = list(kd.contexts)
-        contexts[self.c] = ctx.model_copy(update={"schemes": tuple(schemes)})
-        return kd.model_copy(update={"contexts": tuple(contexts)})
+        return kd.with_schemes(self.c, schemes)
 
     def _quotas(self, base: Quotas, output: float) -> Quotas:
         assert self.cfg.quota is not None

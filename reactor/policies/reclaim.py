@@ -308,6 +308,7 @@ class NativeReclaim(QuotaPolicy):
         empty: list[Candidate] = []
         backoffs = any(key[0] == pid for key in self._fruitless)
         # the held ranges' extent: a piece outside it needs no cutting (most of them)
+        held = held or ()
         held_lo, held_hi = (held[0][0], held[-1][1]) if held else (0, 0)
         spans_of = res.resident_spans
         for cand in cands:
@@ -318,8 +319,8 @@ class NativeReclaim(QuotaPolicy):
                 if not file and not swap:
                     anon += hi - lo
                     continue
-                parts = _outside(held, lo, hi) if held and lo < held_hi and hi > held_lo else None
-                for a, b in parts if parts is not None else ((lo, hi),):
+                cut = lo < held_hi and hi > held_lo
+                for a, b in _outside(held, lo, hi) if cut else ((lo, hi),):
                     found = True
                     if out and out[-1][0] + out[-1][1] == a:
                         out[-1] = (out[-1][0], b - out[-1][0])

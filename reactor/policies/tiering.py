@@ -463,13 +463,10 @@ class DamonTiering(TieringPolicy):
     def _with(
         self, kd: Kdamond, updates: Mapping[int, Mapping[str, Any]], add: Sequence[Scheme] = ()
     ) -> Kdamond:
-        ctx = kd.contexts[self.c]
-        schemes = list(ctx.schemes) + list(add)
+        schemes = list(kd.contexts[self.c].schemes) + list(add)
         for s, upd in updates.items():
             schemes[s] = schemes[s].model_copy(update=dict(upd))
-        contexts = list(kd.contexts)
-        contexts[self.c] = ctx.model_copy(update={"schemes": tuple(schemes)})
-        return kd.model_copy(update={"contexts": tuple(contexts)})
+        return kd.with_schemes(self.c, schemes)
 
     async def _commit(self, kd: Kdamond, why: str, **fields: Any) -> None:
         info = {"kdamond": self.k, "schemes": [self.s_cold, self.s_hot], "why": why, **fields}

@@ -10,9 +10,11 @@ pytest run errors out: never a quiet skip. Run them with `make test-kernel`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +109,23 @@ def damon() -> Iterator[RealBackend]:
         yield backend
     finally:
         backend.close()
+
+
+@pytest.fixture
+def run_benchmark(
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., dict[str, Any]]:
+    """``run(main, result, *argv)``: a benchmark's ``main`` in this process, with
+    ``--out`` the lane's shared run directory (``$REACTOR_LANE_OUT``; the checkout is
+    read-only here). It must exit 0; its one-line summary goes to the test's output
+    (pytest.log); returns its JSON, ``benchmarks/results/<result>`` (on the host:
+    ``<lane cache>/runs/<time>-<nonce>/benchmarks/results/``)."""
+
+    def run(main: Callable[[list[str]], int], result: str, *argv: str) -> dict[str, Any]:
+        out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
+        assert main(["--out", str(out), *argv]) == 0
+        print(capsys.readouterr().out.strip().splitlines()[-1])
+        doc: dict[str, Any] = json.loads((out / "benchmarks" / "results" / result).read_text())
+        return doc
+
+    return run

@@ -15,9 +15,9 @@ asserted (TCG, a shared host).
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,14 +28,10 @@ DURATION = 20
 
 @pytest.mark.timeout(240)
 def test_the_daemon_benchmark_measures_the_damon_backend_beside_the_native_one(
-    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+    kdamonds: Path, run_benchmark: Callable[..., dict[str, Any]]
 ) -> None:
-    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
-    argv = ["--backend", "damon", "--duration", str(DURATION), "--out", str(out)]
-    assert daemon.main(argv) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    print(line)
-    result = json.loads((out / "benchmarks" / "results" / "daemon_damon.json").read_text())
+    argv = ("--backend", "damon", "--duration", str(DURATION))
+    result = run_benchmark(daemon.main, "daemon_damon.json", *argv)
     runs = result["configs"]
     assert set(runs) == {"damon", "slow_sampling"}, set(runs)
     for name, run in runs.items():

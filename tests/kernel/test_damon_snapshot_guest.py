@@ -18,9 +18,9 @@ and as changed files only) and the kdamond keeps running. Times are printed, not
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,13 +29,10 @@ from benchmarks import damon_snapshot
 
 @pytest.mark.timeout(240)
 def test_one_descriptor_reads_the_same_regions_as_a_path_per_file(
-    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+    kdamonds: Path, run_benchmark: Callable[..., dict[str, Any]]
 ) -> None:
-    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
-    assert damon_snapshot.main(["--out", str(out), "--regions", "1000", "--rounds", "5"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    print(line)
-    result = json.loads((out / "benchmarks" / "results" / "damon_snapshot.json").read_text())
+    argv = ("--regions", "1000", "--rounds", "5")
+    result = run_benchmark(damon_snapshot.main, "damon_snapshot.json", *argv)
     assert result["same_regions"] is True, result
     assert result["regions"] >= 100, result
     assert result["files"] >= 4 * result["regions"], result

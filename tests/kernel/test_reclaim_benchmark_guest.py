@@ -54,9 +54,9 @@ Bounds, derived before running (sanity floors; who wins is the measurement):
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,14 +68,10 @@ MIB = 2**20
 
 @pytest.mark.timeout(360)
 def test_reclaim_benchmark_reports_savings_and_pressure_side_by_side(
-    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+    kdamonds: Path, run_benchmark: Callable[..., dict[str, Any]]
 ) -> None:
     """Three runs on fresh workloads; the JSON and the summary line are written."""
-    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
-    assert reclaim.main(["--out", str(out), "--duration", str(DURATION)]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    print(line)
-    result = json.loads((out / "benchmarks" / "results" / "reclaim.json").read_text())
+    result = run_benchmark(reclaim.main, "reclaim.json", "--duration", str(DURATION))
     runs = result["runs"]
     assert set(runs) == {"uncontrolled", "reactor", "kernel"}
     brief = {

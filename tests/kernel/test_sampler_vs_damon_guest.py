@@ -23,23 +23,18 @@ for (its oldest region has their age), and prints DAMON's scores.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from benchmarks import sampler_vs_damon
 
 
 def test_native_sampler_and_damon_agree_on_the_hot_run(
-    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+    kdamonds: Path, run_benchmark: Callable[..., dict[str, Any]]
 ) -> None:
     """Both find the contiguous hot run; the JSON and the one-line summary are written."""
-    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
-    assert sampler_vs_damon.main(["--out", str(out)]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    print(line)
-    result = json.loads((out / "benchmarks" / "results" / "sampler_vs_damon.json").read_text())
+    result = run_benchmark(sampler_vs_damon.main, "sampler_vs_damon.json")
     print(json.dumps(result))
     native, damon = result["native_pages"], result["damon"]
     assert native["precision"] == 1.0 and native["recall"] == 1.0, result

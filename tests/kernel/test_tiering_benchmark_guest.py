@@ -21,9 +21,9 @@ asserted: what it moves is the result.
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,15 +34,11 @@ DURATION = 12
 
 @pytest.mark.timeout(240)
 def test_tiering_benchmark_reports_hot_bytes_in_the_fast_tier_over_time(
-    kdamonds: Path, capsys: pytest.CaptureFixture[str]
+    kdamonds: Path, run_benchmark: Callable[..., dict[str, Any]]
 ) -> None:
     """Both configurations run on the same workload; the JSON and the summary are written."""
-    out = Path(os.environ.get("REACTOR_LANE_OUT", "/tmp"))
-    argv = ["--out", str(out), "--duration", str(DURATION), "--backend", "native,damon"]
-    assert tiering.main(argv) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    print(line)
-    result = json.loads((out / "benchmarks" / "results" / "tiering.json").read_text())
+    argv = ("--duration", str(DURATION), "--backend", "native,damon")
+    result = run_benchmark(tiering.main, "tiering.json", *argv)
     runs = result["runs"]
     assert set(runs) == {"reactor", "reactor_damon", "damos"}, set(runs)
     for run in runs.values():

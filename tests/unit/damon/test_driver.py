@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from reactor.config.damon import DamonSection
+from reactor.config.damon import DamonSection, Kdamond
 from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
 from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipStore
@@ -375,27 +375,7 @@ async def test_the_staged_model_says_what_the_files_hold_without_reading_them(
     assert kd.contexts[0].schemes[0].quotas == back.contexts[0].schemes[0].quotas
     assert kd.contexts[0].intervals == back.contexts[0].intervals
     # a quota commit from it stages what a read-back would have given
-    new = kd.model_copy(
-        update={
-            "contexts": (
-                kd.contexts[0].model_copy(
-                    update={
-                        "schemes": (
-                            kd.contexts[0]
-                            .schemes[0]
-                            .model_copy(
-                                update={
-                                    "quotas": kd.contexts[0]
-                                    .schemes[0]
-                                    .quotas.model_copy(update={"sz_bytes": 8 << 20})
-                                }
-                            ),
-                        )
-                    }
-                ),
-            )
-        }
-    )
+    new = _with_bytes(kd, 8 << 20)
     await driver.commit(0, new)
     after = driver.read_back(0).contexts[0].schemes[0].quotas
     assert (after.sz_bytes, after.goals[0].current_value) == (8 << 20, 4321)
@@ -403,12 +383,10 @@ async def test_the_staged_model_says_what_the_files_hold_without_reading_them(
     assert (await fresh.staged(0)).contexts[0].schemes[0].quotas == after
 
 
-def _with_bytes(kd: Any, sz: int) -> Any:
-    ctx = kd.contexts[0]
-    scheme = ctx.schemes[0]
-    quotas = scheme.quotas.model_copy(update={"sz_bytes": sz})
-    schemes = (scheme.model_copy(update={"quotas": quotas}), *ctx.schemes[1:])
-    return kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": schemes}),)})
+def _with_bytes(kd: Kdamond, sz: int) -> Kdamond:
+    first, *rest = kd.contexts[0].schemes
+    quotas = first.quotas.model_copy(update={"sz_bytes": sz})
+    return kd.with_schemes(0, (first.model_copy(update={"quotas": quotas}), *rest))
 
 
 def _written_since(fs: Any, before: int) -> set[str]:
@@ -450,7 +428,7 @@ async def test_a_new_scheme_rewrites_every_scheme_and_a_failed_pass_everything(
     await driver.apply(_section())
     kd = await driver.staged(0)
     ctx = kd.contexts[0]
-    two = kd.model_copy(update={"contexts": (ctx.model_copy(update={"schemes": ctx.schemes * 2}),)})
+    two = kd.with_schemes(0, ctx.schemes * 2)
     before = len(fs.writes)
     await driver.commit(0, two)
     written = _written_since(fs, before)
