@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks import daemon
+from reactor.kernelfs import RealKernelFS
+from reactor.sampler.detect import best_probe, detect_probes
 
 
 def test_a_baseline_that_is_no_reactor_checkout_is_refused(
@@ -30,3 +33,22 @@ def test_the_comparison_is_this_build_over_the_baseline(tmp_path: Path) -> None:
     assert out["control_ratio"] is None
     assert out["commit"] is None and out["tree"] == str(tmp_path)  # not a git checkout
     assert out["result"] is base and out["config"] == "slow_sampling"
+
+
+def test_the_probe_floor_is_measured_on_a_real_process_with_the_daemons_probe() -> None:
+    """The twin is a real workload, sampled with the probe a daemon would pick for it;
+    every collect walks its page tables, so each cadence's kernel cost is above zero,
+    and a cadence not measured has no floor (0, not a guess)."""
+    twin = daemon._twin()
+    try:
+        time.sleep(1.0)  # the generator maps and touches its memory
+        floor = daemon._probe_floor(twin.pid, [0.05, 0.1], 0.6)
+    finally:
+        twin.terminate()
+        twin.wait()
+    infos = detect_probes(RealKernelFS())
+    assert floor.probe == best_probe(infos, cooperating=False).name
+    assert set(floor.per_sample_s) == {0.05, 0.1}
+    assert all(s > 0 for s in floor.per_sample_s.values()), floor
+    assert floor.share(0.1, 20.0) == pytest.approx(20.0 * floor.per_sample_s[0.1])
+    assert floor.share(1.0, 2.0) == 0.0
