@@ -193,30 +193,38 @@ def _twin() -> subprocess.Popen[bytes]:
     return subprocess.Popen(WORKLOAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _probe_floor(pid: int, intervals: Sequence[float], seconds: float) -> _Floor:
-    """Sample ``pid`` with the probe a daemon picks for a command target (the best
-    non-cooperative one here), once per interval for an equal part of ``seconds`` per
-    interval, and keep the kernel CPU of each collect (the probe session's own split:
-    its system calls and their page walks, parsing excluded). At a 1 s cadence the
-    caches are as cold as the daemon's sampler finds them: 1.5-2x a tight loop's cost
-    here, so a tight loop of reads would understate the floor."""
-    fs = RealKernelFS()
-    probe = best_probe(detect_probes(fs), cooperating=False).name
+def _probe() -> str:
+    """The probe a daemon picks for a command target here: the best non-cooperative one
+    (detected on a child process, so before the window: under TCG it takes seconds)."""
+    return best_probe(detect_probes(RealKernelFS()), cooperating=False).name
+
+
+def _probe_floor(pid: int, probe: str, intervals: Sequence[float], seconds: float) -> _Floor:
+    """Sample ``pid`` with ``probe`` on a grid of each interval, for an equal part of
+    ``seconds`` per interval (at least two collects each, the first not counted: it
+    follows a change of cadence), and keep the kernel CPU of each collect (the probe
+    session's own split: its system calls and their page walks, parsing excluded). At a
+    1 s cadence the caches are as cold as the daemon's sampler finds them: 1.5-2x a tight
+    loop's cost here, so a tight loop of reads would understate the floor."""
     per_sample: dict[float, float] = {}
-    share_s = seconds / max(len(intervals), 1)
-    session = open_session(probe, fs, pid)
+    end = time.monotonic() + seconds
+    cadences = sorted(set(intervals), reverse=True)
+    session = open_session(probe, RealKernelFS(), pid)
     try:
         session.start()
-        for interval in sorted(set(intervals), reverse=True):
-            n = max(2, int(share_s / interval))
-            spent = 0.0
-            for i in range(n):
-                time.sleep(interval)
+        for k, interval in enumerate(cadences):
+            until = time.monotonic() + (end - time.monotonic()) / (len(cadences) - k)
+            spent, counted = 0.0, -1
+            due = time.monotonic() + interval
+            while counted < 1 or due <= until:
+                time.sleep(max(0.0, due - time.monotonic()))
+                due += interval
                 before = session.cost.kernel_s
                 session.collect()
-                if i:  # the first one after a change of cadence is not counted
+                if counted >= 0:
                     spent += session.cost.kernel_s - before
-            per_sample[interval] = spent / (n - 1)
+                counted += 1
+            per_sample[interval] = spent / counted
     finally:
         session.close()
     return _Floor(probe, per_sample)
@@ -361,7 +369,7 @@ def _summary(results: dict[str, dict[str, Any]]) -> str:
         parts.append(
             f"{name} ({r['sample_interval_s']:g} s/{r['aggr_interval_s']:g} s) "
             f"{r['cpu_share'] * 100:.2f}% = sampling {r['sampling_share'] * 100:.2f}% "
-            f"(of it the probe's own kernel work, on a twin: "
+            f"(the probe's own kernel work, measured on a twin: "
             f"{r['probe_floor_share'] * 100:.2f}%) + control "
             f"{r['control_share'] * 100:.2f}%, peak RSS {r['vm_hwm_bytes'] / 2**20:.1f} MiB"
         )
@@ -436,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(_start(name, CONFIGS[BASELINE_CONFIG], tmp, lifetime, tree=baseline))
         twin = _twin()
         try:
-            time.sleep(STARTUP_S)
+            started = time.monotonic()
+            probe = _probe()
+            time.sleep(max(0.0, STARTUP_S - (time.monotonic() - started)))
             for run in runs:
                 _wait_ready(run, READY_TIMEOUT_S)
             for run in runs:
@@ -445,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.sampling0, run.snapshot0 = _monitor_cpu_s(run)
             # the window's wait: the probe's floor, measured on the twin meanwhile
             cadences = [run.intervals[0] for run in runs if run.backend == "native"]
-            floor = _probe_floor(twin.pid, cadences, ns.duration)
+            floor = _probe_floor(twin.pid, probe, cadences, ns.duration)
             for run in runs:
                 run.cpu1, run.t1 = _cpu_s(run.proc.pid), time.monotonic()
                 run.exact1 = _process_cpu_s(run.proc.pid)

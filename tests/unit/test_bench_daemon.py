@@ -42,12 +42,13 @@ def test_the_probe_floor_is_measured_on_a_real_process_with_the_daemons_probe() 
     twin = daemon._twin()
     try:
         time.sleep(1.0)  # the generator maps and touches its memory
-        floor = daemon._probe_floor(twin.pid, [0.05, 0.1], 0.6)
+        probe = daemon._probe()
+        floor = daemon._probe_floor(twin.pid, probe, [0.05, 0.1], 0.6)
     finally:
         twin.terminate()
         twin.wait()
     infos = detect_probes(RealKernelFS())
-    assert floor.probe == best_probe(infos, cooperating=False).name
+    assert probe == floor.probe == best_probe(infos, cooperating=False).name
     assert set(floor.per_sample_s) == {0.05, 0.1}
     assert all(s > 0 for s in floor.per_sample_s.values()), floor
     assert floor.share(0.1, 20.0) == pytest.approx(20.0 * floor.per_sample_s[0.1])
