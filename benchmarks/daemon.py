@@ -203,7 +203,8 @@ def _probe_floor(pid: int, probe: str, intervals: Sequence[float], seconds: floa
     """Sample ``pid`` with ``probe`` on a grid of each interval, for an equal part of
     ``seconds`` per interval (at least two collects each, the first not counted: it
     follows a change of cadence), and keep the kernel CPU of each collect (the probe
-    session's own split: its system calls and their page walks, parsing excluded). At a
+    session's own split: its system calls and their page walks, parsing excluded).
+    Returns no sooner than ``seconds`` from the call: it is the benchmark's window. At a
     1 s cadence the caches are as cold as the daemon's sampler finds them: 1.5-2x a tight
     loop's cost here, so a tight loop of reads would understate the floor."""
     per_sample: dict[float, float] = {}
@@ -227,6 +228,7 @@ def _probe_floor(pid: int, probe: str, intervals: Sequence[float], seconds: floa
             per_sample[interval] = spent / counted
     finally:
         session.close()
+    time.sleep(max(0.0, end - time.monotonic()))  # the caller's window lasts ``seconds``
     return _Floor(probe, per_sample)
 
 
