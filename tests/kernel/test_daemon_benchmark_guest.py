@@ -9,9 +9,8 @@ A measurement, so the asserts are sanity floors, derived before running: both da
 (the DAMON one and the native slow_sampling one beside it) ran the whole 20 s window and
 stopped cleanly (exit 0: the DAMON one turned its kdamonds off), each logged policy ticks,
 and the DAMON daemon spent CPU reading its monitors' snapshots (one per monitor per tick:
-it cannot be zero over 20 s unless no snapshot was read), and the native probe's own
-kernel work was measured on the twin workload (a probe that walks page tables 20 times
-cannot cost nothing). Shares are printed, not asserted (TCG, a shared host).
+it cannot be zero over 20 s unless no snapshot was read). Shares are printed, not
+asserted (TCG, a shared host).
 """
 
 from __future__ import annotations
@@ -42,4 +41,3 @@ def test_the_daemon_benchmark_measures_the_damon_backend_beside_the_native_one(
     assert runs["damon"]["backend"] == "damon"
     assert runs["damon"]["snapshot_share"] > 0, runs["damon"]
     assert runs["slow_sampling"]["snapshot_share"] == 0, runs["slow_sampling"]
-    assert runs["slow_sampling"]["probe_kernel_s_per_sample"] > 0, runs["slow_sampling"]
