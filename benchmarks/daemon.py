@@ -446,11 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if baseline is not None:
             name = f"{BASELINE_CONFIG}@baseline"
             runs.append(_start(name, CONFIGS[BASELINE_CONFIG], tmp, lifetime, tree=baseline))
-        # the floor is measured on native runs only (module doc: under TCG the twin
-        # crowded the native daemon beside the DAMON one)
-        twin = _twin() if ns.backend == "native" else None
+        twin: subprocess.Popen[bytes] | None = None
         try:
             started = time.monotonic()
+            # the floor is measured on native runs only (module doc: under TCG the twin
+            # crowded the native daemon beside the DAMON one)
+            if ns.backend == "native":
+                twin = _twin()
             probe = _probe() if twin is not None else ""
             time.sleep(max(0.0, STARTUP_S - (time.monotonic() - started)))
             for run in runs:
