@@ -137,8 +137,9 @@ class MonitorStatus(TypedDict):
     start (its probe's system calls with the page walks they cost the kernel, parsing,
     the region engine), in reactor's own process; None on the DAMON backend, where the
     kdamond samples in the kernel. ``snapshot_cpu_s``: on the DAMON backend, CPU seconds
-    reactor has spent reading this monitor's snapshots (a few sysfs files per region,
-    every tick: what monitoring costs reactor's own process there); None on the native
+    reactor has spent on this monitor's snapshots (the ``update_schemes_tried_regions``
+    command and a few sysfs files per region, every tick or as ``snapshot_cpu`` spaces
+    them: what monitoring costs reactor's own process there); None on the native
     backend.
     """
 
@@ -300,6 +301,9 @@ def _source_status(reactor: Reactor, topic: str, now: float) -> SourceStatus:
 
 def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
     """The configured monitors, as far as the runtime has started them."""
+    # in the daemon only: the status client (`reactor status`) stays without numpy
+    from reactor.engine.monitors import AccessView, access_max_age
+
     backend = reactor.backend.backend if reactor.backend is not None else "unknown"
     native = getattr(reactor, "native", None)
     damon = getattr(reactor, "damon", None)
@@ -308,6 +312,13 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
     for k, monitor in enumerate(reactor.config.monitors):
         sample_s, aggregation_s = _live_intervals(reactor, monitor, backend)
         age, summary = _peek(reactor, f"access.{monitor.name}", now)
+        newest = getattr(reactor.bus, "peek", reactor.bus.latest)(f"access.{monitor.name}")
+        view = getattr(newest, "value", None)
+        max_age = access_max_age(
+            view if isinstance(view, AccessView) else None,
+            aggregation_s,
+            reactor.config.reactor.tick,
+        )
         reason = None
         if native is None and damon is None:
             state, reason = "inactive", f"no monitor runs on the {backend} backend"
@@ -326,9 +337,8 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
                 sample_interval_s=sample_s,
                 aggregation_interval_s=aggregation_s,
                 last_sample_age_s=None if age is None else round(age, 6),
-                # snapshots are read once per tick at most (as the report and the
-                # policies judge them): a 200 ms aggregation read each 1 s tick is fresh
-                stale=age is None or age > 3 * max(aggregation_s, reactor.config.reactor.tick),
+                # judged as the report and the policies judge it
+                stale=age is None or age > max_age,
                 summary=summary,
                 sampling_cpu_s=_sampling_cpu_s(native, monitor.name),
                 snapshot_cpu_s=_snapshot_cpu_s(damon, k),

@@ -394,11 +394,25 @@ class MonitorConfig(Section):
     update: PositiveDuration = 1.0
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
     intervals_goal: IntervalsGoalConfig | None = None
+    #: DAMON backend: the share of one CPU that reading this monitor's snapshots may take
+    #: on average; a read that costs more than that over a tick spaces the next ones out
+    #: (reactor.engine.damon_monitors). None: a snapshot every tick.
+    snapshot_cpu: Ratio | None = None
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
         return _name(value)
+
+    @field_validator("snapshot_cpu")
+    @classmethod
+    def _positive_budget(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            fail(
+                "expected a share of one CPU > 0% (or leave it out for a snapshot every "
+                f"tick), got {value * 100:g}%"
+            )
+        return value
 
     @cross_check
     def _intervals(self) -> list[Issue]:

@@ -160,11 +160,24 @@ class DamonDriver:
     # -- set-up and introspection ----------------------------------------------------------
 
     def read_cpu_s(self, k: int) -> float:
-        """CPU seconds this driver has spent reading kdamond ``k``'s tried regions, on the
-        reading thread's own clock: what monitoring costs the daemon itself on the DAMON
-        backend (a few sysfs files per region, every snapshot), beside the kdamond's
-        sampling in the kernel."""
+        """CPU seconds this driver has spent on kdamond ``k``'s tried regions, on the
+        worker thread's own clock: the ``update_schemes_tried_regions`` command (the
+        kernel removes the previous walk's region directories in the writer's context)
+        and reading the new ones (a few sysfs files per region). What monitoring costs the
+        daemon itself on the DAMON backend, beside the kdamond's sampling in the kernel."""
         return self._read_cpu_s.get(k, 0.0)
+
+    def _metered(self, k: int, func: Callable[[], T]) -> Callable[[], T]:
+        """``func``, its thread's CPU time added to :meth:`read_cpu_s` of ``k``."""
+
+        def run() -> T:
+            t0 = time.thread_time()
+            try:
+                return func()
+            finally:
+                self._read_cpu_s[k] = self.read_cpu_s(k) + time.thread_time() - t0
+
+        return run
 
     async def open(self) -> None:
         """Read the boot id and the ownership record, and probe features (reads only)."""
@@ -486,14 +499,16 @@ class DamonDriver:
             return self.command_timeout_s
         return self.command_timeout_s + 3 * (self.walk_period_s(k) or 0.0)
 
-    async def command(self, k: int, command: StateCommand) -> None:
-        """Write a ``state`` command to reactor's kdamond ``k`` (EBUSY retried, deadline)."""
+    async def command(self, k: int, command: StateCommand, *, metered: bool = False) -> None:
+        """Write a ``state`` command to reactor's kdamond ``k`` (EBUSY retried, deadline);
+        ``metered``: its CPU counts in :meth:`read_cpu_s`."""
         self.features.require(command_feature(command), what=f"state command {command}")
+        send: Callable[[], None] = functools.partial(send_state, self.fs, k, command)
         await self._thread(
             self._guarded(
                 k,
                 f"writing {command!r} to kdamond {k}",
-                functools.partial(send_state, self.fs, k, command),
+                self._metered(k, send) if metered else send,
             ),
             timeout=self._timeout_for(k, command),
             what=paths.state_file(k),
@@ -764,18 +779,16 @@ class DamonDriver:
         it runs in the worker thread (on the event loop it stalled a guest daemon's ticks
         for 11 s under TCG while its kdamond migrated), and a caller reads only the
         schemes it needs."""
-        await self.command(k, "update_schemes_tried_regions")
+        await self.command(k, "update_schemes_tried_regions", metered=True)
 
         def read() -> tuple[TriedRegions, ...]:
-            t0 = time.thread_time()
-            try:
-                wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes
-                return tuple(read_tried_regions(self.fs, k, s, extras=extras) for s in wanted)
-            finally:
-                self._read_cpu_s[k] = self.read_cpu_s(k) + time.thread_time() - t0
+            wanted = range(nr_schemes(self.fs, k)) if schemes is None else schemes
+            return tuple(read_tried_regions(self.fs, k, s, extras=extras) for s in wanted)
 
         return await self._thread(
-            read, timeout=self.command_timeout_s, what=paths.context_dir(k) + "/schemes"
+            self._metered(k, read),
+            timeout=self.command_timeout_s,
+            what=paths.context_dir(k) + "/schemes",
         )
 
     async def update_schemes_effective_quotas(self, k: int) -> tuple[int, ...]:

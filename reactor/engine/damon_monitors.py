@@ -15,6 +15,7 @@ Shutdown stops reactor's kdamonds (never anyone else's) before the commands end.
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -314,14 +315,29 @@ class DamonMonitors:
             return monitor.intervals("damon")
         return sample_us / 1e6, aggr_us / 1e6
 
+    def _period(self, monitor: MonitorConfig, cost_s: float) -> float:
+        """Seconds from one snapshot of ``monitor`` to its next: a tick, or, with
+        ``snapshot_cpu``, as many whole ticks as keep the reads' average CPU within it
+        (the last snapshot's cost over the budget: 30 ms of reads under a 0.2 % budget
+        is one snapshot every 15 s)."""
+        tick = self.snapshot_every_s
+        budget = monitor.snapshot_cpu
+        if budget is None or cost_s <= budget * tick:
+            return tick
+        return math.ceil(cost_s / budget / tick - 1e-9) * tick
+
     async def _loop(self) -> None:
-        monitors = list(self.config.monitors)
         # on the process-wide grid, with the sources (reactor.engine.ticker); with no
         # monitor (only the damon: section's kdamonds) this waits: they run until shutdown
         ticker = Ticker(lambda: self.snapshot_every_s, phase=0.0)
+        due: dict[str, float] = {}
         while True:
-            await ticker.next()
-            for k, monitor in enumerate(monitors):
+            tick = await ticker.next()
+            # the config of now: a reload may change snapshot_cpu (never the monitors)
+            for k, monitor in enumerate(self.config.monitors):
+                if tick.now < due.get(monitor.name, -math.inf):
+                    continue  # spaced out by snapshot_cpu: the last view stays fresh
+                spent = self.driver.read_cpu_s(k)
                 # the snapshot scheme's alone (0): policies' schemes have theirs too
                 try:
                     (tried,) = await self.driver.update_schemes_tried_regions(k, (0,), extras=False)
@@ -333,6 +349,15 @@ class DamonMonitors:
                 self._late_count.pop(monitor.name, None)
                 sample, aggregation = self._intervals(k, monitor)
                 now = anyio.current_time()
+                period = self._period(monitor, self.driver.read_cpu_s(k) - spent)
+                # from this tick's instant, half a tick early: the next read comes on the
+                # grid instant ``period`` later, however long this one took
+                due[monitor.name] = tick.now + period - self.snapshot_every_s / 2
                 snap = tried_to_snapshot(monitor.name, tried, sample, aggregation, now)
-                view = AccessView(monitor.name, "damon", MappingProxyType({snap.target: snap}))
+                view = AccessView(
+                    monitor.name,
+                    "damon",
+                    MappingProxyType({snap.target: snap}),
+                    period_s=period if period > self.snapshot_every_s else None,
+                )
                 self.bus.publish(f"access.{monitor.name}", view, now)

@@ -28,7 +28,13 @@ from reactor.sampler.targets import TargetSpec
 if TYPE_CHECKING:
     from reactor.config import MonitorConfig
 
-__all__ = ("AccessView", "NativeMonitors", "native_targets", "sampler_settings")
+__all__ = (
+    "AccessView",
+    "NativeMonitors",
+    "access_max_age",
+    "native_targets",
+    "sampler_settings",
+)
 
 _log = structlog.get_logger("reactor.monitors")
 
@@ -40,6 +46,9 @@ class AccessView:
     monitor: str
     backend: str
     snapshots: Mapping[str, Snapshot] = field(default_factory=dict)
+    #: how often the monitor publishes when that is longer than a tick (a DAMON monitor
+    #: whose snapshot reads ``snapshot_cpu`` spaces out), None otherwise
+    period_s: float | None = None
 
     def summary(self) -> dict[str, int | float]:
         """Targets, regions, monitored bytes, bytes seen accessed, the hottest region
@@ -68,6 +77,22 @@ class AccessView:
             "accessed_bytes": accessed,
             "max_nr_accesses": hottest,
         }
+
+
+def access_max_age(view: AccessView | None, aggregation_s: float, tick_s: float) -> float:
+    """How old a monitor's newest view may be before it is stale: three times the longest
+    of its aggregation interval (the given one, or the one its snapshots ran with when a
+    monitoring policy lengthened it), the tick (snapshots are read once a tick at most:
+    a 200 ms aggregation read every 1 s tick is fresh) and the monitor's publishing period
+    (:attr:`AccessView.period_s`). The policies, the per-tick report and the status all
+    judge a view by it."""
+    longest = max(aggregation_s, tick_s)
+    if view is not None:
+        for snap in view.snapshots.values():
+            longest = max(longest, snap.aggr_interval_s)
+        if view.period_s is not None:
+            longest = max(longest, view.period_s)
+    return 3 * longest
 
 
 def native_targets(monitor: MonitorConfig) -> list[TargetSpec]:

@@ -37,7 +37,7 @@ from reactor.damon.probe import (
 )
 from reactor.engine.bus import Bus
 from reactor.engine.damon_monitors import DamonMonitors
-from reactor.engine.monitors import NativeMonitors
+from reactor.engine.monitors import NativeMonitors, access_max_age
 from reactor.engine.sources import SourceRunner, SourceSpec, build_source_specs
 from reactor.engine.ticker import DECIDE_PHASE, Ticker
 from reactor.errors import (
@@ -458,8 +458,11 @@ class Reactor:
         for monitor in self.config.monitors if running else ():
             topic = f"access.{monitor.name}"
             _, aggregation = monitor.intervals(backend)
-            aggregation = max(aggregation, self.config.reactor.tick)
-            sample = self.bus.fresh(topic, now, 3 * aggregation)
+            newest = self.bus.peek(topic)
+            view = None if newest is None else newest.value
+            sample = self.bus.fresh(
+                topic, now, access_max_age(view, aggregation, self.config.reactor.tick)
+            )
             if sample is None:
                 stale.append(topic)
             else:

@@ -41,6 +41,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from controllers.base import LogValue
+from reactor.engine.monitors import access_max_age
 from reactor.engine.ticker import DECIDE_PHASE, Ticker
 from reactor.log import TICK_LOG_HEARTBEAT, output_moved
 
@@ -332,11 +333,8 @@ class Policy:
         backend = "native" if self.ctx.backend == "native" else "damon"
         _, aggregation = config.monitor(self.cfg.monitor).intervals(backend)
         last = self.ctx.bus.peek(topic)
-        if last is not None and last.value.snapshots:
-            # a monitoring policy may have lengthened the aggregation since the config
-            tuned = max(s.aggr_interval_s for s in last.value.snapshots.values())
-            aggregation = max(aggregation, tuned)
-        max_age = 3 * max(aggregation, config.reactor.tick)
+        view = None if last is None else last.value
+        max_age = access_max_age(view, aggregation, config.reactor.tick)
         sample = self.ctx.bus.fresh(topic, now, max_age)
         if sample is None:
             last = self.ctx.bus.peek(topic)

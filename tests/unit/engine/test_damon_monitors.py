@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,66 @@ async def test_a_snapshot_the_kernel_holds_back_is_logged_and_tried_again(
     assert late and late[0]["monitor"] == "app" and "EBUSY" in late[0]["error"]
     assert [e["consecutive"] for e in late] == [1]
     assert not [e for e in logs if e["event"] in ("failed", "damon_stop_failed")]
+
+
+@pytest.mark.anyio
+async def test_snapshot_cpu_spaces_out_costly_snapshots_and_their_views_stay_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``snapshot_cpu: 1%`` with each snapshot costing the driver 5 ms of CPU (set so:
+    the fake's own reads cost next to nothing): 5 ms / 1 % = 0.5 s, so a snapshot
+    every 5 ticks of 100 ms and never at every tick; each view carries that period, and
+    the status takes a view 0.45 s old as fresh (3 x 0.5 s), where the bound without a
+    period (3 ticks, 0.3 s) would call it stale, and one 1.6 s old as stale."""
+    orig = DamonDriver.update_schemes_tried_regions
+    starts: list[float] = []
+
+    async def costly(self: DamonDriver, k: int, *args: Any, **kw: Any) -> Any:
+        starts.append(anyio.current_time())
+        before = self.read_cpu_s(k)
+        out = await orig(self, k, *args, **kw)
+        self._read_cpu_s[k] = before + 0.005
+        return out
+
+    monkeypatch.setattr(DamonDriver, "update_schemes_tried_regions", costly)
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(config(tmp_path, "    snapshot_cpu: 1%\n"), fs=fs) as reactor:
+            seq = 0
+            with anyio.fail_after(10):
+                while len(starts) < 4:
+                    seq = (await reactor.bus.wait_newer("access.app", seq)).seq
+            newest = reactor.bus.peek("access.app")
+            assert newest is not None
+            assert newest.value.period_s == pytest.approx(0.5)
+            (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
+            assert mon["stale"] is False and mon["last_sample_age_s"] == pytest.approx(0.45)
+            (mon,) = reactor.status(now=newest.stamp + 1.6)["monitors"]
+            assert mon["stale"] is True
+        tg.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # each read starts on the grid instant 5 ticks after the one before (later under
+    # load, never sooner): a gap under 3.5 ticks would mean a read skipped no tick
+    assert min(gaps) > 0.35, gaps
+
+
+@pytest.mark.anyio
+async def test_without_snapshot_cpu_a_snapshot_comes_every_tick(tmp_path: Path) -> None:
+    """The default: no budget, no period on the views, the stale bound of 3 ticks."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(config(tmp_path), fs=fs) as reactor:
+            seq, stamps = 0, []
+            with anyio.fail_after(10):
+                while len(stamps) < 4:
+                    sample = await reactor.bus.wait_newer("access.app", seq)
+                    seq = sample.seq
+                    stamps.append(sample.stamp)
+                    assert sample.value.period_s is None
+            newest = reactor.bus.peek("access.app")
+            assert newest is not None
+            (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
+            assert mon["stale"] is True
+        tg.cancel_scope.cancel()
