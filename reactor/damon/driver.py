@@ -450,8 +450,9 @@ class DamonDriver:
         self._models[k] = kd
         self._written[k] = stager.written
         _log.debug("damon_staged", kdamond=k, writes=stager.writes)
-        if "table" in self.features.evidence.values():
-            # reactor's own staged directories now show which files this kernel has.
+        if stager.resized and "table" in self.features.evidence.values():
+            # reactor's own staged directories now show which files this kernel has; a
+            # pass that made no directory (a quota commit) shows nothing new
             self._features = probe_features(self.fs, self.kernel_release)
 
     def read_back(self, k: int, *, outputs: bool = False) -> Kdamond:

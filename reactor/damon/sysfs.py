@@ -475,6 +475,8 @@ class Stager:
         self.writes = 0
         self.known = dict(known) if known is not None else None
         self.written: dict[str, str] = {}
+        #: an ``nr_*`` file was written: the kernel made or removed directories
+        self.resized = False
 
     def _held(self, path: str, text: str) -> bool:
         """Whether the file holds ``text`` already (staged so last time, nothing since)."""
@@ -535,6 +537,7 @@ class Stager:
             return
         if parse_kernel_int(self.fs.read_text(path), path) != n:
             self.write(path, n)
+            self.resized = True
             if self.known is not None:
                 below = path.rsplit("/", 1)[0] + "/"
                 self.known = {p: t for p, t in self.known.items() if not p.startswith(below)}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+import reactor.damon.driver as driver_mod
 from reactor.config.damon import DamonSection, Kdamond
 from reactor.damon.commands import DamonSysfsError
 from reactor.damon.driver import DamonDriver, DamonTimeout
@@ -444,3 +445,32 @@ async def test_a_new_scheme_rewrites_every_scheme_and_a_failed_pass_everything(
     await driver.commit(0, _with_bytes(two, 2 << 20))
     assert {"contexts/0/operations", "contexts/0/schemes/1/action"} <= _written_since(fs, before)
     assert driver.read_back(0).contexts[0].schemes[0].quotas.sz_bytes == 2 << 20
+
+
+async def test_features_are_probed_again_only_after_a_pass_that_made_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Features known only from the version table (no directory of their level to look
+    in: no filter here) are probed again from the files once staging made directories
+    (an ``nr_*`` write), not after a quota commit, which makes none: the probe cost each
+    commit about a quarter of its CPU on the fake, for nothing."""
+    calls: list[int] = []
+    probe = driver_mod.probe_features
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(driver_mod, "probe_features", counted)  # the name the driver calls
+    fs, _damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    await driver.apply(_section())
+    assert "table" in driver.features.evidence.values()  # something is left to learn
+    after_apply = len(calls)
+    assert after_apply >= 2  # at open, and after the first staging made the tree
+    kd = await driver.staged(0)
+    for sz in (8 << 20, 4 << 20):
+        await driver.commit(0, _with_bytes(kd, sz))
+    assert len(calls) == after_apply
+    await driver.commit(0, kd.with_schemes(0, kd.contexts[0].schemes * 2))  # nr_schemes
+    assert len(calls) == after_apply + 1
