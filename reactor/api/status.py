@@ -269,10 +269,14 @@ def status_document(
     )
 
 
+def _newest(reactor: Reactor, topic: str) -> Any:
+    """The topic's newest sample (None: none yet), without counting it as a read."""
+    return getattr(reactor.bus, "peek", reactor.bus.latest)(topic)
+
+
 def _peek(reactor: Reactor, topic: str, now: float) -> tuple[float | None, Any]:
     """(age in seconds, summary) of the topic's newest sample, or (None, None)."""
-    peek = getattr(reactor.bus, "peek", reactor.bus.latest)
-    sample = peek(topic)
+    sample = _newest(reactor, topic)
     if sample is None:
         return None, None
     make = getattr(sample.value, "summary", None)
@@ -312,8 +316,7 @@ def _monitor_statuses(reactor: Reactor, now: float) -> list[MonitorStatus]:
     for k, monitor in enumerate(reactor.config.monitors):
         sample_s, aggregation_s = _live_intervals(reactor, monitor, backend)
         age, summary = _peek(reactor, f"access.{monitor.name}", now)
-        newest = getattr(reactor.bus, "peek", reactor.bus.latest)(f"access.{monitor.name}")
-        view = getattr(newest, "value", None)
+        view = getattr(_newest(reactor, f"access.{monitor.name}"), "value", None)
         max_age = access_max_age(
             view if isinstance(view, AccessView) else None,
             aggregation_s,
@@ -355,8 +358,7 @@ def _live_intervals(reactor: Reactor, monitor: MonitorConfig, backend: str) -> t
     sampler = _sampler(native, monitor.name)
     if sampler is not None:
         return sampler.settings.sample_interval_s, sampler.settings.aggr_interval_s
-    peek = getattr(reactor.bus, "peek", reactor.bus.latest)
-    sample = peek(f"access.{monitor.name}")
+    sample = _newest(reactor, f"access.{monitor.name}")
     snaps = getattr(getattr(sample, "value", None), "snapshots", None) or {}
     if snaps:
         newest = max(snaps.values(), key=lambda s: s.taken_at)

@@ -359,7 +359,9 @@ async def test_snapshot_cpu_spaces_out_costly_snapshots_and_their_views_stay_fre
 
 
 @pytest.mark.anyio
-async def test_without_snapshot_cpu_a_snapshot_comes_every_tick(tmp_path: Path) -> None:
+async def test_without_snapshot_cpu_views_carry_no_period_and_age_out_in_three_ticks(
+    tmp_path: Path,
+) -> None:
     """The default: no budget, no period on the views, the stale bound of 3 ticks."""
     fs, damon = fake_machine()
     async with anyio.create_task_group() as tg:
