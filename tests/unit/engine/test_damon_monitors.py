@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import itertools
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,31 +61,39 @@ async def drive(damon: FakeDamon, step_s: float = 0.05) -> None:
         await anyio.sleep(step_s)
 
 
+@asynccontextmanager
+async def running(tmp_path: Path, extra: str = "") -> AsyncIterator[tuple[Reactor, FakeDamon]]:
+    """A daemon with :func:`config` (plus ``extra`` under the monitor) on the fake
+    machine, its simulated kernel advancing with real time; shut down on leaving."""
+    fs, damon = fake_machine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, damon)
+        async with Reactor(config(tmp_path, extra), fs=fs) as reactor:
+            yield reactor, damon
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.anyio
 async def test_a_monitor_becomes_reactors_kdamond_and_publishes_hot_and_cold(
     tmp_path: Path,
 ) -> None:
     """The monitor runs as reactor's own kdamond; its snapshot shows hot and cold apart."""
-    fs, damon = fake_machine()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, damon)
-        async with Reactor(config(tmp_path), fs=fs) as reactor:
-            assert damon.kdamond_pid(0) is not None
-            view = None
-            with anyio.fail_after(10):
-                while view is None or not view.value.snapshots:
-                    view = await reactor.bus.wait_newer(
-                        "access.app", view.seq if view is not None else 0
-                    )
-            (snap,) = view.value.snapshots.values()
-            hot = [r for r in snap.region_list() if r.start < HOT[1] and r.end > HOT[0]]
-            cold = [r for r in snap.region_list() if r.start >= COLD[0] and r.end <= COLD[1]]
-            assert snap.probe == "damon" and snap.max_nr_accesses == 10
-            assert hot and cold
-            assert max(r.nr_accesses for r in hot) >= 8
-            assert all(r.nr_accesses == 0 for r in cold)
-            assert reactor.damon is not None and reactor.damon.driver.owned() == {0}
-        tg.cancel_scope.cancel()
+    async with running(tmp_path) as (reactor, damon):
+        assert damon.kdamond_pid(0) is not None
+        view = None
+        with anyio.fail_after(10):
+            while view is None or not view.value.snapshots:
+                view = await reactor.bus.wait_newer(
+                    "access.app", view.seq if view is not None else 0
+                )
+        (snap,) = view.value.snapshots.values()
+        hot = [r for r in snap.region_list() if r.start < HOT[1] and r.end > HOT[0]]
+        cold = [r for r in snap.region_list() if r.start >= COLD[0] and r.end <= COLD[1]]
+        assert snap.probe == "damon" and snap.max_nr_accesses == 10
+        assert hot and cold
+        assert max(r.nr_accesses for r in hot) >= 8
+        assert all(r.nr_accesses == 0 for r in cold)
+        assert reactor.damon is not None and reactor.damon.driver.owned() == {0}
     # shutdown stopped reactor's kdamond
     assert damon.kdamond_pid(0) is None
 
@@ -336,22 +346,18 @@ async def test_snapshot_cpu_spaces_out_costly_snapshots_and_their_views_stay_fre
         return out
 
     monkeypatch.setattr(DamonDriver, "update_schemes_tried_regions", costly)
-    fs, damon = fake_machine()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, damon)
-        async with Reactor(config(tmp_path, "    snapshot_cpu: 1%\n"), fs=fs) as reactor:
-            seq = 0
-            with anyio.fail_after(10):
-                while len(starts) < 4:
-                    seq = (await reactor.bus.wait_newer("access.app", seq)).seq
-            newest = reactor.bus.peek("access.app")
-            assert newest is not None
-            assert newest.value.period_s == pytest.approx(0.5)
-            (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
-            assert mon["stale"] is False and mon["last_sample_age_s"] == pytest.approx(0.45)
-            (mon,) = reactor.status(now=newest.stamp + 1.6)["monitors"]
-            assert mon["stale"] is True
-        tg.cancel_scope.cancel()
+    async with running(tmp_path, "    snapshot_cpu: 1%\n") as (reactor, _damon):
+        seq = 0
+        with anyio.fail_after(10):
+            while len(starts) < 4:
+                seq = (await reactor.bus.wait_newer("access.app", seq)).seq
+        newest = reactor.bus.peek("access.app")
+        assert newest is not None
+        assert newest.value.period_s == pytest.approx(0.5)
+        (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
+        assert mon["stale"] is False and mon["last_sample_age_s"] == pytest.approx(0.45)
+        (mon,) = reactor.status(now=newest.stamp + 1.6)["monitors"]
+        assert mon["stale"] is True
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # each read starts on the grid instant 5 ticks after the one before (later under
     # load, never sooner): a gap under 3.5 ticks would mean a read skipped no tick
@@ -363,19 +369,14 @@ async def test_without_snapshot_cpu_views_carry_no_period_and_age_out_in_three_t
     tmp_path: Path,
 ) -> None:
     """The default: no budget, no period on the views, the stale bound of 3 ticks."""
-    fs, damon = fake_machine()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, damon)
-        async with Reactor(config(tmp_path), fs=fs) as reactor:
-            seq, stamps = 0, []
-            with anyio.fail_after(10):
-                while len(stamps) < 4:
-                    sample = await reactor.bus.wait_newer("access.app", seq)
-                    seq = sample.seq
-                    stamps.append(sample.stamp)
-                    assert sample.value.period_s is None
-            newest = reactor.bus.peek("access.app")
-            assert newest is not None
-            (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
-            assert mon["stale"] is True
-        tg.cancel_scope.cancel()
+    async with running(tmp_path) as (reactor, _damon):
+        seq = 0
+        with anyio.fail_after(10):
+            for _ in range(4):
+                sample = await reactor.bus.wait_newer("access.app", seq)
+                seq = sample.seq
+                assert sample.value.period_s is None
+        newest = reactor.bus.peek("access.app")
+        assert newest is not None
+        (mon,) = reactor.status(now=newest.stamp + 0.45)["monitors"]
+        assert mon["stale"] is True
