@@ -278,7 +278,9 @@ def reactor_config(
     """A tiering policy on ``pid``: fast node 0, slow node 1, the used-ratio goal
     (``enabled: false`` starts the daemon with the policy off, for a later reload).
     ``startup_timeout`` 60 s: the native sampler's probe detection took 14-20 s under TCG,
-    past the default 5 + 10 s."""
+    past the default 5 + 10 s. ``shutdown_timeout`` 60 s: under TCG a migrating kdamond
+    once left a snapshot's command unanswered for 10-11 s at SIGTERM, past the default
+    5 s for that write to finish (the daemon then failed its stop and exited 1)."""
     if backend == "native":
         monitor = "probe: soft-dirty\n    sample: 100ms\n    aggregation: 1s"
     else:
@@ -290,7 +292,7 @@ def reactor_config(
     path = tmp / f"tiering-{backend}.yaml"
     path.write_text(
         f"""
-reactor: {{backend: {backend}, tick: 1s, startup_timeout: 60s}}
+reactor: {{backend: {backend}, tick: 1s, startup_timeout: 60s, shutdown_timeout: 60s}}
 signals:
   psi: {{enabled: false}}
   meminfo: {{enabled: false}}

@@ -148,6 +148,9 @@ class DamonDriver:
         #: at cancellation keeps running (and may hold the kernel's sysfs lock) after the
         #: limiter lets the next job in; the next job waits for it here.
         self._job = threading.Lock()
+        #: the job holding ``_job`` (its ``what``) and when it began (monotonic), so a job
+        #: left waiting on it can say what it waits for
+        self._running: tuple[str, float] | None = None
         self._record: OwnershipRecord | None = None
         self._features: KernelFeatures | None = None
         self._models: dict[int, Kdamond] = {}
@@ -221,8 +224,11 @@ class DamonDriver:
 
     # -- the worker-thread seam --------------------------------------------------------------
 
-    async def _thread(self, call: Callable[[], T], *, timeout: float, what: str) -> T:
+    async def _thread(
+        self, call: Callable[[], T], *, timeout: float, what: str, job: str | None = None
+    ) -> T:
         """Run blocking ``call`` in a worker thread, one at a time, within ``timeout`` s.
+        ``job`` says what the call does where ``what`` (the path errors name) does not.
 
         One at a time even across abandonment: a job cancelled or timed out here keeps
         running in its thread (a kernel write cannot be interrupted), so the next job
@@ -235,12 +241,15 @@ class DamonDriver:
             if not self._job.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise DamonTimeout(
                     what,
-                    f"waited {timeout:g} s for an earlier, abandoned DAMON job to finish",
+                    f"waited {timeout:g} s for an earlier, abandoned DAMON job to finish"
+                    + self._describe_running(),
                     errno=E.ETIMEDOUT,
                 )
+            self._running = (job or what, time.monotonic())
             try:
                 return call()
             finally:
+                self._running = None
                 self._job.release()
 
         try:
@@ -252,9 +261,53 @@ class DamonDriver:
             raise DamonTimeout(
                 what,
                 f"did not finish within {timeout:g} s (the worker thread was abandoned; the "
-                "kdamond may still be busy)",
+                "kdamond may still be busy)" + self._describe_running(),
                 errno=E.ETIMEDOUT,
             ) from None
+
+    def _describe_running(self) -> str:
+        running = self._running
+        if running is None:
+            return ""
+        return f" (in flight: {running[0]}, for {time.monotonic() - running[1]:.1f} s)"
+
+    async def settle(self, timeout: float) -> float:
+        """Wait up to ``timeout`` s for a job abandoned earlier (cancelled at a signal, or
+        past its deadline, while the kernel still held its write) to finish in its
+        thread; returns the seconds waited (``damon_job_awaited`` says what for). Raises
+        :class:`DamonTimeout`, naming the job and how long it has run, when it is still
+        running then.
+
+        A shutdown settles first, so its stop gets its own time rather than spending it
+        waiting on a write the kernel has not answered (seen under TCG: a tiering
+        kdamond left a snapshot's command unanswered for more than 10 s).
+        """
+        running = self._running
+        t0 = time.monotonic()
+
+        def wait() -> bool:
+            if not self._job.acquire(timeout=timeout):
+                return False
+            self._job.release()
+            return True
+
+        if not await anyio.to_thread.run_sync(wait, abandon_on_cancel=True):
+            raise DamonTimeout(
+                paths.KDAMONDS,
+                f"an earlier DAMON job did not finish within {timeout:g} s"
+                + self._describe_running()
+                + "; the kernel has not answered its write",
+                errno=E.ETIMEDOUT,
+            )
+        waited = time.monotonic() - t0
+        if running is not None:
+            _log.info(
+                "damon_job_awaited",
+                job=running[0],
+                running_s=round(t0 - running[1], 3),
+                waited_s=round(waited, 3),
+            )
+        return waited
 
     # -- ownership guard ---------------------------------------------------------------------
 
@@ -513,6 +566,7 @@ class DamonDriver:
             ),
             timeout=self._timeout_for(k, command),
             what=paths.state_file(k),
+            job=f"{command!r} to {paths.state_file(k)}",
         )
 
     async def start(self, k: int) -> int:

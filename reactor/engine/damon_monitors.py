@@ -196,9 +196,12 @@ class DamonMonitors:
             command.stop()
 
     async def _stop_kdamonds(self) -> None:
-        """Stop reactor's kdamonds within ``shutdown_timeout``; say so when they may
-        still run (a stop that failed or ran out of time is logged and raised: the exit
-        status shows it)."""
+        """Stop reactor's kdamonds; say so when they may still run (a stop that failed
+        or ran out of time is logged and raised: the exit status shows it).
+
+        ``shutdown_timeout`` bounds each of two steps: a DAMON job the cancellation
+        abandoned (a write the kernel has not answered yet) finishing in its thread, then
+        the stop itself."""
         if not self.driver.opened:
             return  # open() failed: reactor laid out nothing
         timeout = self.config.reactor.shutdown_timeout
@@ -208,6 +211,7 @@ class DamonMonitors:
         )
         with anyio.CancelScope(shield=True):
             try:
+                await self.driver.settle(timeout)
                 with anyio.move_on_after(timeout) as scope:
                     await self.driver.stop_all()
             except ReactorError as exc:

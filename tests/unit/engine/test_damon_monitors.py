@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -295,6 +296,83 @@ async def test_a_stop_past_the_shutdown_timeout_is_an_error(tmp_path: Path) -> N
     assert any(isinstance(e, DamonTimeout) for e in leaves(info.value)), info.value
     (timeout,) = [e for e in logs if e["event"] == "damon_stop_timeout"]
     assert timeout["recorded"] == [0] and "next reactor start" in timeout["note"]
+
+
+def unanswered_snapshots(fs: FakeKernelFS) -> tuple[threading.Event, threading.Event]:
+    """Make the kernel leave the next ``update_schemes_tried_regions`` unanswered (its
+    write blocks, as a walk waiting on a busy kdamond does) until the second event is
+    set; the first is set once such a write is in flight."""
+    held, answer = threading.Event(), threading.Event()
+    write = fs.write_text
+
+    def slow_kernel(path: str, data: str) -> None:
+        if path.endswith("/state") and data.strip() == "update_schemes_tried_regions":
+            held.set()
+            answer.wait(30)
+        write(path, data)
+
+    fs.write_text = slow_kernel  # type: ignore[method-assign]
+    return held, answer
+
+
+@pytest.mark.anyio
+async def test_a_command_in_flight_at_shutdown_gets_the_shutdown_timeout_to_finish(
+    tmp_path: Path,
+) -> None:
+    """The stop comes while the kernel has not answered a snapshot's command (seen under
+    TCG for more than 10 s, a tiering kdamond migrating). The shutdown waits for it
+    within ``reactor.shutdown_timeout`` (5 s), not one command's timeout (made 0.2 s
+    here), says what it waited for, then stops the kdamond: no error."""
+    fs, damon = fake_machine()
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, damon)
+            async with Reactor(config(tmp_path), fs=fs) as reactor:
+                assert reactor.damon is not None
+                reactor.damon.driver.command_timeout_s = 0.2
+                held, answer = unanswered_snapshots(fs)
+                with anyio.fail_after(10):
+                    await anyio.to_thread.run_sync(held.wait)
+                threading.Timer(1.0, answer.set).start()
+            tg.cancel_scope.cancel()
+    assert damon.kdamond_pid(0) is None
+    (awaited,) = [e for e in logs if e["event"] == "damon_job_awaited"]
+    assert awaited["job"] == f"'update_schemes_tried_regions' to {KD}/0/state"
+    assert awaited["waited_s"] > 0.2
+    assert not [e for e in logs if e["event"] in ("damon_stop_failed", "failed")]
+
+
+@pytest.mark.anyio
+async def test_a_command_unanswered_past_the_shutdown_timeout_is_named_in_the_error(
+    tmp_path: Path,
+) -> None:
+    """The kernel still has not answered when ``reactor.shutdown_timeout`` runs out:
+    the daemon fails (its kdamond may still run) and the error says which write it
+    waited for and for how long."""
+    fs, damon = fake_machine()
+    cfg = load_config_text(
+        "reactor:\n  backend: damon\n  tick: 100ms\n  shutdown_timeout: 300ms\n"
+        f"  run_dir: {tmp_path}\n"
+        "monitors:\n  - name: app\n    targets: {pids: [4242]}\n"
+        "    sample: 10ms\n    aggregation: 100ms\n",
+        "t.yaml",
+    )
+    with structlog.testing.capture_logs() as logs, pytest.raises(BaseException) as info:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drive, damon)
+                async with Reactor(cfg, fs=fs):
+                    held, answer = unanswered_snapshots(fs)
+                    with anyio.fail_after(10):
+                        await anyio.to_thread.run_sync(held.wait)
+                tg.cancel_scope.cancel()
+        finally:
+            answer.set()
+    (error,) = [e for e in leaves(info.value) if isinstance(e, DamonTimeout)]
+    assert f"in flight: 'update_schemes_tried_regions' to {KD}/0/state, for 0." in str(error)
+    assert "did not finish within 0.3 s" in str(error)
+    (failed,) = [e for e in logs if e["event"] == "damon_stop_failed"]
+    assert failed["recorded"] == [0] and failed["error"] == str(error)
 
 
 @pytest.mark.anyio
