@@ -92,6 +92,18 @@ T = TypeVar("T")
 Ranges = Sequence[tuple[int, int]]
 
 
+#: kernel stack frames kept in a log line (innermost first; the rest is the kdamond loop)
+STACK_FRAMES = 12
+
+
+def _frame(line: str) -> str:
+    """``[<0>] damon_va_migrate+0x1d3/0x2c0`` -> ``damon_va_migrate``."""
+    text = line.strip()
+    if text.startswith("[<"):
+        text = text.partition("] ")[2]
+    return text.partition("+")[0].strip()
+
+
 class DamonTimeout(KernelInterfaceError):
     """A DAMON write did not finish within its deadline (errno ETIMEDOUT)."""
 
@@ -308,6 +320,36 @@ class DamonDriver:
                 waited_s=round(waited, 3),
             )
         return waited
+
+    def kdamond_task(self, k: int) -> dict[str, object]:
+        """Where reactor's kdamond ``k`` is in the kernel, for the log line when it does
+        not answer: ``kdamond_pid`` (from the ownership record, since DAMON's sysfs may be
+        locked), ``kdamond_sched`` (the scheduler state letter, /proc/PID/stat),
+        ``kdamond_wchan`` and ``kdamond_stack`` (its kernel stack, innermost first,
+        function names only; root only). A field that cannot be read is left out; none
+        raises."""
+        pid = self._record.pid_of(k) if self._record is not None else None
+        if pid is None or pid <= 0:
+            return {}
+        out: dict[str, object] = {"kdamond_pid": pid}
+        base = f"/proc/{pid}"
+        try:
+            out["kdamond_sched"] = self.fs.read_text(f"{base}/stat").rpartition(")")[2].split()[0]
+        except (KernelInterfaceError, IndexError):
+            return out  # gone (or not a process this filesystem shows)
+        for name in ("wchan", "stack"):
+            try:
+                text = self.fs.read_text(f"{base}/{name}")
+            except KernelInterfaceError:
+                continue
+            if name == "wchan":
+                if text.strip() not in ("", "0"):
+                    out["kdamond_wchan"] = text.strip()
+                continue
+            frames = [_frame(line) for line in text.splitlines()]
+            if any(frames):
+                out["kdamond_stack"] = [f for f in frames if f][:STACK_FRAMES]
+        return out
 
     # -- ownership guard ---------------------------------------------------------------------
 

@@ -216,12 +216,20 @@ class DamonMonitors:
                     await self.driver.stop_all()
             except ReactorError as exc:
                 _log.error(
-                    "damon_stop_failed", error=str(exc), recorded=self._recorded(), note=left
+                    "damon_stop_failed",
+                    error=str(exc),
+                    recorded=self._recorded(),
+                    note=left,
+                    kdamonds=self._whereabouts(),
                 )
                 raise
             if scope.cancelled_caught:
                 _log.error(
-                    "damon_stop_timeout", timeout_s=timeout, recorded=self._recorded(), note=left
+                    "damon_stop_timeout",
+                    timeout_s=timeout,
+                    recorded=self._recorded(),
+                    note=left,
+                    kdamonds=self._whereabouts(),
                 )
                 raise DamonTimeout(
                     paths.KDAMONDS,
@@ -230,6 +238,10 @@ class DamonMonitors:
                     errno=errno.ETIMEDOUT,
                 )
             _log.info("damon_kdamonds_stopped", owned=sorted(self.driver.owned()))
+
+    def _whereabouts(self) -> dict[int, dict[str, object]]:
+        """Each recorded kdamond's place in the kernel, for a stop that failed."""
+        return {k: self.driver.kdamond_task(k) for k in self._recorded()}
 
     def _recorded(self) -> list[int]:
         """The kdamonds reactor's ownership record lists as started (no sysfs read)."""
@@ -297,14 +309,22 @@ class DamonMonitors:
         _log.info("damon_reconfigured", committed=committed, online=True)
         return None
 
-    def _late(self, name: str, exc: ReactorError) -> None:
+    def _late(self, name: str, k: int, exc: ReactorError) -> None:
         """Log a snapshot the kernel did not give in time (first, then every 60th in a
         row): its kdamond was busy past the command's deadline (a long pass of
         migrations under emulation took over 10 s), or another DAMON user held the
-        sysfs lock. The monitor stays up and tries again next tick."""
+        sysfs lock. Where the kdamond is in the kernel goes with it
+        (:meth:`~reactor.damon.driver.DamonDriver.kdamond_task`). The monitor stays up
+        and tries again next tick."""
         n = self._late_count[name] = self._late_count.get(name, 0) + 1
         if repeat_logged(n):
-            _log.warning("damon_snapshot_late", monitor=name, error=str(exc), consecutive=n)
+            _log.warning(
+                "damon_snapshot_late",
+                monitor=name,
+                error=str(exc),
+                consecutive=n,
+                **self.driver.kdamond_task(k),
+            )
 
     def _intervals(self, k: int, monitor: MonitorConfig) -> tuple[float, float]:
         """The kdamond's intervals as staged now (a self-tuning policy may have committed
@@ -348,7 +368,7 @@ class DamonMonitors:
                 except (DamonTimeout, DamonSysfsError) as exc:
                     if not _transient(exc):
                         raise
-                    self._late(monitor.name, exc)
+                    self._late(monitor.name, k, exc)
                     continue  # the snapshot ages: policies hold on it
                 self._late_count.pop(monitor.name, None)
                 sample, aggregation = self._intervals(k, monitor)

@@ -24,6 +24,7 @@ from reactor.damon.ownership import ForeignKdamond, OwnershipRecord, OwnershipSt
 from reactor.damon.probe import choose_backend, read_damon_status
 from reactor.errors import KernelInterfaceError
 from reactor.testing import RecordingKernelFS, damon_fake
+from tests.captures import HOST
 from tests.unit.damon.conftest import BOOT_ID, KD, base_fs
 
 pytestmark = pytest.mark.anyio
@@ -245,6 +246,28 @@ async def test_stop_all_stops_only_own_kdamonds(tmp_path: Path) -> None:
     assert driver.state(0) == "off" and driver.record.pid_of(0) == -1
     await driver.stop(0)
     assert driver.owned() == {0}
+
+
+async def test_kdamond_task_says_where_a_kdamond_is_in_the_kernel(tmp_path: Path) -> None:
+    """For a log line when a kdamond does not answer: its recorded pid, scheduler state,
+    wchan and kernel stack (function names, innermost first), here from the verbatim task
+    files of this host's own kdamond; what cannot be read is left out, nothing raises."""
+    fs, damon = _fake()
+    driver = await _driver(fs, tmp_path)
+    assert driver.kdamond_task(0) == {}  # nothing recorded yet
+    await driver.apply(_section())
+    pid = damon.kdamond_pid(0)
+    assert driver.kdamond_task(0) == {"kdamond_pid": pid}  # no /proc files for it here
+    for name in ("stat", "wchan", "stack"):
+        fs.set_file(f"/proc/{pid}/{name}", (HOST / f"proc_kdamond_{name}").read_text())
+    assert driver.kdamond_task(0) == {
+        "kdamond_pid": pid,
+        "kdamond_sched": "I",
+        "kdamond_wchan": "kdamond_fn",
+        "kdamond_stack": ["kdamond_fn", "kthread", "ret_from_fork", "ret_from_fork_asm"],
+    }
+    fs.remove(f"/proc/{pid}/stack")  # not root: the stack is not readable
+    assert "kdamond_stack" not in driver.kdamond_task(0)
 
 
 def _tuning_section() -> DamonSection:

@@ -22,7 +22,7 @@ from reactor.damon.paths import KDAMONDS as KD
 from reactor.engine.runtime import Reactor
 from reactor.errors import KernelInterfaceError, SourceFailed
 from reactor.testing import FakeDamon, FakeKernelFS
-from tests.captures import DAMON_COLD, DAMON_HOT, DAMON_PID, damon_node
+from tests.captures import DAMON_COLD, DAMON_HOT, DAMON_PID, HOST, damon_node
 
 PID, HOT, COLD = DAMON_PID, DAMON_HOT, DAMON_COLD
 
@@ -362,6 +362,7 @@ async def test_a_command_unanswered_past_the_shutdown_timeout_is_named_in_the_er
             async with anyio.create_task_group() as tg:
                 tg.start_soon(drive, damon)
                 async with Reactor(cfg, fs=fs):
+                    pid = damon.kdamond_pid(0)
                     held, answer = unanswered_snapshots(fs)
                     with anyio.fail_after(10):
                         await anyio.to_thread.run_sync(held.wait)
@@ -373,6 +374,7 @@ async def test_a_command_unanswered_past_the_shutdown_timeout_is_named_in_the_er
     assert "did not finish within 0.3 s" in str(error)
     (failed,) = [e for e in logs if e["event"] == "damon_stop_failed"]
     assert failed["recorded"] == [0] and failed["error"] == str(error)
+    assert failed["kdamonds"] == {0: {"kdamond_pid": pid}}  # the fake has no /proc for it
 
 
 @pytest.mark.anyio
@@ -381,13 +383,16 @@ async def test_a_snapshot_the_kernel_holds_back_is_logged_and_tried_again(
 ) -> None:
     """While another holder keeps DAMON's sysfs lock (EBUSY past the command's
     retries), the monitor logs ``damon_snapshot_late`` once and keeps its kdamond; its
-    snapshots come again once the lock is free (the daemon used to exit on it)."""
+    snapshots come again once the lock is free (the daemon used to exit on it). The log
+    line says where the kdamond is in the kernel (this host's kdamond's task files)."""
     fs, damon = fake_machine()
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive, damon)
         with structlog.testing.capture_logs() as logs:
             async with Reactor(config(tmp_path), fs=fs) as reactor:
                 pid = damon.kdamond_pid(0)
+                for name in ("stat", "wchan", "stack"):
+                    fs.set_file(f"/proc/{pid}/{name}", (HOST / f"proc_kdamond_{name}").read_text())
                 with anyio.fail_after(10):
                     view = await reactor.bus.wait_newer("access.app", 0)
                 with damon.hold_lock():
@@ -400,6 +405,8 @@ async def test_a_snapshot_the_kernel_holds_back_is_logged_and_tried_again(
         tg.cancel_scope.cancel()
     late = [e for e in logs if e["event"] == "damon_snapshot_late"]
     assert late and late[0]["monitor"] == "app" and "EBUSY" in late[0]["error"]
+    assert late[0]["kdamond_pid"] == pid and late[0]["kdamond_sched"] == "I"
+    assert late[0]["kdamond_stack"][0] == "kdamond_fn"
     assert [e["consecutive"] for e in late] == [1]
     assert not [e for e in logs if e["event"] in ("failed", "damon_stop_failed")]
 
