@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,10 +135,17 @@ def hot_child() -> Iterator[Child]:
         text=True,
     )
     ready = None
+    # where a slow start's CPU goes (user or kernel, and the kernel stack): 1-54 s here
+    stop = threading.Event()
+    watch: list[str] = []
+    watcher = threading.Thread(target=_watch, args=(proc.pid, t0, stop, watch), daemon=True)
+    watcher.start()
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
         ready = time.monotonic() - t0
+        stop.set()
+        watcher.join()
         # a CI run's child took 27.5 s to be ready (1.3 s alone): was it running (its CPU
         # time), waiting for memory or I/O (PSI totals since boot), or the guest busy?
         state = _child_state(proc.pid)
@@ -153,7 +161,30 @@ def hot_child() -> Iterator[Child]:
                 f"hot child: ready after {ready if ready is None else round(ready, 2)} s "
                 f"({state if ready is not None else 'never ready'}), ended in "
                 f"{time.monotonic() - t1:.2f} s\n"
+                f"hot child start, every 2 s (s, user s, kernel s, wchan, stack): {watch}\n"
             )
+
+
+def _watch(pid: int, t0: float, stop: threading.Event, out: list[str]) -> None:
+    """Every 2 s until ``stop``: the child's user and kernel CPU seconds, wchan and
+    kernel stack (function names), appended to ``out``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while not stop.wait(2.0):
+        try:
+            fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+            wchan = read(f"/proc/{pid}/wchan").strip()
+            stack = [
+                line.partition("] ")[2].partition("+")[0]
+                for line in read(f"/proc/{pid}/stack").splitlines()
+            ]
+        except OSError:
+            return
+        user, kernel = int(fields[11]) / tick, int(fields[12]) / tick
+        out.append(f"({time.monotonic() - t0:.0f}, {user:.1f}, {kernel:.1f}, {wchan}, {stack[:6]})")
+        if kernel > 3 and len(out) == 2:
+            # running in the kernel shows no stack: the CPUs' backtraces go to the console
+            # (console.log on the host), once
+            write("/proc/sysrq-trigger", "l")
 
 
 def _child_state(pid: int) -> str:
