@@ -181,10 +181,6 @@ def _watch(pid: int, t0: float, stop: threading.Event, out: list[str]) -> None:
             return
         user, kernel = int(fields[11]) / tick, int(fields[12]) / tick
         out.append(f"({time.monotonic() - t0:.0f}, {user:.1f}, {kernel:.1f}, {wchan}, {stack[:6]})")
-        if kernel > 3 and len(out) == 2:
-            # running in the kernel shows no stack: the CPUs' backtraces go to the console
-            # (console.log on the host), once
-            write("/proc/sysrq-trigger", "l")
 
 
 def _child_state(pid: int) -> str:
