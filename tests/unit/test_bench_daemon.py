@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -53,3 +55,25 @@ def test_the_probe_floor_is_measured_on_a_real_process_with_the_daemons_probe() 
     assert all(s > 0 for s in floor.per_sample_s.values()), floor
     assert floor.share(0.1, 20.0) == pytest.approx(20.0 * floor.per_sample_s[0.1])
     assert floor.share(1.0, 2.0) == 0.0
+
+
+def test_the_main_threads_clock_is_the_event_loop_threads_own() -> None:
+    """``main_thread_share`` reads a process's main thread's CPU clock by pid: from this
+    (main) thread it moves with ``time.thread_time()``, and not with CPU another thread
+    burns meanwhile."""
+    pid = os.getpid()
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    a, t = daemon._main_thread_cpu_s(pid), time.thread_time()
+    burn(0.05)
+    own = time.thread_time() - t
+    other = threading.Thread(target=burn, args=(0.1,))
+    other.start()
+    other.join()
+    moved = daemon._main_thread_cpu_s(pid) - a
+    assert own >= 0.05
+    assert own <= moved < own + 0.02  # the join's wait costs the main thread next to nothing
