@@ -334,9 +334,14 @@ class DamonDriver:
         out: dict[str, object] = {"kdamond_pid": pid}
         base = f"/proc/{pid}"
         try:
-            out["kdamond_sched"] = self.fs.read_text(f"{base}/stat").rpartition(")")[2].split()[0]
+            stat = self.fs.read_text(f"{base}/stat")
+            comm, _, rest = stat.partition("(")[2].rpartition(")")
+            state = rest.split()[0]
         except (KernelInterfaceError, IndexError):
             return out  # gone (or not a process this filesystem shows)
+        if not comm.startswith("kdamond"):
+            return out  # the kdamond ended and its pid went to another task
+        out["kdamond_sched"] = state
         for name in ("wchan", "stack"):
             try:
                 text = self.fs.read_text(f"{base}/{name}")

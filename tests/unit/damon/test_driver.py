@@ -268,6 +268,9 @@ async def test_kdamond_task_says_where_a_kdamond_is_in_the_kernel(tmp_path: Path
     }
     fs.remove(f"/proc/{pid}/stack")  # not root: the stack is not readable
     assert "kdamond_stack" not in driver.kdamond_task(0)
+    # the kdamond ended and its pid went to another task: nothing of that one is told
+    fs.set_file(f"/proc/{pid}/stat", f"{pid} (python3) R 1 1 1 0 -1 4194560 0 0 0 0 0 0\n")
+    assert driver.kdamond_task(0) == {"kdamond_pid": pid}
 
 
 def _tuning_section() -> DamonSection:
