@@ -181,9 +181,12 @@ def _process_cpu_s(pid: int) -> float:
 
 
 def _main_thread_cpu_s(pid: int) -> float:
-    """CPU seconds of a process's main thread (its event loop: sources, policy ticks,
-    the report, logging), exact: the thread's CPU-time clock (``CPUCLOCK_PERTHREAD``)."""
-    return time.clock_gettime(((~pid) << 3) | 6)
+    """CPU seconds of another process's main thread (its event loop: sources, policy
+    ticks, the report, logging), exact: the scheduler's runtime of that thread
+    (``/proc/PID/task/PID/schedstat``, nanoseconds, the counter its own
+    ``CLOCK_THREAD_CPUTIME_ID`` reads). A thread CPU clock cannot be read from another
+    process: clock_gettime(2) answers EINVAL outside the caller's thread group."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def _status_kib(pid: int, key: str) -> int:
