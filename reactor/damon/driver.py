@@ -283,10 +283,10 @@ class DamonDriver:
             return ""
         return f" (in flight: {running[0]}, for {time.monotonic() - running[1]:.1f} s)"
 
-    async def settle(self, timeout: float) -> float:
+    async def settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for a job abandoned earlier (cancelled at a signal, or
         past its deadline, while the kernel still held its write) to finish in its
-        thread; returns the seconds waited (``damon_job_awaited`` says what for). Raises
+        thread (``damon_job_awaited`` says what for, and how long it took). Raises
         :class:`DamonTimeout`, naming the job and how long it has run, when it is still
         running then.
 
@@ -311,15 +311,13 @@ class DamonDriver:
                 + "; the kernel has not answered its write",
                 errno=E.ETIMEDOUT,
             )
-        waited = time.monotonic() - t0
         if running is not None:
             _log.info(
                 "damon_job_awaited",
                 job=running[0],
                 running_s=round(t0 - running[1], 3),
-                waited_s=round(waited, 3),
+                waited_s=round(time.monotonic() - t0, 3),
             )
-        return waited
 
     def kdamond_task(self, k: int) -> dict[str, object]:
         """Where reactor's kdamond ``k`` is in the kernel, for the log line when it does
@@ -342,19 +340,21 @@ class DamonDriver:
         if not comm.startswith("kdamond"):
             return out  # the kdamond ended and its pid went to another task
         out["kdamond_sched"] = state
-        for name in ("wchan", "stack"):
-            try:
-                text = self.fs.read_text(f"{base}/{name}")
-            except KernelInterfaceError:
-                continue
-            if name == "wchan":
-                if text.strip() not in ("", "0"):
-                    out["kdamond_wchan"] = text.strip()
-                continue
-            frames = [_frame(line) for line in text.splitlines()]
-            if any(frames):
-                out["kdamond_stack"] = [f for f in frames if f][:STACK_FRAMES]
+        wchan = self._read_or_empty(f"{base}/wchan").strip()
+        if wchan not in ("", "0"):
+            out["kdamond_wchan"] = wchan
+        frames = [
+            f for line in self._read_or_empty(f"{base}/stack").splitlines() if (f := _frame(line))
+        ]
+        if frames:
+            out["kdamond_stack"] = frames[:STACK_FRAMES]
         return out
+
+    def _read_or_empty(self, path: str) -> str:
+        try:
+            return self.fs.read_text(path)
+        except KernelInterfaceError:
+            return ""
 
     # -- ownership guard ---------------------------------------------------------------------
 
